@@ -1,0 +1,10 @@
+"""The pack's own socket types. Each carries a Python object defined in ``models/``; none reuses a core type."""
+
+from comfy_api.latest import io
+
+FaceAnalyzer = io.Custom("FACESNAP_FACE_ANALYZER")  # models.face_analysis backend object
+Faces = io.Custom("FACESNAP_FACES")  # models.face_analysis.FaceSet
+Landmarks = io.Custom("FACESNAP_LANDMARKS")  # models.landmarks72.LandmarkSet
+FaceFeatures = io.Custom("FACESNAP_FACE_FEATURES")  # ArcFace embeddings + CLIP tokens of reference faces
+MorphableModel = io.Custom("FACESNAP_3DMM")  # models.morphable_model.MorphableModel
+FaceSnapModel = io.Custom("FACESNAP_MODEL")  # attribute mixer + FFRNet (+ ID-Injector heads)

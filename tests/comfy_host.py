@@ -1,0 +1,74 @@
+"""Run API-format graphs through ComfyUI's real validator and executor, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import uuid
+
+
+class _StubServer:
+    """The parts of PromptServer that the executor talks to."""
+
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def __init__(self):
+        self.events = []
+
+    def send_sync(self, event, data, sid=None):
+        self.events.append((event, data))
+
+
+class ComfyHost:
+    def __init__(self, pack_root: pathlib.Path, workdir: pathlib.Path, extra_packs: list[pathlib.Path] = ()):
+        import folder_paths
+        import nodes
+
+        self.workdir = pathlib.Path(workdir)
+        for sub in ("input", "output", "temp", "models"):
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        folder_paths.set_input_directory(str(self.workdir / "input"))
+        folder_paths.set_output_directory(str(self.workdir / "output"))
+        folder_paths.set_temp_directory(str(self.workdir / "temp"))
+        for pack in [pack_root, *extra_packs]:
+            if not asyncio.run(nodes.load_custom_node(str(pack))):
+                raise RuntimeError(f"ComfyUI failed to load the custom node pack at {pack}")
+        self.node_classes = nodes.NODE_CLASS_MAPPINGS
+
+    @property
+    def input_dir(self) -> pathlib.Path:
+        return self.workdir / "input"
+
+    @property
+    def output_dir(self) -> pathlib.Path:
+        return self.workdir / "output"
+
+    def validate(self, prompt: dict):
+        import execution
+
+        return asyncio.run(execution.validate_prompt(str(uuid.uuid4()), prompt, None))
+
+    def run(self, prompt: dict, expect_success: bool = True):
+        """Validate and execute a graph. Returns the executor; its ``history_result`` holds the UI outputs."""
+        import execution
+
+        valid = self.validate(prompt)
+        if not valid[0]:
+            raise AssertionError(f"prompt failed validation: {valid[1]} {valid[3]}")
+        server = _StubServer()
+        executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+        executor.execute(prompt, str(uuid.uuid4()), {}, valid[2])
+        executor.events = server.events
+        if expect_success and not executor.success:
+            errors = [data for event, data in server.events if event == "execution_error"]
+            raise AssertionError(f"graph failed: {errors}")
+        return executor
+
+    @staticmethod
+    def error_message(executor) -> str:
+        for event, data in executor.events:
+            if event == "execution_error":
+                return str(data.get("exception_message", ""))
+        return ""
