@@ -18,3 +18,19 @@ demo: setup
 
 clean-host:
 	rm -rf "$(CACHE)"
+
+# --- artist release (issue 6) ---
+.PHONY: docs pin-ids workflows browser-test
+
+docs: setup
+	$(PY) scripts/gen_node_docs.py
+
+pin-ids: setup
+	$(PY) scripts/pin_node_ids.py
+
+workflows: setup
+	$(PY) scripts/build_workflows.py
+	$(PY) scripts/make_thumbnails.py
+
+browser-test: setup
+	$(PY) tests/browser/run_browser_test.py

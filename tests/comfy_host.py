@@ -60,9 +60,13 @@ class ComfyHost:
         server = _StubServer()
         executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
         executor.execute(prompt, str(uuid.uuid4()), {}, valid[2])
-        executor.events = server.events
+        # Errors reach the server only with a client id; the executor's status_messages always keep them.
+        sent = {event for event, _ in server.events}
+        failures = [(event, data) for event, data in executor.status_messages
+                    if event in ("execution_error", "execution_interrupted") and event not in sent]
+        executor.events = server.events + failures
         if expect_success and not executor.success:
-            errors = [data for event, data in server.events if event == "execution_error"]
+            errors = [data for event, data in executor.events if event == "execution_error"]
             raise AssertionError(f"graph failed: {errors}")
         return executor
 

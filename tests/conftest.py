@@ -61,9 +61,10 @@ def ict_model_path() -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def comfy_host(tmp_path_factory):
-    """ComfyUI's executor with this pack loaded through ComfyUI's own custom-node loader."""
+    """ComfyUI's executor with this pack loaded through ComfyUI's own custom-node loader, plus the test-only
+    node pack tests/comfy_test_nodes (tiny in-process SDXL, VAE, CLIP vision, conditioning)."""
     if not HAVE_COMFY:
         pytest.skip(f"ComfyUI not found at {COMFY}")
     from comfy_host import ComfyHost
 
-    return ComfyHost(PACK_ROOT, tmp_path_factory.mktemp("comfy"))
+    return ComfyHost(PACK_ROOT, tmp_path_factory.mktemp("comfy"), extra_packs=[PACK_ROOT / "tests" / "comfy_test_nodes"])

@@ -42,12 +42,14 @@ class FaceSet:
     """Selected faces with the images they came from: the payload of the FACESNAP_FACES socket.
 
     ``images[i]`` is the RGB uint8 source image of ``records[i]``; ``crop_boxes[i]`` is the square crop
-    (x1, y1, x2, y2, may extend past the image) that the crop node cut around it.
+    (x1, y1, x2, y2, may extend past the image) that the crop node cut around it, resized to
+    ``crop_size`` x ``crop_size`` pixels (0 when no crop was made).
     """
 
     records: list[FaceRecord]
     images: list[np.ndarray]
     crop_boxes: list[np.ndarray] = field(default_factory=list)
+    crop_size: int = 0
 
     def __len__(self) -> int:
         return len(self.records)

@@ -1,0 +1,75 @@
+"""What FACESNAP_FACE_FEATURES carries: the mixer's inputs for the reference photos of one person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import InvalidInputError
+from .face_analysis.align import crop_square, square_box
+from .face_analysis.record import FaceSet
+from .face_analysis.select import is_no_face
+
+ARCFACE_DIM = 512
+
+
+@dataclass
+class FaceFeatures:
+    id_embeds: torch.Tensor  # (N, 512) ArcFace embeddings, one per reference photo
+    clip_tokens: torch.Tensor  # (N, 257, 1280) CLIP-ViT-H penultimate hidden states of the face crops
+
+    def __post_init__(self):
+        if self.id_embeds.shape[0] == 0:
+            raise InvalidInputError("the reference batch is empty", "connect at least one reference face")
+        if self.id_embeds.shape[0] != self.clip_tokens.shape[0]:
+            raise InvalidInputError(
+                f"{self.id_embeds.shape[0]} ArcFace embeddings but {self.clip_tokens.shape[0]} CLIP encodings",
+                "encode the same reference faces with both models",
+            )
+
+    def __len__(self) -> int:
+        return self.id_embeds.shape[0]
+
+    def batched(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(1, N, 512), (1, N, 257, 1280): all references of one person as one mixer sample."""
+        return self.id_embeds[None], self.clip_tokens[None]
+
+
+def arcface_embeddings(faces: FaceSet) -> torch.Tensor:
+    """(N, 512) for the real faces; only the insightface backend computes ArcFace embeddings."""
+    rows = []
+    for i in reference_indices(faces):
+        record = faces.records[i]
+        if record.embedding is None:
+            raise InvalidInputError(
+                f"reference face {i} comes from the {record.backend!r} face analyzer, which computes no ArcFace "
+                "embedding",
+                "load the insightface (antelopev2) face analyzer; dlib cannot drive FaceSnap's identity features",
+            )
+        emb = np.asarray(record.embedding, dtype=np.float32).reshape(-1)
+        if emb.shape != (ARCFACE_DIM,):
+            raise InvalidInputError(f"reference face {i} has a {emb.shape[0]}-D embedding, not ArcFace's 512-D",
+                                    "use the insightface antelopev2 recognition model (glintr100)")
+        rows.append(emb)
+    return torch.from_numpy(np.stack(rows))
+
+
+CLIP_INPUT = 224  # CLIP-ViT-H/14 input side; the crop is resized by CLIPVisionEncode's preprocessing anyway
+
+
+def reference_indices(faces: FaceSet) -> list[int]:
+    """Indices of real faces (the crop node's "skip" placeholders are left out)."""
+    keep = [i for i, r in enumerate(faces.records) if not is_no_face(r)]
+    if not keep:
+        raise InvalidInputError("no reference face was given (the face set is empty or holds only skipped images)",
+                                "connect a Face Crop node that found at least one face")
+    return keep
+
+
+def face_crop(faces: FaceSet, index: int, size: int = CLIP_INPUT) -> np.ndarray:
+    """The square face crop of reference ``index`` (RGB uint8, black where the box leaves the image):
+    the Face Crop node's box, or the detection box with the crop node's default margin when there is none."""
+    box = faces.crop_boxes[index] if index < len(faces.crop_boxes) else square_box(faces.records[index].bbox, 0.5)
+    return crop_square(faces.images[index], np.asarray(box, np.float32), size)

@@ -1,0 +1,278 @@
+"""Identity nodes: load FaceSnap weights, encode reference faces, apply FFRNet and the Diff-PC ID-Injector."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from comfy_api.latest import io
+
+import comfy.ops
+import folder_paths
+
+from ..models.errors import InvalidInputError, ModelFileError
+from ..models.face_features import FaceFeatures, arcface_embeddings, face_crop, reference_indices
+from ..models.facesnap_checkpoint import load_facesnap
+from .errors import reports_errors
+from .ffrnet_control import FaceSnapBundle, apply_facesnap_conditioning, check_unet_matches, patch_model_with_injector
+from .image_tensors import to_image_tensor
+from .socket_types import FaceFeatures as FaceFeaturesSocket
+from .socket_types import Faces, FaceSnapModel
+
+CATEGORY = "FaceSnap/Identity"
+NO_CONTROLNET = "(FFRNet inside the FaceSnap file)"
+_BUNDLE_CACHE: dict[tuple, FaceSnapBundle] = {}
+
+
+def _require_ffrnet(bundle: FaceSnapBundle) -> None:
+    if bundle.control is None:
+        raise ModelFileError(f"the FaceSnap file {bundle.name!r} holds no FFRNet",
+                             "select the matching diffusers SDXL ControlNet in FaceSnap Model Loader")
+
+
+def _landmark_inputs():
+    return [
+        io.Image.Input("landmark_image", tooltip="72-point landmark control image (FaceSnap Draw Landmarks or the "
+                                                 "landmark predictor). Drawn at the output's aspect ratio; its size "
+                                                 "is resized to the latent, a different aspect ratio is an error."),
+        io.Float.Input("strength", default=1.0, min=0.0, max=10.0, step=0.01,
+                       tooltip="Scale of FFRNet's residuals and of the ID-Injector (0 = off)."),
+        io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
+                       tooltip="Sampling progress at which FFRNet and the ID-Injector start acting."),
+        io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
+                       tooltip="Sampling progress after which FFRNet and the ID-Injector stop acting."),
+    ]
+
+
+def _mask(mask):
+    if mask is None:
+        return None
+    return mask if mask.ndim == 3 else mask[None]
+
+
+class FaceSnapModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapModelLoader",
+            display_name="FaceSnap Model Loader",
+            category=CATEGORY,
+            description="Loads FaceSnap weights (.safetensors from models/facesnap): the Facial Attribute Mixer, "
+                        "the ID-Injector heads and the FFRNet ControlNet, or takes FFRNet from a diffusers-layout "
+                        "SDXL ControlNet in models/controlnet. Every tensor shape is checked.",
+            inputs=[
+                io.Combo.Input("facesnap_name", options=folder_paths.get_filename_list("facesnap"),
+                               tooltip="FaceSnap weights file in ComfyUI/models/facesnap."),
+                io.Combo.Input("controlnet_name", options=[NO_CONTROLNET] + folder_paths.get_filename_list("controlnet"),
+                               default=NO_CONTROLNET,
+                               tooltip="Where FFRNet comes from: the FaceSnap file itself, or a diffusers-layout "
+                                       "SDXL ControlNet .safetensors in ComfyUI/models/controlnet."),
+            ],
+            outputs=[FaceSnapModel.Output(display_name="facesnap_model")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, facesnap_name: str, controlnet_name: str) -> io.NodeOutput:
+        path = folder_paths.get_full_path("facesnap", facesnap_name)
+        if path is None:
+            dirs = ", ".join(folder_paths.get_folder_paths("facesnap"))
+            raise ModelFileError(f"FaceSnap weights {facesnap_name!r} not found", f"put the file in one of: {dirs}")
+        cn_path = None
+        if controlnet_name != NO_CONTROLNET:
+            cn_path = folder_paths.get_full_path("controlnet", controlnet_name)
+            if cn_path is None:
+                raise ModelFileError(f"ControlNet {controlnet_name!r} not found", "put it in ComfyUI/models/controlnet")
+        key = (path, os.path.getmtime(path), cn_path)
+        if key not in _BUNDLE_CACHE:
+            _BUNDLE_CACHE.clear()  # one FaceSnap model at a time: they are large
+            mixer, ffrnet, metadata = load_facesnap(path, cn_path, operations=comfy.ops.disable_weight_init)
+            _BUNDLE_CACHE[key] = FaceSnapBundle(mixer, ffrnet, metadata, name=facesnap_name)
+        return io.NodeOutput(_BUNDLE_CACHE[key])
+
+
+def encode_faces(faces, clip_vision) -> FaceFeatures:
+    ids = arcface_embeddings(faces)
+    size = getattr(faces, "crop_size", 0) or getattr(clip_vision, "image_size", 224)
+    tokens = []
+    for i in reference_indices(faces):
+        crop = to_image_tensor([face_crop(faces, i, size)])
+        # the stock CLIPVisionEncode with crop="center": encode_image(image, crop=True)
+        tokens.append(clip_vision.encode_image(crop, crop=True)["penultimate_hidden_states"].float().cpu())
+    return FaceFeatures(id_embeds=ids, clip_tokens=torch.cat(tokens, dim=0))
+
+
+class FaceSnapFaceEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapFaceEncode",
+            display_name="FaceSnap Face Encode",
+            category=CATEGORY,
+            description="Encodes the reference faces of one person for the Facial Attribute Mixer: the ArcFace "
+                        "512-D embedding from the insightface analyzer and the CLIP-ViT-H penultimate hidden states "
+                        "(257x1280) of each face crop. Several references stay together and are fused into one "
+                        "identity.",
+            inputs=[
+                Faces.Input("faces", tooltip="Reference faces from FaceSnap Face Crop (insightface analyzer)."),
+                io.ClipVision.Input("clip_vision", tooltip="CLIP-ViT-H/14 image encoder (Load CLIP Vision)."),
+            ],
+            outputs=[FaceFeaturesSocket.Output(display_name="face_features")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, faces, clip_vision) -> io.NodeOutput:
+        return io.NodeOutput(encode_faces(faces, clip_vision))
+
+
+def _conditioning_inputs():
+    return [
+        io.Conditioning.Input("positive", tooltip="Positive (prompt) conditioning of an SDXL model."),
+        io.Conditioning.Input("negative", tooltip="Negative conditioning; it gets FFRNet with the identity-free "
+                                                  "tokens, so CFG pushes towards the identity."),
+        FaceSnapModel.Input("facesnap_model", tooltip="From FaceSnap Model Loader."),
+        FaceFeaturesSocket.Input("face_features", tooltip="From FaceSnap Face Encode."),
+    ]
+
+
+def _apply(positive, negative, bundle, features, landmark_image, strength, start, end, mask=None,
+           uncond_strength=None, uncond_noise=0.0):
+    _require_ffrnet(bundle)
+    if end < start:
+        raise InvalidInputError(f"end_percent {end} is before start_percent {start}", "set end_percent >= start_percent")
+    f_mix = bundle.encode(features)
+    uncond = bundle.uncond_tokens()
+    if uncond_noise > 0:
+        noise = torch.randn(uncond.shape, generator=torch.Generator().manual_seed(0))
+        uncond = uncond + uncond_noise * noise.to(uncond)
+    return apply_facesnap_conditioning(positive, negative, bundle, f_mix, uncond, landmark_image, strength, start,
+                                       end, _mask(mask), uncond_strength)
+
+
+class FaceSnapApplyFFRNet(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapApplyFFRNet",
+            display_name="FaceSnap Apply FFRNet",
+            category=CATEGORY,
+            description="Adds FaceSnap's FFRNet ControlNet to the conditioning: the landmark image steers the "
+                        "face's pose and shape, the fused identity tokens (f_mix) replace the text in its "
+                        "cross-attention. Chains with other ControlNets. The ID-Injector heads, if any, act only on "
+                        "a MODEL patched by Diff-PC ID-Injector.",
+            inputs=[*_conditioning_inputs(), *_landmark_inputs(),
+                    io.Mask.Input("mask", optional=True,
+                                  tooltip="Optional: where FFRNet and the ID-Injector act (1 = full effect).")],
+            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, positive, negative, facesnap_model, face_features, landmark_image, strength, start_percent,
+                end_percent, mask=None) -> io.NodeOutput:
+        if strength == 0:
+            return io.NodeOutput(positive, negative)
+        return io.NodeOutput(*_apply(positive, negative, facesnap_model, face_features, landmark_image, strength,
+                                     start_percent, end_percent, mask))
+
+
+class FaceSnapApplyFFRNetAdvanced(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        landmark = _landmark_inputs()
+        landmark[1] = io.Float.Input("cond_strength", default=1.0, min=0.0, max=10.0, step=0.01,
+                                     tooltip="FFRNet/ID-Injector strength on the positive.")
+        return io.Schema(
+            node_id="FaceSnapApplyFFRNetAdvanced",
+            display_name="FaceSnap Apply FFRNet (Advanced)",
+            category=CATEGORY,
+            description="FaceSnap Apply FFRNet with separate strengths for the positive and the negative, and "
+                        "optional noise on the negative's identity-free tokens.",
+            inputs=[*_conditioning_inputs(), *landmark,
+                    io.Float.Input("uncond_strength", default=1.0, min=0.0, max=10.0, step=0.01,
+                                   tooltip="FFRNet/ID-Injector strength on the negative (uncond) pass."),
+                    io.Float.Input("uncond_noise", default=0.0, min=0.0, max=2.0, step=0.01,
+                                   tooltip="Gaussian noise (fixed seed) added to the negative's identity-free tokens."),
+                    io.Mask.Input("mask", optional=True,
+                                  tooltip="Optional: where FFRNet and the ID-Injector act (1 = full effect).")],
+            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, positive, negative, facesnap_model, face_features, landmark_image, cond_strength, start_percent,
+                end_percent, uncond_strength, uncond_noise, mask=None) -> io.NodeOutput:
+        return io.NodeOutput(*_apply(positive, negative, facesnap_model, face_features, landmark_image, cond_strength,
+                                     start_percent, end_percent, mask, uncond_strength, uncond_noise))
+
+
+class DiffPCIDInjector(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiffPCIDInjector",
+            display_name="Diff-PC ID-Injector",
+            category=CATEGORY,
+            description="Returns a copy of the MODEL with Diff-PC's ID-Injector: after the middle block and every "
+                        "decoder block the UNet features are modulated, y = (1 + phi) * h + mu, with phi and mu "
+                        "computed from FFRNet's features of the current step. Acts only while a FaceSnap FFRNet "
+                        "is active (its strength and start/end window). The input MODEL is not changed.",
+            inputs=[
+                io.Model.Input("model", tooltip="An SDXL model."),
+                FaceSnapModel.Input("facesnap_model", tooltip="FaceSnap weights with ID-Injector heads."),
+            ],
+            outputs=[io.Model.Output(display_name="model")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, model, facesnap_model) -> io.NodeOutput:
+        _require_ffrnet(facesnap_model)
+        if not facesnap_model.has_injector:
+            raise ModelFileError(f"the FaceSnap file {facesnap_model.name!r} has no ID-Injector heads",
+                                 "use FaceSnap weights trained with the ID-Injector, or leave this node out")
+        return io.NodeOutput(patch_model_with_injector(model, facesnap_model.ffrnet))
+
+
+class ApplyFaceSnap(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="ApplyFaceSnap",
+            display_name="Apply FaceSnap",
+            category=CATEGORY,
+            description="All in one: encodes the reference faces, applies FFRNet to positive and negative and, "
+                        "when the FaceSnap file has ID-Injector heads, patches a copy of the MODEL with them.",
+            inputs=[
+                io.Model.Input("model", tooltip="An SDXL model."),
+                io.Conditioning.Input("positive", tooltip="Positive (prompt) conditioning of the SDXL model."),
+                io.Conditioning.Input("negative", tooltip="Negative conditioning of the SDXL model."),
+                Faces.Input("faces", tooltip="Reference faces of one person from FaceSnap Face Crop."),
+                io.ClipVision.Input("clip_vision", tooltip="CLIP-ViT-H/14 image encoder (Load CLIP Vision)."),
+                FaceSnapModel.Input("facesnap_model", tooltip="From FaceSnap Model Loader."),
+                *_landmark_inputs(),
+            ],
+            outputs=[io.Model.Output(display_name="model"), io.Conditioning.Output(display_name="positive"),
+                     io.Conditioning.Output(display_name="negative")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, model, positive, negative, faces, clip_vision, facesnap_model, landmark_image, strength,
+                start_percent, end_percent) -> io.NodeOutput:
+        _require_ffrnet(facesnap_model)
+        if facesnap_model.has_injector:
+            model = patch_model_with_injector(model, facesnap_model.ffrnet)
+        else:
+            check_unet_matches(model, facesnap_model.ffrnet)
+        if strength == 0:
+            return io.NodeOutput(model, positive, negative)
+        features = encode_faces(faces, clip_vision)
+        positive, negative = _apply(positive, negative, facesnap_model, features, landmark_image, strength,
+                                    start_percent, end_percent)
+        return io.NodeOutput(model, positive, negative)
+
+
+NODES = [FaceSnapModelLoader, FaceSnapFaceEncode, FaceSnapApplyFFRNet, FaceSnapApplyFFRNetAdvanced, ApplyFaceSnap,
+         DiffPCIDInjector]

@@ -1,0 +1,215 @@
+"""Write the example workflows in workflows/ (``make workflows``), then their thumbnails (scripts/make_thumbnails.py).
+
+Each workflow is described compactly below and laid out by scripts/workflow_builder.py from the live node schemas
+of the pinned ComfyUI with this pack loaded, so widget orders always match what the web UI expects. Only core nodes
+and this pack's nodes are used. workflows/facesnap_landmarks.json is maintained by hand with the face nodes and is
+not rewritten here.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import tempfile
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import comfy_boot  # noqa: E402
+
+sys.path.append(str(comfy_boot.TESTS))
+from workflow_builder import Node, Workflow, build, note  # noqa: E402
+
+WORKFLOWS_DIR = comfy_boot.PACK_ROOT / "workflows"
+SEED = 1234567
+PROMPT = ("professional portrait photo of a person, soft window light, shallow depth of field, 85mm, "
+          "natural skin texture, detailed eyes")
+NEGATIVE = "blurry, lowres, deformed, cartoon, painting, extra fingers, watermark, text"
+MODELS_NOTE = """### Models
+- `models/checkpoints/sd_xl_base_1.0.safetensors`: any SDXL 1.0 checkpoint
+- `models/clip_vision/CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors`: CLIP-ViT-H/14
+- `models/insightface/models/antelopev2/`: the five antelopev2 .onnx files (ArcFace for identity)
+- `models/facesnap/facesnap_sdxl.safetensors`: FaceSnap weights (none are published: train your own, see the README)
+"""
+
+
+def sdxl_head() -> list:
+    """Column 0 under the note: checkpoint and the two prompts."""
+    return [
+        Node("checkpoint", "CheckpointLoaderSimple", 0, widgets={"ckpt_name": "sd_xl_base_1.0.safetensors"}),
+        Node("positive", "CLIPTextEncode", 0, links={"clip": ("checkpoint", "CLIP")}, widgets={"text": PROMPT},
+             title="Prompt"),
+        Node("negative", "CLIPTextEncode", 0, links={"clip": ("checkpoint", "CLIP")}, widgets={"text": NEGATIVE},
+             title="Negative prompt"),
+    ]
+
+
+def sdxl_tail(col: int, model: tuple, positive: tuple, negative: tuple) -> list:
+    """Latent, KSampler, decode and save, stacked in one column."""
+    return [
+        Node("latent", "EmptyLatentImage", col, widgets={"width": 1024, "height": 1024, "batch_size": 1}),
+        Node("sampler", "KSampler", col, links={"model": model, "positive": positive, "negative": negative,
+                                                "latent_image": ("latent", "LATENT")},
+             widgets={"seed": SEED, "steps": 30, "cfg": 5.0, "sampler_name": "dpmpp_2m", "scheduler": "karras"}),
+        Node("decode", "VAEDecode", col, links={"samples": ("sampler", "LATENT"), "vae": ("checkpoint", "VAE")}),
+        Node("save", "SaveImage", col, links={"images": ("decode", "IMAGE")}, widgets={"filename_prefix": "facesnap"}),
+    ]
+
+
+def photo(key: str, name: str, title: str, col: int = 1) -> Node:
+    return Node(key, "LoadImage", col, widgets={"image": name}, title=title, height=330)
+
+
+def crop(key: str, image: tuple, col: int = 2, title: str | None = None) -> Node:
+    return Node(key, "FaceSnapFaceCrop", col, links={"analyzer": ("analyzer", "analyzer"), "image": image},
+                widgets={"selection": "largest", "size": 512}, title=title)
+
+
+def analyzer(col: int = 1) -> Node:
+    # ArcFace (identity) needs insightface's antelopev2; dlib finds faces and landmarks but has no ArcFace.
+    return Node("analyzer", "FaceSnapFaceAnalyzerLoader", col, widgets={"backend": "insightface", "provider": "CPU"})
+
+
+def facesnap_loaders(col: int = 4) -> list:
+    return [
+        Node("clip_vision", "CLIPVisionLoader", col,
+             widgets={"clip_name": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"}),
+        Node("facesnap", "FaceSnapModelLoader", col, widgets={"facesnap_name": "facesnap_sdxl.safetensors"}),
+    ]
+
+
+def apply_facesnap(landmark_image: tuple, faces: tuple, col: int = 4) -> Node:
+    return Node("apply", "ApplyFaceSnap", col, links={
+        "model": ("checkpoint", "MODEL"), "positive": ("positive", "CONDITIONING"),
+        "negative": ("negative", "CONDITIONING"), "faces": faces, "clip_vision": ("clip_vision", "CLIP_VISION"),
+        "facesnap_model": ("facesnap", "facesnap_model"), "landmark_image": landmark_image})
+
+
+def predictor(drive: tuple | None, col: int = 3, output: str = "control_image", **options) -> list:
+    """The Landmark Predictor on a 1024x1024 canvas (the latent's size), and a preview of one of its images."""
+    links = {"model": ("morphable_model", "3dmm"), "reference": ("reference_crop", "faces")}
+    if drive:
+        links["drive"] = drive
+    widgets = {"pose_source": "drive" if drive else "manual", "frame": "canvas", "width": 1024, "height": 1024}
+    return [
+        Node("predictor", "FaceSnapLandmarkPredictor", col, links=links, widgets={**widgets, **options}),
+        Node("preview", "PreviewImage", col, links={"images": ("predictor", output)},
+             title="3D render" if output == "render" else "Predicted landmarks"),
+    ]
+
+
+def morphable_model(col: int = 2) -> Node:
+    return Node("morphable_model", "FaceSnap3DMMLoader", col, widgets={"model": "ICT-FaceKit"})
+
+
+def note_text(title: str, body: str) -> str:
+    return f"## {title}\n{body}\n\n{MODELS_NOTE}"
+
+
+def describe():
+    applied = {"model": ("apply", "model"), "positive": ("apply", "positive"), "negative": ("apply", "negative")}
+    identity_group = ["clip_vision", "facesnap", "apply"]
+    workflows = []
+
+    workflows.append(Workflow("facesnap_portrait", [
+        note("note", 0, note_text("Portrait from one photo", "Identity and pose come from the reference photo; "
+                                  "the prompt decides everything else."), height=300),
+        *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+        crop("reference_crop", ("reference", "IMAGE")),
+        Node("landmarks", "FaceSnapDrawLandmarks", 3, links={"faces": ("reference_crop", "faces")},
+             widgets={"frame": "crop", "width": 1024, "height": 1024}),
+        Node("preview", "PreviewImage", 3, links={"images": ("landmarks", "control_image")}, title="Landmarks"),
+        *facesnap_loaders(), apply_facesnap(("landmarks", "control_image"), ("reference_crop", "faces")),
+        *sdxl_tail(5, **applied),
+    ], groups={"Identity": identity_group}))
+
+    workflows.append(Workflow("facesnap_pose_from_drive", [
+        note("note", 0, note_text("Pose and expression from a drive photo", "The Landmark Predictor keeps the "
+                                  "reference's face shape and takes only pose and expression from the drive photo, "
+                                  "so the drive person's features do not leak into the portrait."), height=300),
+        *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+        photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
+        crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
+        morphable_model(), *predictor(("drive_crop", "faces")),
+        *facesnap_loaders(), apply_facesnap(("predictor", "control_image"), ("reference_crop", "faces")),
+        *sdxl_tail(5, **applied),
+    ], groups={"Identity": identity_group, "Landmark Predictor": ["predictor", "preview"]}))
+
+    workflows.append(Workflow("facesnap_manual_pose", [
+        note("note", 0, note_text("Manual yaw, pitch and roll", "No drive photo: set the head angles in degrees on "
+                                  "the Landmark Predictor (yaw turns left/right, pitch nods, roll tilts)."),
+             height=300),
+        *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+        crop("reference_crop", ("reference", "IMAGE")), morphable_model(),
+        *predictor(None, yaw=30.0, pitch=-5.0, roll=0.0),
+        *facesnap_loaders(), apply_facesnap(("predictor", "control_image"), ("reference_crop", "faces")),
+        *sdxl_tail(5, **applied),
+    ], groups={"Identity": identity_group, "Landmark Predictor": ["predictor", "preview"]}))
+
+    workflows.append(Workflow("facesnap_diffpc_render", [
+        note("note", 0, note_text("Diff-PC style: 3D render control and ID-Injector", "The predicted 3D face is "
+                                  "rendered in grey and used as the FFRNet control, and the ID-Injector modulates the "
+                                  "UNet decoder. Needs FaceSnap weights trained with render control and "
+                                  "ID-Injector heads."), height=320),
+        *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+        photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
+        crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
+        morphable_model(),
+        *predictor(("drive_crop", "faces"), output="render"),
+        *facesnap_loaders(),
+        Node("encode", "FaceSnapFaceEncode", 4, links={"faces": ("reference_crop", "faces"),
+                                                       "clip_vision": ("clip_vision", "CLIP_VISION")}),
+        Node("injector", "DiffPCIDInjector", 5, links={"model": ("checkpoint", "MODEL"),
+                                                       "facesnap_model": ("facesnap", "facesnap_model")}),
+        Node("apply_ffrnet", "FaceSnapApplyFFRNet", 5, links={
+            "positive": ("positive", "CONDITIONING"), "negative": ("negative", "CONDITIONING"),
+            "facesnap_model": ("facesnap", "facesnap_model"), "face_features": ("encode", "face_features"),
+            "landmark_image": ("predictor", "render")}),
+        *sdxl_tail(6, ("injector", "model"), ("apply_ffrnet", "positive"), ("apply_ffrnet", "negative")),
+    ], groups={"Identity": ["clip_vision", "facesnap", "encode"], "Landmark Predictor": ["predictor", "preview"]}))
+
+    references = ["reference.png", "reference_2.png", "reference_3.png"]
+    several = [
+        note("note", 0, note_text("Several photos of one person", "The Facial Attribute Mixer fuses 1 to 8 reference "
+                                  "faces into one identity. The pose comes from the first photo."), height=300),
+        *sdxl_head(), analyzer(col=2),
+        *(photo(f"reference_{i}", name, f"Reference photo {i + 1}") for i, name in enumerate(references)),
+        Node("batch_1", "ImageBatch", 2, links={"image1": ("reference_0", "IMAGE"), "image2": ("reference_1", "IMAGE")}),
+        Node("batch_2", "ImageBatch", 2, links={"image1": ("batch_1", "IMAGE"), "image2": ("reference_2", "IMAGE")}),
+        crop("reference_crop", ("batch_2", "IMAGE"), title="Reference faces"),
+        crop("pose_crop", ("reference_0", "IMAGE"), col=3, title="Pose from photo 1"),
+        Node("landmarks", "FaceSnapDrawLandmarks", 3, links={"faces": ("pose_crop", "faces")},
+             widgets={"frame": "crop", "width": 1024, "height": 1024}),
+        *facesnap_loaders(), apply_facesnap(("landmarks", "control_image"), ("reference_crop", "faces")),
+        *sdxl_tail(5, **applied),
+    ]
+    workflows.append(Workflow("facesnap_multi_reference", several, groups={
+        "One person": [f"reference_{i}" for i in range(3)], "Identity": identity_group}))
+    return workflows
+
+
+def object_info_with_stand_ins():
+    """/object_info of the pinned ComfyUI with this pack, while the workflows' model files exist (as stand-ins).
+    Only nodes.py's core nodes are loaded (no comfy_extras), which is all the workflows may use."""
+    import nodes
+    from comfy_host import ComfyHost
+    from ui_workflow import object_info
+    from workflow_fixtures import stand_in_models
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="facesnap-build-"))
+    ComfyHost(comfy_boot.PACK_ROOT, work)
+    with stand_in_models(work / "models"):
+        return object_info(nodes.NODE_CLASS_MAPPINGS)
+
+
+def main() -> int:
+    comfy_boot.boot()
+    info = object_info_with_stand_ins()
+    for workflow in describe():
+        path = WORKFLOWS_DIR / f"{workflow.name}.json"
+        path.write_text(json.dumps(build(workflow, info), indent=1) + "\n")
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""`make demo`: run workflows/facesnap_landmarks.json through a real ComfyUI server on the six faces of t1.jpg.
+
+Starts ``main.py --cpu`` on a free local port with its own base directory (``<cache>/demo-base``, where
+``custom_nodes/ComfyUI-FaceSnap`` links to this checkout), copies t1.jpg from the installed insightface package into
+the server's input folder, queues the API form of the workflow over HTTP, waits for it in ``/history`` and prints the
+PNGs it wrote: one landmark control image and one overlay per face. The dlib backend needs no model download.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
+WORKFLOW = PACK_ROOT / "workflows" / "facesnap_landmarks.json"
+FACE_NODES = ("FaceSnapFaceAnalyzerLoader", "FaceSnapFaceCrop", "FaceSnapDrawLandmarks")
+READY_TIMEOUT_S = 180
+RUN_TIMEOUT_S = 600
+
+sys.path.append(str(PACK_ROOT / "tests"))  # the UI -> API workflow converter, shared with the tests
+from workflow_format import ui_to_api  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_json(url: str, payload: dict | None = None) -> dict:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def prepare_base(cache: pathlib.Path) -> pathlib.Path:
+    base = cache / "demo-base"
+    for sub in ("custom_nodes", "input", "output", "models", "user"):
+        (base / sub).mkdir(parents=True, exist_ok=True)
+    link = base / "custom_nodes" / "ComfyUI-FaceSnap"
+    if link.is_symlink() or link.exists():
+        if link.resolve() != PACK_ROOT:
+            link.unlink()
+    if not link.exists():
+        link.symlink_to(PACK_ROOT, target_is_directory=True)
+    spec = importlib.util.find_spec("insightface")
+    if spec is None:
+        sys.exit("insightface is not installed in this Python; its wheel ships the demo photo t1.jpg")
+    shutil.copy(pathlib.Path(spec.origin).parent / "data" / "images" / "t1.jpg", base / "input" / "t1.jpg")
+    return base
+
+
+def wait_until_ready(server: subprocess.Popen, url: str, log: pathlib.Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"ComfyUI exited with code {server.returncode}; see {log}")
+        try:
+            http_json(url + "/system_stats")
+            return
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
+    sys.exit(f"ComfyUI did not answer within {READY_TIMEOUT_S} s; see {log}")
+
+
+def run_workflow(url: str, base: pathlib.Path) -> list[pathlib.Path]:
+    object_info = http_json(url + "/object_info")
+    missing = [node for node in FACE_NODES if node not in object_info]
+    if missing:
+        raise RuntimeError(f"the pack's nodes are not registered ({', '.join(missing)}); see the server log")
+    prompt = ui_to_api(json.loads(WORKFLOW.read_text()), object_info)
+    try:
+        prompt_id = http_json(url + "/prompt", {"prompt": prompt, "client_id": str(uuid.uuid4())})["prompt_id"]
+    except urllib.error.HTTPError as err:
+        raise RuntimeError(f"ComfyUI rejected the workflow: {err.read().decode()}") from err
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        history = http_json(f"{url}/history/{prompt_id}")
+        if prompt_id in history:
+            entry = history[prompt_id]
+            if entry["status"]["status_str"] != "success":
+                errors = [data for event, data in entry["status"]["messages"] if event == "execution_error"]
+                raise RuntimeError(f"the workflow failed: {errors}")
+            return [base / "output" / image["subfolder"] / image["filename"]
+                    for node_id in sorted(entry["outputs"], key=int)
+                    for image in entry["outputs"][node_id].get("images", [])]
+        time.sleep(0.5)
+    raise RuntimeError(f"the workflow did not finish within {RUN_TIMEOUT_S} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfyui", required=True, type=pathlib.Path, help="the ComfyUI folder (holds main.py)")
+    default_cache = pathlib.Path(os.environ.get("FACESNAP_CACHE", "~/.cache/comfyui-facesnap")).expanduser()
+    parser.add_argument("--cache", type=pathlib.Path, default=default_cache,
+                        help="where demo-base/ (ComfyUI's base directory for the demo) is created")
+    args = parser.parse_args()
+    started = time.monotonic()
+    base = prepare_base(args.cache)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = base / "server.log"
+    command = [sys.executable, str(args.comfyui / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
+               "--base-directory", str(base)]
+    print(f"starting ComfyUI: {' '.join(command)}\n  log: {log}", flush=True)
+    with open(log, "w") as log_file:
+        server = subprocess.Popen(command, cwd=args.comfyui, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            wait_until_ready(server, url, log)
+            print(f"server ready after {time.monotonic() - started:.1f} s; running {WORKFLOW.name}", flush=True)
+            run_started = time.monotonic()
+            paths = run_workflow(url, base)
+            print(f"workflow ran in {time.monotonic() - run_started:.1f} s and wrote {len(paths)} images:")
+            for path in paths:
+                print(f"  {path}")
+        except RuntimeError as err:
+            sys.exit(f"demo failed: {err}\n  server log: {log}")
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+    print(f"demo wall time {time.monotonic() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

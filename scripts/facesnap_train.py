@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""FaceSnap training CLI: ``prepare`` (photos -> shards), ``train`` (accelerate), ``export`` (-> FaceSnap weights).
+
+Run from the repository root (it finds ComfyUI through --comfyui or $COMFYUI_PATH, needed by ``train``):
+
+    python scripts/facesnap_train.py prepare photos/ --output data/shards --identity-from folder
+    accelerate launch scripts/facesnap_train.py train --config my.yaml
+    python scripts/facesnap_train.py export runs/facesnap --output models/facesnap/my_facesnap.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pathlib
+import sys
+import types
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _load_pack():
+    # The pack root may only be on sys.path long enough to import pack_import: its nodes/ would shadow ComfyUI's.
+    sys.path.insert(0, str(REPO_ROOT))
+    try:
+        import pack_import
+    finally:
+        sys.path.remove(str(REPO_ROOT))
+    return pack_import.load_pack()
+
+
+def _use_comfyui(path: str) -> None:
+    import torch
+
+    root = pathlib.Path(path or os.environ.get("COMFYUI_PATH", "")).expanduser()
+    if not (root / "comfy" / "model_management.py").exists():
+        raise SystemExit(f"ComfyUI not found at '{root}': pass --comfyui <ComfyUI folder> or set COMFYUI_PATH")
+    sys.path.insert(0, str(root))
+    if not torch.cuda.is_available():
+        # PyPI torchvision wheels are CUDA builds whose fake-op registrations fail beside CPU-only torch.
+        sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
+    from comfy.cli_args import args
+
+    args.cpu = not torch.cuda.is_available()  # before comfy.model_management probes the device
+
+
+# Imported at module level so that spawned prepare workers (macOS/Windows) can unpickle pack functions.
+_load_pack()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from comfyui_facesnap.training import prepare_dataset
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--comfyui", default="", help="ComfyUI folder (default: $COMFYUI_PATH)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="photos -> WebDataset tar shards")
+    prepare_dataset.add_arguments(p)
+
+    t = sub.add_parser("train", help="train the mixer and FFRNet (launch with `accelerate launch` for several GPUs)")
+    t.add_argument("--config", required=True, help="YAML config (see training/configs/paper.yaml)")
+    t.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=1000")
+
+    e = sub.add_parser("export", help="trainer checkpoint -> FaceSnap .safetensors for FaceSnapModelLoader")
+    e.add_argument("checkpoint", help="a checkpoints/step_N folder or the training output_dir (uses its latest)")
+    e.add_argument("--output", required=True)
+    e.add_argument("--raw", action="store_true", help="export the raw weights even when EMA weights exist")
+    e.add_argument("--without-ffrnet", action="store_true", help="only mixer + ID-Injector heads (FFRNet shipped separately)")
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose or args.command == "train" else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.command == "prepare":
+        cfg = prepare_dataset.config_from_args(args)
+        if cfg.clip_vision:
+            _use_comfyui(args.comfyui)
+        counts = prepare_dataset.prepare(cfg)
+        print("done:", dict(counts))
+    elif args.command == "train":
+        _use_comfyui(args.comfyui)
+        from comfyui_facesnap.training.config import load_config
+        from comfyui_facesnap.training.train import run
+
+        run(load_config(args.config, args.overrides))
+    else:
+        from comfyui_facesnap.training.export import export
+
+        path = export(args.checkpoint, args.output, use_ema=not args.raw, include_backbone=not args.without_ffrnet)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Tiny random-weight stand-ins for SDXL, its VAE, CLIP-ViT-H and FaceSnap weights (tests only, CPU).
+
+The tiny UNet has SDXL's structure (ADM 2816, a first level without attention) at 32/64 channels; the matching
+FaceSnap weights use ``FFRNetConfig.tiny()`` and ``MixerConfig.tiny()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+
+CONTEXT_DIM = 64  # the tiny UNet's text width; FFRNet's f_mix width is the mixer's dim (also 64)
+CPU = torch.device("cpu")
+TINY_UNET = {
+    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
+    "num_classes": "sequential", "adm_in_channels": 2816, "dtype": torch.float32, "in_channels": 4,
+    "model_channels": 32, "num_res_blocks": [1, 1], "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
+    "channel_mult": [1, 2], "transformer_depth_middle": 1, "use_linear_in_transformer": True,
+    "context_dim": CONTEXT_DIM, "num_head_channels": 16, "use_temporal_attention": False, "use_temporal_resblock": False,
+}
+TINY_SD15 = dict(TINY_UNET, num_classes=None, adm_in_channels=None, context_dim=768)
+TINY_CLIP_VISION = {
+    "attention_dropout": 0.0, "dropout": 0.0, "hidden_act": "gelu", "hidden_size": 32, "image_size": 224,
+    "initializer_factor": 1.0, "initializer_range": 0.02, "intermediate_size": 64, "layer_norm_eps": 1e-05,
+    "model_type": "clip_vision_model", "num_attention_heads": 2, "num_channels": 3, "num_hidden_layers": 3,
+    "patch_size": 112, "projection_dim": 16, "torch_dtype": "float32",
+}  # 224 / 112 = 2x2 patches + class token = 5 tokens of width 32 (CLIP-ViT-H: 257 x 1280)
+TINY_VAE = {"embed_dim": 4, "ddconfig": {
+    "double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 3, "out_ch": 3, "ch": 32,
+    "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}}
+
+
+def init_(module: torch.nn.Module, seed: int, std: float = 0.02) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return module
+
+
+def tiny_unet_patcher(seed: int = 0, sd15: bool = False):
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    cfg = TINY_SD15 if sd15 else TINY_UNET
+    family = comfy.supported_models.SD15 if sd15 else comfy.supported_models.SDXL
+    model = init_(family(cfg).get_model({}), seed)
+    return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
+
+
+def tiny_vae(seed: int = 0):
+    import comfy.sd
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+
+    ae = init_(AutoencoderKL(**TINY_VAE), seed, std=0.05)
+    return comfy.sd.VAE(sd=ae.state_dict(), config={"params": TINY_VAE})
+
+
+def tiny_clip_vision(seed: int = 0):
+    import comfy.clip_vision
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(TINY_CLIP_VISION, f)
+    try:
+        clip_vision = comfy.clip_vision.ClipVisionModel(f.name)
+    finally:
+        os.unlink(f.name)
+    init_(clip_vision.model, seed)
+    return clip_vision
+
+
+def tiny_conditioning(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    positive = [[torch.randn(1, 77, CONTEXT_DIM, generator=g), {"pooled_output": torch.randn(1, 1280, generator=g)}]]
+    negative = [[torch.zeros(1, 77, CONTEXT_DIM), {"pooled_output": torch.zeros(1, 1280)}]]
+    return positive, negative
+
+
+def tiny_facesnap_models(seed: int = 0, injector_std: float = 0.05, residual_std: float = 0.05):
+    """Mixer + FFRNet(+ injector) with non-zero residuals and (unless injector_std == 0) non-zero heads."""
+    from comfyui_facesnap.models.attribute_mixer import FacialAttributeMixer, MixerConfig
+    from comfyui_facesnap.models.ffrnet import FFRNet, FFRNetConfig
+
+    torch.manual_seed(seed)
+    mixer = FacialAttributeMixer(MixerConfig.tiny(dim=64)).eval()  # CLIP tokens: 5 x 32, as TINY_CLIP_VISION
+    ffrnet = FFRNet(FFRNetConfig.tiny(cross_attention_dim=64)).reset_parameters(generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for conv in [*ffrnet.controlnet_down_blocks, ffrnet.controlnet_mid_block]:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * residual_std)
+        for head in [*ffrnet.id_injector.phi, *ffrnet.id_injector.mu]:
+            head.weight.copy_(torch.randn(head.weight.shape, generator=g) * injector_std)
+    return mixer, ffrnet.eval()

@@ -1,0 +1,184 @@
+"""FFRNet and the ID-Injector inside ComfyUI's sampler (tiny SDXL, CPU, in-process)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from comfy_test_nodes.tiny_models import tiny_conditioning, tiny_facesnap_models, tiny_unet_patcher
+
+pytestmark = pytest.mark.comfy
+
+LATENT = 16  # 128 px
+
+
+@pytest.fixture(scope="module")
+def fs():
+    from comfyui_facesnap.nodes import ffrnet_control
+
+    return ffrnet_control
+
+
+@pytest.fixture(scope="module")
+def base_model():
+    return tiny_unet_patcher(seed=0)
+
+
+def make_bundle(fs, injector_std=0.05):
+    mixer, ffrnet = tiny_facesnap_models(seed=0, injector_std=injector_std)
+    return fs.FaceSnapBundle(mixer, ffrnet, {}, name="tiny")
+
+
+@pytest.fixture(scope="module")
+def bundle(fs):
+    return make_bundle(fs)
+
+
+def features(n=2, seed=5):
+    from comfyui_facesnap.models.face_features import FaceFeatures
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.nn.functional.normalize(torch.randn(n, 512, generator=g), dim=-1)
+    return FaceFeatures(id_embeds=ids, clip_tokens=torch.randn(n, 5, 32, generator=g))
+
+
+def conditioned(fs, bundle, hint_size=(LATENT * 8, LATENT * 8), start=0.0, end=1.0, **kw):
+    positive, negative = tiny_conditioning(seed=1)
+    hint = torch.rand(1, hint_size[0], hint_size[1], 3, generator=torch.Generator().manual_seed(2))
+    f_mix, uncond = bundle.encode(features()), bundle.uncond_tokens()
+    return fs.apply_facesnap_conditioning(positive, negative, bundle, f_mix, uncond, hint, 1.0, start, end, **kw)
+
+
+def sample(model, positive, negative, steps=2):
+    import comfy.sample
+
+    latent = torch.zeros(1, 4, LATENT, LATENT)
+    noise = comfy.sample.prepare_noise(latent, 7)
+    return comfy.sample.sample(model, noise, steps, 4.0, "euler", "normal", positive, negative, latent,
+                               disable_pbar=True, seed=7)
+
+
+def test_ffrnet_sees_f_mix_on_cond_and_uncond(fs, bundle, base_model):
+    seen = []
+    hook = bundle.ffrnet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["context"].clone()), with_kwargs=True)
+    try:
+        positive, negative = conditioned(fs, bundle)
+        sample(base_model, positive, negative, steps=1)
+    finally:
+        hook.remove()
+    assert seen and all(ctx.shape == (2, 16, 64) for ctx in seen)  # 16 f_mix tokens, never the 77 text tokens
+    f_mix, uncond = bundle.encode(features()), bundle.uncond_tokens()
+    rows = {0: None, 1: None}
+    for row in seen[0]:
+        for key, ref in ((0, f_mix[0]), (1, uncond[0])):
+            if torch.allclose(row, ref, atol=1e-5):
+                rows[key] = True
+    assert rows == {0: True, 1: True}, "one batch row must carry f_mix, the other the zero-feature tokens"
+
+
+def test_every_injection_point_is_hit_once_per_unet_call(fs, bundle, base_model, monkeypatch):
+    hits, unet_calls = [], []
+    original = fs.apply_at
+
+    def recording(point, h, options):
+        hits.append((point, h.shape[1], options.get(fs.INJECTOR_KEY) is not None))
+        return original(point, h, options)
+
+    monkeypatch.setattr(fs, "apply_at", recording)
+    model = fs.patch_model_with_injector(base_model, bundle.ffrnet)
+    unet = base_model.model.diffusion_model
+    hook = unet.register_forward_pre_hook(lambda *a: unet_calls.append(len(hits)))
+    try:
+        positive, negative = conditioned(fs, bundle)
+        sample(model, positive, negative, steps=2)
+    finally:
+        hook.remove()
+    layout = bundle.ffrnet.id_injector.layout
+    expected = [(p, c, True) for p, c in enumerate(layout.target_channels)]
+    assert len(unet_calls) == 2 and hits == expected * len(unet_calls)
+    # patching an already patched model does not double the hooks
+    again = fs.patch_model_with_injector(model, bundle.ffrnet)
+    assert len(again.model_options["transformer_options"]["patches"]["output_block_patch"]) == 1
+
+
+def test_zero_heads_are_a_no_op_and_the_input_model_is_untouched(fs, base_model):
+    zero = make_bundle(fs, injector_std=0.0)
+    live = make_bundle(fs, injector_std=0.05)
+    unet = base_model.model.diffusion_model
+    last_type = type(unet.output_blocks[-1][-1])
+    plain = sample(base_model, *conditioned(fs, zero))
+    with_zero = sample(fs.patch_model_with_injector(base_model, zero.ffrnet), *conditioned(fs, zero))
+    torch.testing.assert_close(with_zero, plain, rtol=0, atol=0)
+    with_live = sample(fs.patch_model_with_injector(base_model, live.ffrnet), *conditioned(fs, live))
+    assert (with_live - plain).abs().max() > 1e-3
+    assert type(unet.output_blocks[-1][-1]) is last_type  # the object patch was removed again
+    assert torch.equal(sample(base_model, *conditioned(fs, zero)), plain)
+    # outside the start/end window the control publishes nothing: same as sampling without FaceSnap at all
+    idle = sample(fs.patch_model_with_injector(base_model, live.ffrnet), *conditioned(fs, live, start=1.0, end=1.0))
+    torch.testing.assert_close(idle, sample(base_model, *tiny_conditioning(seed=1)), rtol=0, atol=0)
+
+
+def _merged_controls(fs, monkeypatch):
+    merged = []
+    original = fs.FaceSnapControlNet.control_merge
+
+    def recording(self, control, control_prev, output_dtype):
+        out = original(self, control, control_prev, output_dtype)
+        options = self._call_options
+        merged.append((options["cond_or_uncond"], out["middle"][0].clone(), options[fs.INJECTOR_KEY][0][1].clone()))
+        return out
+
+    monkeypatch.setattr(fs.FaceSnapControlNet, "control_merge", recording)
+    return merged
+
+
+def test_separate_uncond_strength(fs, bundle, base_model, monkeypatch):
+    merged = _merged_controls(fs, monkeypatch)
+    positive, negative = conditioned(fs, bundle, uncond_strength=0.0)
+    sample(fs.patch_model_with_injector(base_model, bundle.ffrnet), positive, negative, steps=1)
+    order, middle, mu = merged[0]
+    assert sorted(order) == [0, 1]
+    for row, kind in enumerate(order):
+        peak_res, peak_mu = float(middle[row].abs().max()), float(mu[row].abs().max())
+        assert (peak_res == 0 and peak_mu == 0) if kind == 1 else (peak_res > 0 and peak_mu > 0)
+
+
+def test_mask_limits_residuals_and_injector(fs, bundle, base_model, monkeypatch):
+    merged = _merged_controls(fs, monkeypatch)
+    mask = torch.zeros(1, 32, 32)
+    mask[:, :, :16] = 1.0  # left half only
+    sample(base_model, *conditioned(fs, bundle, mask=mask), steps=1)
+    _, middle, mu = merged[0]
+    for tensor in (middle, mu):
+        half = tensor.shape[-1] // 2
+        assert float(tensor[..., half + 1:].abs().max()) == 0 and float(tensor[..., :half - 1].abs().max()) > 0
+
+
+def test_bad_inputs(fs, bundle, base_model):
+    from comfyui_facesnap.models.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="aspect ratio"):
+        sample(base_model, *conditioned(fs, bundle, hint_size=(LATENT * 8, LATENT * 16)), steps=1)
+    # a different size with the same aspect ratio is resized to the latent
+    sample(base_model, *conditioned(fs, bundle, hint_size=(LATENT * 4, LATENT * 4)), steps=1)
+    with pytest.raises(InvalidInputError, match=r"SD15.*SDXL"):
+        fs.patch_model_with_injector(tiny_unet_patcher(seed=0, sd15=True), bundle.ffrnet)
+    positive, negative = tiny_conditioning()
+    positive[0][1]["pooled_output"] = torch.zeros(1, 768)
+    with pytest.raises(InvalidInputError, match="SD1.5"):
+        fs.apply_facesnap_conditioning(positive, negative, bundle, torch.zeros(1, 16, 64), torch.zeros(1, 16, 64),
+                                       torch.zeros(1, 64, 64, 3), 1.0, 0.0, 1.0)
+
+
+def test_face_encode_needs_arcface(bundle):
+    from comfyui_facesnap.models.errors import InvalidInputError
+    from comfyui_facesnap.models.face_analysis.record import FaceRecord, FaceSet
+    from comfyui_facesnap.nodes.identity_nodes import encode_faces
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    record = FaceRecord(bbox=np.array([16, 16, 48, 48], np.float32), score=0.9, kps5=np.zeros((5, 2), np.float32),
+                        landmarks=np.zeros((72, 2), np.float32), backend="dlib", descriptor=np.zeros(128))
+    with pytest.raises(InvalidInputError, match="insightface"):
+        encode_faces(FaceSet(records=[record], images=[image]), clip_vision=None)
+    with pytest.raises(InvalidInputError, match="empty"):
+        encode_faces(FaceSet(records=[], images=[]), clip_vision=None)

@@ -1,0 +1,56 @@
+"""The user-facing CLI (scripts/facesnap_train.py) run as users run it: train a tiny model, then export it."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import COMFY, PACK_ROOT
+from training_fixtures import write_synthetic_shards
+
+pytestmark = [pytest.mark.comfy, pytest.mark.slow]
+SCRIPT = PACK_ROOT / "scripts" / "facesnap_train.py"
+
+
+def _run(*args, cwd):
+    env = dict(os.environ, COMFYUI_PATH=str(COMFY), OMP_NUM_THREADS="1")  # tiny model: one thread is fastest
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_cli_trains_and_exports(tmp_path):
+    from comfyui_facesnap.models.facesnap_checkpoint import load_facesnap
+
+    shards = write_synthetic_shards(tmp_path / "shards")
+    config = PACK_ROOT / "training" / "configs" / "tiny.yaml"
+    _run("train", "--config", str(config), f"data.shards={shards}", f"train.output_dir={tmp_path / 'run'}",
+         "train.max_steps=1", cwd=PACK_ROOT)
+    out = tmp_path / "facesnap_tiny.safetensors"
+    _run("export", str(tmp_path / "run"), "--output", str(out), cwd=tmp_path)
+    mixer, ffrnet, metadata = load_facesnap(str(out))
+    assert metadata["trained_steps"] == "1" and ffrnet.id_injector is not None
+
+
+def test_cli_rejects_a_bad_shard_index(tmp_path):
+    env = dict(os.environ, COMFYUI_PATH=str(COMFY))
+    result = subprocess.run([sys.executable, str(SCRIPT), "prepare", str(tmp_path), "--output", str(tmp_path / "o"),
+                             "--num-shards", "2", "--shard-index", "2"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "--shard-index must be in [0, 2)" in result.stderr
+
+
+def test_two_process_ddp_run_checkpoints_every_rank(tmp_path):
+    """DDP on CPU (gloo) through torch.distributed.run, the launcher `accelerate launch` uses."""
+    import json
+
+    shards = write_synthetic_shards(tmp_path / "shards")
+    env = dict(os.environ, COMFYUI_PATH=str(COMFY), OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561", str(SCRIPT),
+           "train", "--config", str(PACK_ROOT / "training" / "configs" / "tiny.yaml"), f"data.shards={shards}",
+           f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2"]
+    result = subprocess.run(cmd, cwd=PACK_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ckpt = tmp_path / "run" / "checkpoints" / "step_00000002"
+    state = json.loads((ckpt / "state.json").read_text())
+    assert state["world_size"] == 2 and state["micro_step"] == 2
+    assert (ckpt / "rng_rank0.safetensors").exists() and (ckpt / "rng_rank1.safetensors").exists()

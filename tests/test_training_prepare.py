@@ -1,0 +1,180 @@
+"""Dataset preparation on real photos (dlib + a generated ArcFace ONNX): valid shards, drop reasons, resume, full disk."""
+
+import errno
+import json
+import pathlib
+import tarfile
+
+import cv2
+import numpy as np
+import pytest
+from onnx_fixtures import antelopev2_folder, make_antelopev2
+
+from comfyui_facesnap.models.landmarks72 import draw_control_image
+from comfyui_facesnap.training import prepare_dataset as prep
+from comfyui_facesnap.training.shards import index_shard, list_shards, read_sample
+
+# dlib boxes of three well separated faces in insightface's t1.jpg (x1, y1, x2, y2)
+T1_FACES = [(67, 283, 175, 390), (1118, 283, 1226, 390), (870, 67, 999, 196)]
+
+
+def _single_face(t1: np.ndarray, box, upscale: float = 3.0) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    pad = int(0.45 * (x2 - x1))
+    crop = t1[max(0, y1 - pad): y2 + pad, max(0, x1 - pad): x2 + pad]
+    return cv2.resize(crop, None, fx=upscale, fy=upscale, interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, insightface_images):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("photos")
+    t1_bgr = cv2.imread(str(insightface_images / "t1.jpg"))
+    for person, box in zip(["anna", "bert", "carl"], T1_FACES):
+        (root / person).mkdir()
+        cv2.imwrite(str(root / person / "a.png"), _single_face(t1_bgr, box))
+    (root / "anna" / "a.txt").write_text("a smiling woman, studio light")
+    (root / "anna" / "copy.png").write_bytes((root / "anna" / "a.png").read_bytes())  # duplicate
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "group.jpg").write_bytes((insightface_images / "t1.jpg").read_bytes())  # six faces
+    (bad / "noface.jpg").write_bytes((insightface_images / "mask_white.jpg").read_bytes())
+    (bad / "small.png").write_bytes((insightface_images / "Tom_Hanks_54745.png").read_bytes())  # 112 x 112 photo
+    (bad / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    data = (root / "bert" / "a.png").read_bytes()
+    (bad / "truncated.png").write_bytes(data[: len(data) // 2])
+    Image.fromarray(_single_face(t1_bgr, T1_FACES[0])[:, :, ::-1]).convert("CMYK").save(bad / "cmyk.jpg")
+    cv2.imwrite(str(bad / "deep.png"), _single_face(t1_bgr, T1_FACES[1]).astype(np.uint16) * 257)
+    return root
+
+
+@pytest.fixture(scope="module")
+def arcface_onnx(tmp_path_factory):
+    return antelopev2_folder(make_antelopev2(tmp_path_factory.mktemp("insightface"))) / "glintr100.onnx"
+
+
+def _config(inputs, out, arcface, **kw):
+    kw = {"images_per_shard": 4, "workers": 1, **kw}
+    return prep.PrepConfig(inputs=[str(inputs)], output=str(out), identity_from="folder", backend="dlib",
+                           arcface=str(arcface), **kw)
+
+
+@pytest.fixture(scope="module")
+def prepared(inputs, arcface_onnx, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    counts = prep.prepare(_config(inputs, out, arcface_onnx, workers=2), progress=False)
+    return out, counts
+
+
+def test_shards_hold_valid_samples(prepared):
+    out, counts = prepared
+    assert counts["kept"] == 3, counts
+    shards = list_shards(out)
+    assert shards and all(tarfile.is_tarfile(s) for s in shards)
+    refs = [r for s in shards for r in index_shard(s)]
+    assert len(refs) == 3
+    identities = set()
+    for ref in refs:
+        s = read_sample(ref)
+        meta = s["json"]
+        identities.add(meta["identity"])
+        assert s["image.jpg"].shape == (1024, 1024, 3)
+        assert s["face.jpg"].shape == (224, 224, 3)
+        lm = np.array(meta["landmarks"])
+        assert lm.shape == (72, 2) and (lm > 0).all() and (lm < 1024).all()
+        np.testing.assert_array_equal(s["control.png"], draw_control_image(lm, 1024, 1024))
+        mask = s["mask.png"] > 0
+        assert 0.02 <= mask.mean() < 0.9
+        assert mask[int(lm[30, 1]), int(lm[30, 0])]  # the nose tip lies inside the face mask
+        assert meta["face_fraction"] >= 0.02
+        emb = s["arcface.npy"]
+        assert emb.shape == (512,) and abs(np.linalg.norm(emb) - 1) < 1e-4
+        if meta["identity"] == "anna":
+            assert meta["caption"] == "a smiling woman, studio light"
+        else:
+            assert meta["caption"] == "a photo of a person"
+    assert identities == {"anna", "bert", "carl"}
+
+
+def test_stored_landmarks_match_the_face_in_the_crop(prepared):
+    """Re-detecting the augmented (scaled, rotated, padded) crop finds the face where the stored landmarks say."""
+    from comfyui_facesnap.models.face_analysis import load_analyzer
+
+    out, _ = prepared
+    sample = read_sample(index_shard(list_shards(out)[0])[0])
+    faces = load_analyzer("dlib").detect(sample["image.jpg"], with_embedding=False)
+    assert len(faces) == 1
+    stored = np.array(sample["json"]["landmarks"])
+    face_size = np.ptp(stored[:17, 0])
+    assert np.abs(faces[0].landmarks - stored).mean() < 0.06 * face_size
+
+
+def test_dropped_images_carry_their_reason(prepared):
+    out, counts = prepared
+    reasons = {}
+    for report in out.glob("shard-*.report.json"):
+        for item in json.loads(report.read_text())["dropped"]:
+            reasons[pathlib.Path(item["path"]).name] = item["reason"]
+    assert reasons == {
+        "group.jpg": "several faces", "noface.jpg": "no face", "small.png": "crop short side < 256",
+        "corrupt.jpg": "corrupt image",
+        "truncated.png": "corrupt image", "cmyk.jpg": "CMYK image", "deep.png": "16-bit image",
+    }
+    assert counts["duplicate"] == 1 and counts["several faces"] == 1
+
+
+def test_rerun_skips_finished_shards(prepared, inputs, arcface_onnx):
+    out, _ = prepared
+    before = {s.name: s.stat().st_mtime_ns for s in list_shards(out)}
+    counts = prep.prepare(_config(inputs, out, arcface_onnx), progress=False)
+    assert set(counts) == {"duplicate"}  # nothing re-processed
+    assert {s.name: s.stat().st_mtime_ns for s in list_shards(out)} == before
+
+
+def test_machine_split_covers_every_shard_once(inputs, arcface_onnx, tmp_path):
+    images, _ = prep.list_inputs(_config(inputs, tmp_path, arcface_onnx))
+    halves = [prep.plan_shards(images, _config(inputs, tmp_path, arcface_onnx, num_shards=2, shard_index=k)) for k in (0, 1)]
+    assert sorted([*halves[0], *halves[1]]) == sorted(prep.plan_shards(images, _config(inputs, tmp_path, arcface_onnx)))
+    assert not set(halves[0]) & set(halves[1])
+
+
+def test_full_disk_leaves_no_finished_shard(inputs, arcface_onnx, tmp_path, monkeypatch):
+    from comfyui_facesnap.training import shards
+
+    real_write = shards.ShardWriter.write
+
+    def failing_write(self, key, fields):
+        if self.count >= 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, key, fields)
+
+    monkeypatch.setattr(shards.ShardWriter, "write", failing_write)
+    with pytest.raises(OSError):
+        prep.prepare(_config(inputs, tmp_path, arcface_onnx, images_per_shard=100), progress=False)
+    assert list_shards(tmp_path) == [] and not list(tmp_path.glob("*.tmp"))
+    monkeypatch.setattr(shards.ShardWriter, "write", real_write)
+    counts = prep.prepare(_config(inputs, tmp_path, arcface_onnx, images_per_shard=100), progress=False)
+    assert counts["kept"] == 3 and len(list_shards(tmp_path)) == 1
+
+
+@pytest.mark.comfy
+def test_clip_tokens_are_precomputed_with_comfyui_clip_vision(inputs, tmp_path):
+    """--clip-vision stores the penultimate CLIP tokens of the face crop (tiny CLIP-vision: 5 x 32 instead of 257 x 1280)."""
+    from comfy_test_nodes.tiny_models import tiny_clip_vision
+
+    from comfyui_facesnap.models.face_analysis import load_analyzer
+    from comfyui_facesnap.training.clip_tokens import ClipTokenEncoder
+
+    cfg = prep.PrepConfig(inputs=[str(inputs)], output=str(tmp_path), backend="dlib")
+    images, _ = prep.list_inputs(cfg)
+    item = next(i for i in images if i.path.endswith("bert/a.png"))
+    encoder = ClipTokenEncoder(tiny_clip_vision())
+    (key, fields), = prep.process_image(item, cfg, {"analyzer": load_analyzer("dlib"), "clip": encoder})
+    from comfyui_facesnap.training.shards import decode_field
+
+    tokens = decode_field("clip.npy", fields["clip.npy"])
+    face = decode_field("face.jpg", fields["face.jpg"])
+    assert tokens.shape == (5, 32) and tokens.dtype == np.float16
+    np.testing.assert_allclose(tokens, encoder.encode(face), atol=2e-2)
+    assert "arcface.npy" not in fields  # dlib gives no ArcFace embedding and no --arcface model was set

@@ -1,0 +1,133 @@
+"""Training configuration: nested dataclasses read from YAML (unknown keys are errors, so typos never pass silently)."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from dataclasses import dataclass, field
+
+import yaml
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
+
+
+@dataclass
+class BaseConfig:
+    kind: str = "checkpoint"  # checkpoint (single file) | diffusers (folder) | tiny (random miniature, tests only)
+    path: str = ""
+    clip_vision: str = ""  # CLIP-ViT-H/14 safetensors, for shards without precomputed clip.npy
+    seed: int = 0  # tiny base only
+
+
+@dataclass
+class ModelConfig:
+    mixer: dict = field(default_factory=dict)  # MixerConfig fields; empty = the SDXL default
+    mixer_preset: str = "sdxl"  # sdxl | tiny
+    ffrnet_overrides: dict = field(default_factory=dict)  # FFRNetConfig fields over the config derived from the UNet
+    ffrnet_init: str = "unet"  # unet | path to a diffusers SDXL ControlNet safetensors
+    id_injector: bool = True
+    train_id_injector: bool = True
+
+
+@dataclass
+class DataConfig:
+    shards: str = ""
+    resolution: int = 1024
+    batch_size: int = 7
+    num_workers: int = 4
+    reference: str = "self"  # self (FaceSnap: the target's own face) | identity (Diff-PC: another photo of the person)
+
+
+@dataclass
+class IDLossConfig:
+    mode: str = "none"  # none | x0 (Diff-PC Eq. 19-20) | lightning (FaceSnap Eq. 4, user-supplied SDXL-Lightning UNet)
+    weight: float = 0.5  # lambda_id (FaceSnap 0.5, Diff-PC 0.1)
+    face_model: str = ""  # torch ArcFace (iresnet) safetensors; see training/README.md
+    face_model_arch: str = "r100"  # r100 | r50 | tiny
+    lightning_unet: str = ""  # SDXL-Lightning UNet safetensors (ComfyUI / LDM key layout)
+    lightning_steps: int = 4
+    max_timestep: int = 600  # x0 mode: the x0 estimate is meaningless near pure noise
+    every: int = 1  # compute it every N steps (it costs a VAE decode)
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/facesnap"
+    max_steps: int = 360_000
+    lr: float = 1e-5
+    weight_decay: float = 1e-2
+    betas: tuple = (0.9, 0.999)
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    mixed_precision: str = "bf16"  # no | fp16 | bf16
+    gradient_checkpointing: bool = True
+    masked_loss: bool = True
+    text_dropout: float = 0.10  # FaceSnap: 10 % null text
+    feature_dropout: float = 0.05  # Diff-PC: 5 % zeroed ArcFace / CLIP features
+    ema_decay: float = 0.0  # 0 disables EMA
+    seed: int = 0
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    sample_every: int = 0  # TensorBoard sample grids (0 = off)
+
+
+@dataclass
+class Config:
+    base: BaseConfig = field(default_factory=BaseConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    id_loss: IDLossConfig = field(default_factory=IDLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, data: dict, where: str):
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where}: {sorted(unknown)}; allowed: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        default = names[key].default_factory() if names[key].default_factory is not dataclasses.MISSING else names[key].default
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value or {}, f"{where}.{key}")
+        elif isinstance(default, tuple):
+            kwargs[key] = tuple(value)
+        elif isinstance(default, float) and isinstance(value, (int, str)):
+            kwargs[key] = float(value)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _merge(into: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+    return into
+
+
+def load_config(path: str | pathlib.Path, overrides: list[str] | None = None) -> Config:
+    """YAML file (``preset: <name>`` inherits ``configs/<name>.yaml``), then ``section.key=value`` overrides."""
+    data = yaml.safe_load(pathlib.Path(path).read_text()) or {}
+    preset = data.pop("preset", None)
+    if preset:
+        data = _merge(yaml.safe_load((CONFIG_DIR / f"{preset}.yaml").read_text()) or {}, data)
+    for item in overrides or []:
+        dotted, _, raw = item.partition("=")
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return _build(Config, data, "config")
+
+
+def config_from_dict(data: dict) -> Config:
+    return _build(Config, data, "config")

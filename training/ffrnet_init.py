@@ -1,0 +1,75 @@
+"""FFRNet's starting point: a copy of the SDXL UNet encoder (as ControlNets are made), or an existing SDXL ControlNet."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..models.errors import ModelFileError
+from ..models.ffrnet import FFRNet, FFRNetConfig
+
+log = logging.getLogger("facesnap.train")
+
+
+def ffrnet_config_from_unet(unet_config: dict, id_injector: bool) -> FFRNetConfig:
+    """The FFRNet whose encoder has exactly the shapes of this (ComfyUI-format) UNet config's encoder."""
+    mc, mult = unet_config["model_channels"], unet_config["channel_mult"]
+    nrb = unet_config["num_res_blocks"]
+    per_block = unet_config["transformer_depth"]
+    depths = [per_block[level * nrb[level]] if level * nrb[level] < len(per_block) else 0 for level in range(len(mult))]
+    head_channels = unet_config.get("num_head_channels", 64)
+    channels = [mc * m for m in mult]
+    return FFRNetConfig(
+        in_channels=unet_config["in_channels"],
+        down_block_types=tuple("CrossAttnDownBlock2D" if d > 0 else "DownBlock2D" for d in depths),
+        block_out_channels=tuple(channels),
+        layers_per_block=nrb[0],
+        transformer_layers_per_block=tuple(max(d, 1) for d in depths),  # FFRNet's mid block reuses the last depth
+        cross_attention_dim=unet_config["context_dim"],
+        attention_head_dim=tuple(c // head_channels for c in channels),
+        projection_class_embeddings_input_dim=unet_config["adm_in_channels"],
+        id_injector=id_injector,
+    )
+
+
+def init_from_unet(ffrnet: FFRNet, unet: torch.nn.Module, unet_config: dict) -> int:
+    """Copy every encoder/middle weight of the UNet into the FFRNet; returns how many tensors were copied.
+
+    The control-only parts (hint embedding, zero convs, ID-Injector heads) keep their zero/random init.
+    """
+    import comfy.utils
+
+    diffusers_to_ldm = comfy.utils.unet_to_diffusers(unet_config)
+    unet_sd = unet.state_dict()
+    own = ffrnet.state_dict()
+    copied, mismatched = {}, []
+    for name, tensor in own.items():
+        source = diffusers_to_ldm.get(name)
+        if source is None or source not in unet_sd:
+            continue
+        if unet_sd[source].shape != tensor.shape:
+            mismatched.append(f"{name} {tuple(tensor.shape)} <- {source} {tuple(unet_sd[source].shape)}")
+            continue
+        copied[name] = unet_sd[source].to(tensor.dtype)
+    if mismatched:
+        raise ModelFileError(
+            "the FFRNet does not match the base UNet's encoder: " + "; ".join(mismatched[:3]),
+            "build the FFRNet config from the base (the trainer does this unless model.ffrnet overrides it)",
+        )
+    ffrnet.load_state_dict(copied, strict=False)
+    log.info("FFRNet initialised from the UNet encoder: %d of %d tensors copied", len(copied), len(own))
+    return len(copied)
+
+
+def init_from_controlnet(path: str, id_injector: bool, cross_attention_dim: int) -> FFRNet:
+    """Start from a diffusers SDXL ControlNet (folder or .safetensors); the ID-Injector heads start at zero."""
+    from ..models.facesnap_checkpoint import load_diffusers_controlnet
+
+    ffrnet = load_diffusers_controlnet(path, id_injector=id_injector)
+    if ffrnet.config.cross_attention_dim != cross_attention_dim:
+        raise ModelFileError(
+            f"{path} attends to {ffrnet.config.cross_attention_dim}-wide tokens, the mixer emits {cross_attention_dim}",
+            "use an SDXL ControlNet (2048-wide cross-attention) or set model.mixer.dim to match",
+        )
+    return ffrnet.float()

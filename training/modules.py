@@ -1,0 +1,103 @@
+"""The trainable FaceSnap network around the frozen SDXL UNet, wired exactly as the ComfyUI nodes wire it.
+
+Forward: f_mix = Mixer(ArcFace, CLIP) -> FFRNet(z_t, landmark hint, t, context = f_mix, y) -> control residuals
+(+ ID-Injector (phi, mu)) -> frozen UNet(z_t, t, text context, y, control). The injector hooks are the nodes'
+own (``nodes.ffrnet_control.patch_model_with_injector``), applied once to the frozen UNet.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..models.attribute_mixer import FacialAttributeMixer
+from ..models.ffrnet import FFRNet
+
+# Layers wrapped by gradient checkpointing: ComfyUI's UNet blocks and FFRNet's.
+CHECKPOINTED = {"ResBlock", "SpatialTransformer", "ResnetBlock2D", "Transformer2DModel"}
+
+
+def enable_gradient_checkpointing(module: nn.Module) -> int:
+    """Recompute each ResBlock / transformer in the backward pass instead of storing its activations."""
+    count = 0
+    for layer in module.modules():
+        if type(layer).__name__ in CHECKPOINTED and not getattr(layer, "_facesnap_checkpointed", False):
+            original = layer.forward
+
+            @functools.wraps(original)
+            def forward(*args, _original=original, **kwargs):
+                if not torch.is_grad_enabled():
+                    return _original(*args, **kwargs)
+                return checkpoint(_original, *args, use_reentrant=False, **kwargs)
+
+            layer.forward = forward
+            layer._facesnap_checkpointed = True
+            count += 1
+    return count
+
+
+class InjectedUNet:
+    """A frozen ComfyUI UNet with the ID-Injector hooks installed (object patch applied in place, permanently)."""
+
+    def __init__(self, model, ffrnet: FFRNet | None):
+        import comfy.model_patcher
+        import comfy.utils
+
+        patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+        self.transformer_options: dict = {}
+        if ffrnet is not None and ffrnet.id_injector is not None:
+            from ..nodes.ffrnet_control import patch_model_with_injector
+
+            patched = patch_model_with_injector(patcher, ffrnet)
+            for name, obj in patched.object_patches.items():  # e.g. the tap layer after the last decoder block
+                comfy.utils.set_attr(model, name, obj)
+            self.transformer_options = patched.model_options.get("transformer_options", {})
+        self.unet = model.diffusion_model
+
+    def __call__(self, x, timesteps, context, y, control, injector_params=None):
+        from ..nodes.ffrnet_control import INJECTOR_KEY
+
+        options = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.transformer_options.items()}
+        if injector_params is not None:
+            options[INJECTOR_KEY] = injector_params
+        control = {key: list(values) for key, values in control.items()}  # the UNet pops from these lists
+        return self.unet(x, timesteps=timesteps, context=context, y=y, control=control, transformer_options=options)
+
+
+class FaceSnapTrainingModel(nn.Module):
+    """Holds only the trainable modules (what DDP/FSDP wraps); the frozen UNet is passed in, not registered."""
+
+    def __init__(self, mixer: FacialAttributeMixer, ffrnet: FFRNet):
+        super().__init__()
+        self.mixer = mixer
+        self.ffrnet = ffrnet
+
+    def forward(self, unet: InjectedUNet, z_t, timesteps, context, y, hint, id_embeds, clip_tokens):
+        f_mix = self.mixer(id_embeds[:, None], clip_tokens[:, None])
+        control = self.ffrnet(z_t, hint, timesteps, f_mix, y)
+        params = self.ffrnet.injector_params(control) if self.ffrnet.id_injector is not None else None
+        return unet(z_t, timesteps, context, y, control, params)
+
+
+class EMA:
+    """Exponential moving average of the trainable parameters (kept in float32)."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: p.detach().float().clone() for k, p in module.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, p in module.named_parameters():
+            if k in self.shadow:
+                self.shadow[k].lerp_(p.detach().float(), 1.0 - self.decay)
+
+    def state_dict(self) -> dict:
+        return dict(self.shadow)
+
+    def load_state_dict(self, state: dict) -> None:
+        for k in self.shadow:
+            self.shadow[k].copy_(state[k])
