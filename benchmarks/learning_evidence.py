@@ -164,6 +164,9 @@ def main() -> int:
     parser.add_argument("--comfyui", default="")
     parser.add_argument("--arcface", default="", help="a real ArcFace ONNX (default: a generated random one)")
     parser.add_argument("--crops", type=int, default=4, help="augmented crops per photo")
+    parser.add_argument("--data", choices=["photos", "synthetic"], default="photos",
+                        help="photos: faces from t1.jpg; synthetic: drawn faces that share one landmark geometry and "
+                             "differ only in appearance, so the landmark hint cannot stand in for the identity")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this tiny model)")
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -180,10 +183,17 @@ def main() -> int:
     from comfyui_facesnap.training.train import Trainer
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="facesnap-learning-"))
-    make_photos(work / "photos")
-    counts = prep.prepare(prep.PrepConfig(inputs=[str(work / "photos")], output=str(work / "shards"), identity_from="folder",
-                                          crops_per_image=args.crops, backend="dlib", arcface=arcface_model(args.arcface, work),
-                                          images_per_shard=100), progress=False)
+    if args.data == "photos":
+        make_photos(work / "photos")
+        counts = prep.prepare(prep.PrepConfig(
+            inputs=[str(work / "photos")], output=str(work / "shards"), identity_from="folder", crops_per_image=args.crops,
+            backend="dlib", arcface=arcface_model(args.arcface, work), images_per_shard=100), progress=False)
+    else:
+        sys.path.insert(0, str(REPO / "tests"))
+        from training_fixtures import write_synthetic_shards
+
+        write_synthetic_shards(work / "shards", identities=4, per_identity=args.crops)
+        counts = {"synthetic": 4 * args.crops}
     cfg = load_config(CONFIG_DIR / "tiny.yaml", [
         f"data.shards={work / 'shards'}", f"train.output_dir={work / 'run'}", f"data.resolution={args.resolution}",
         "data.batch_size=4", f"train.lr={args.lr}", "train.max_steps=1000000", "train.checkpoint_every=1000000",
@@ -203,7 +213,7 @@ def main() -> int:
         steps = trainer.step
     after = {"eval_loss": eval_loss(trainer, batch, t, noise), **identity_distances(trainer, batch, people)}
     report = {
-        "samples": len(dataset), "identities": len(people), "prepare": dict(counts), "base_pretraining": pretrain,
+        "data": args.data, "samples": len(dataset), "identities": len(people), "prepare": dict(counts), "base_pretraining": pretrain,
         "steps": steps,
         "minutes": round((time.time() - start) / 60, 2), "train_loss_first20": sum(losses[:20]) / max(1, len(losses[:20])),
         "train_loss_last20": sum(losses[-20:]) / max(1, len(losses[-20:])), "before": before, "after": after,

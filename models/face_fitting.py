@@ -200,7 +200,9 @@ def _joint_step(model, space, index, weights, obs, w_coord, state, groups, num_g
     bounds = model.expression_range
     g_l[:, 6:] -= exp_l2 * s2 * beta + (opt.exp_sparsity * s2 if bounds is not None else 0.0)
     diag_l = torch.cat([1e-3 * h_ll[:, :6, :6].diagonal(dim1=1, dim2=2) + 1e-6, exp_l2 * s2], 1)
-    s2_group = torch.zeros(num_groups).index_add_(0, groups, s2.squeeze(1))
+    # per-group sums as one matmul with a one-hot matrix (index_add_ over K x K slices is slow on CPU)
+    one_hot = torch.nn.functional.one_hot(groups, num_groups).T.to(h_all.dtype)  # (G, B)
+    s2_group = one_hot @ s2.squeeze(1)
     alpha_group = torch.zeros(num_groups, k).index_copy_(0, groups, alpha)
     pin_low = torch.zeros_like(beta, dtype=torch.bool)
     pin_high = torch.zeros_like(pin_low)
@@ -214,9 +216,9 @@ def _joint_step(model, space, index, weights, obs, w_coord, state, groups, num_g
         h_inv = torch.linalg.inv(h_loc)
         schur = h_gg - h_gl @ h_inv @ h_gl.transpose(1, 2)
         reduced = g_all[:, glob] - (h_gl @ h_inv @ g_loc.unsqueeze(-1)).squeeze(-1)
-        s_group = torch.zeros(num_groups, k, k).index_add_(0, groups, schur)
+        s_group = (one_hot @ schur.reshape(batch, k * k)).reshape(num_groups, k, k)
         s_group = s_group + torch.diag_embed((opt.id_prior * s2_group).unsqueeze(1).expand(-1, k))
-        r_group = torch.zeros(num_groups, k).index_add_(0, groups, reduced) - opt.id_prior * s2_group[:, None] * alpha_group
+        r_group = one_hot @ reduced - opt.id_prior * s2_group[:, None] * alpha_group
         d_alpha = torch.linalg.solve(s_group, r_group)[groups]
         d_local = (h_inv @ (g_loc - (h_gl.transpose(1, 2) @ d_alpha.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)).squeeze(-1)
         new_beta = beta + d_local[:, 6:]

@@ -8,7 +8,7 @@ returned as 72-point landmarks plus the posed mesh in pixel coordinates for the 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,8 +29,6 @@ CANVAS_FACE_SCALE = 0.25  # outer-eye-corner distance as a fraction of the canva
 class PredictOptions:
     keep_source_expression: bool = False
     expression_strength: float = 1.0
-    neutral_reference: bool = False  # the reference photos show a neutral face: do not explain them with expressions
-    fit: FitOptions = field(default_factory=FitOptions)
 
 
 @dataclass

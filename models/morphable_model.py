@@ -37,11 +37,18 @@ NON_LANDMARK_EXPRESSIONS = ("PupilDilate", "eyeLook")
 JAW = slice(0, 17)
 
 
-def ict_fetch_hint(path: pathlib.Path | str) -> str:
+def ict_manual_hint(path: pathlib.Path | str) -> str:
     return (
         f"get ICT-FaceKit (MIT licence) from {ICT_UPSTREAM}, then convert it with "
         f"`python scripts/convert_ict_facekit.py <ICT-FaceKit>/FaceXModel {path}`, or copy an already converted "
         f"{ICT_FILE_NAME} to {path}"
+    )
+
+
+def ict_fetch_hint(path: pathlib.Path | str) -> str:
+    return (
+        f"turn on download_if_missing in FaceSnap 3DMM Loader, or run `python scripts/convert_ict_facekit.py "
+        f"--download {path}` (downloads about 405 MB once); or by hand: {ict_manual_hint(path)}"
     )
 
 
@@ -276,6 +283,10 @@ def convert_ict_facekit(facexmodel_dir: str | pathlib.Path, out_path: str | path
         exp_basis=np.stack(deltas[100:]).astype(np.float16), exp_names=np.array([p.stem for p in expressions]),
         lmk68=np.array(ICT_LMK68),
     )
-    load_ict_npz(tmp)  # verification: the loader's checks must pass before the file takes its final name
+    try:
+        load_ict_npz(tmp)  # verification: the loader's checks must pass before the file takes its final name
+    except ModelFileError:
+        tmp.unlink()
+        raise
     tmp.replace(out_path)
     return out_path

@@ -62,13 +62,13 @@ def rasterize_torch(verts: torch.Tensor, faces: torch.Tensor, height: int, width
         X, Y, a = x[f], y[f], area[f]
         w0 = ((X[:, 1] - cx) * (Y[:, 2] - cy) - (X[:, 2] - cx) * (Y[:, 1] - cy)) / a
         w1 = ((X[:, 2] - cx) * (Y[:, 0] - cy) - (X[:, 0] - cx) * (Y[:, 2] - cy)) / a
-        bary = torch.stack([w0, w1, 1 - w0 - w1], 1)
-        inside = (bary >= 0).all(1)
+        inside = torch.nonzero((w0 >= 0) & (w1 >= 0) & (w0 + w1 <= 1)).squeeze(1)  # one nonzero, then gathers
+        w0, w1, f = w0[inside], w1[inside], f[inside]
         pixel = (py * width + px)[inside]
-        bary = bary[inside]
-        depth = -(bary * z[f[inside]]).sum(1)  # nearest = largest z = smallest -z
+        bary = torch.stack([w0, w1, 1 - w0 - w1], 1)
+        depth = -(bary * z[f]).sum(1)  # nearest = largest z = smallest -z
         neg_depth.scatter_reduce_(0, pixel, depth, reduce="amin")
-        candidates.append((pixel, depth, f[inside], bary))
+        candidates.append((pixel, depth, f, bary))
         start = stop
     pix_to_face = torch.full((height * width,), -1, dtype=torch.long, device=device)
     barycentric = torch.zeros(height * width, 3, device=device, dtype=verts.dtype)

@@ -52,10 +52,13 @@ class FaceSnapControlNet(comfy.controlnet.ControlNet):
         return c
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
-        if cond.get("y") is None:
+        y = cond.get("y")
+        adm = self.control_model.config.projection_class_embeddings_input_dim
+        if y is None or y.shape[-1] != adm:
+            got = "no ADM vector (an SD1.5/SD2 model?)" if y is None else f"a {y.shape[-1]}-D ADM vector"
             raise InvalidInputError(
-                "FaceSnap's FFRNet is an SDXL ControlNet, but the model being sampled passes no SDXL ADM vector "
-                "(an SD1.5/SD2 model?)", "sample with an SDXL checkpoint")
+                f"FaceSnap's FFRNet is an SDXL ControlNet ({adm}-D ADM), but the model being sampled passes {got}",
+                "sample with an SDXL base checkpoint (not SD1.5/SD2 or the SDXL refiner)")
         self._check_hint_aspect(x_noisy)
         self._call_options = transformer_options
         try:
@@ -271,3 +274,18 @@ def check_sdxl_conditioning(*conditionings) -> None:
                     f"the conditioning carries a {pooled.shape[-1]}-D pooled text embedding (SD1.5/SD2 text "
                     "encoder); FaceSnap's FFRNet needs SDXL conditioning (1280-D pooled)",
                     "encode the prompt with the SDXL checkpoint's CLIP")
+
+
+def init_ffrnet_from_unet(ffrnet: FFRNet, model_patcher) -> list[str]:
+    """Copy the SDXL UNet's encoder, middle block and embeddings into FFRNet (ControlNet's usual start for
+    training). Returns the FFRNet keys left as they were: zero convs, hint embedding, injector heads."""
+    import comfy.utils
+
+    check_unet_matches(model_patcher, ffrnet)
+    base = model_patcher.model
+    mapping = comfy.utils.unet_to_diffusers(base.model_config.unet_config)  # diffusers name -> ComfyUI name
+    unet_sd = base.diffusion_model.state_dict()
+    own = ffrnet.state_dict()
+    update = {k: unet_sd[v] for k, v in mapping.items() if k in own and v in unet_sd}
+    ffrnet.load_state_dict(update, strict=False)
+    return sorted(set(own) - set(update))

@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from ..models.errors import ModelFileError, NoFaceError
 from ..models.face_analysis.landmark_views import faces_to_landmarks
 from ..models.face_fitting import FitOptions
+from ..models.ict_download import ICT_DOWNLOAD_BYTES, download_ict_facekit
 from ..models.landmark_predictor import PredictOptions, fit_references_and_drives, predict
 from ..models.landmarks72 import draw_control_image
 from ..models.morphable_model import ICT_FILE_NAME, ict_fetch_hint, load_ict_npz
@@ -40,9 +41,24 @@ def find_model_file(name: str, hint: str) -> str:
     raise ModelFileError(f"{name} was not found at {expected}{others}", hint)
 
 
-def load_cached(kind: str, ict_file: str, flame_file: str, flame_landmarks: str):
+def download_ict_model(path: str) -> None:
+    """Download and convert ICT-FaceKit into ``path``, with a progress bar on the console and on the node."""
+    import comfy.utils
+
+    bar = comfy.utils.ProgressBar(ICT_DOWNLOAD_BYTES)
+    download_ict_facekit(path, on_progress=bar.update_absolute)
+
+
+def load_cached(kind: str, ict_file: str, flame_file: str, flame_landmarks: str, download_if_missing: bool = False):
     if kind == "ICT-FaceKit":
-        paths = (find_model_file(ict_file, ict_fetch_hint(os.path.join(folder_candidates("3dmm")[0], ict_file))),)
+        default_path = os.path.join(folder_candidates("3dmm")[0], ict_file)
+        try:
+            paths = (find_model_file(ict_file, ict_fetch_hint(default_path)),)
+        except ModelFileError:
+            if not download_if_missing:
+                raise
+            download_ict_model(default_path)
+            paths = (default_path,)
     else:
         from ..models.flame_loader import EMBEDDING_HINT, FLAME_HINT
 
@@ -66,8 +82,9 @@ class MorphableModelLoader(io.ComfyNode):
             display_name="FaceSnap 3DMM Loader",
             category=CATEGORY,
             description="Loads a 3D morphable face model from ComfyUI/models/3dmm. ICT-FaceKit (MIT licence): "
-                        f"{ICT_FILE_NAME}, converted once from the ICT-VGL/ICT-FaceKit repository with "
-                        "scripts/convert_ict_facekit.py. FLAME (user-supplied, licence restricts use): "
+                        f"{ICT_FILE_NAME}, downloaded (about 405 MB) and converted once from the "
+                        "ICT-VGL/ICT-FaceKit repository when missing, or by hand with scripts/convert_ict_facekit.py. "
+                        "FLAME (user-supplied, licence restricts use): "
                         "generic_model.pkl plus DECA's landmark_embedding.npy, read without running pickled code.",
             inputs=[
                 io.Combo.Input("model", options=list(MODEL_KINDS), default="ICT-FaceKit",
@@ -79,14 +96,19 @@ class MorphableModelLoader(io.ComfyNode):
                                 tooltip="FLAME 2020/2023 model file inside models/3dmm (only for model = FLAME)."),
                 io.String.Input("flame_landmarks", default="landmark_embedding.npy",
                                 tooltip="DECA/SMIRK landmark embedding inside models/3dmm (only for model = FLAME)."),
+                io.Boolean.Input("download_if_missing", default=True, optional=True,
+                                 tooltip="ICT-FaceKit only: when ict_file is not in models/3dmm, download the "
+                                         "upstream model from GitHub once (about 405 MB, with a progress bar) and "
+                                         "convert it there. Off: report the missing file instead."),
             ],
             outputs=[MorphableModel.Output(display_name="3dmm")],
         )
 
     @classmethod
     @reports_errors
-    def execute(cls, model: str, ict_file: str, flame_file: str, flame_landmarks: str) -> io.NodeOutput:
-        return io.NodeOutput(load_cached(model, ict_file, flame_file, flame_landmarks))
+    def execute(cls, model: str, ict_file: str, flame_file: str, flame_landmarks: str,
+                download_if_missing: bool = True) -> io.NodeOutput:
+        return io.NodeOutput(load_cached(model, ict_file, flame_file, flame_landmarks, download_if_missing))
 
 
 def _valid_rows(points: np.ndarray) -> np.ndarray:
@@ -181,7 +203,7 @@ class LandmarkPredictor(io.ComfyNode):
             model, torch.from_numpy(ref_points), torch.zeros(len(ref_points), dtype=torch.long),
             None if drive_set is None else torch.from_numpy(drive_set.points), neutral_reference, FitOptions())
         options = PredictOptions(keep_source_expression=keep_reference_expression,
-                                 expression_strength=expression_strength, neutral_reference=neutral_reference)
+                                 expression_strength=expression_strength)
         on_canvas = frame == "canvas" or drive_set is None
         result = predict(model, ref_fit, drv_fit, options, manual_angles=manual,
                          drive_sizes=None if drive_set is None else drive_set.canvas_sizes,

@@ -1,9 +1,12 @@
-"""`make demo`: run workflows/facesnap_landmarks.json through a real ComfyUI server on the six faces of t1.jpg.
+"""`make demo`: run the landmark and Landmark Predictor workflows through a real ComfyUI server on t1.jpg.
 
 Starts ``main.py --cpu`` on a free local port with its own base directory (``<cache>/demo-base``, where
 ``custom_nodes/ComfyUI-FaceSnap`` links to this checkout), copies t1.jpg from the installed insightface package into
-the server's input folder, queues the API form of the workflow over HTTP, waits for it in ``/history`` and prints the
-PNGs it wrote: one landmark control image and one overlay per face. The dlib backend needs no model download.
+the server's input folder, queues the API form of each workflow over HTTP, waits for it in ``/history`` and prints the
+PNGs it wrote: one landmark control image and one overlay per face of t1.jpg, then the predictor's landmarks, 3D render
+and overlay for one face re-posed like another. The dlib backend needs no model download; the predictor needs the
+converted ICT-FaceKit model (``ict_face_narrow.npz``), taken from ComfyUI/models/3dmm, ``$FACESNAP_ICT_NPZ`` or
+``../shared/3dmm`` beside this checkout, and is skipped with instructions when none is found.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ import urllib.request
 import uuid
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
-WORKFLOW = PACK_ROOT / "workflows" / "facesnap_landmarks.json"
-FACE_NODES = ("FaceSnapFaceAnalyzerLoader", "FaceSnapFaceCrop", "FaceSnapDrawLandmarks")
+LANDMARK_WORKFLOW = PACK_ROOT / "workflows" / "facesnap_landmarks.json"
+PREDICTOR_WORKFLOW = PACK_ROOT / "workflows" / "facesnap_landmark_predictor.json"
+ICT_FILE = "ict_face_narrow.npz"
+FACE_NODES = ("FaceSnapFaceAnalyzerLoader", "FaceSnapFaceCrop", "FaceSnapDrawLandmarks", "FaceSnapLandmarkPredictor")
 READY_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 600
 
@@ -62,6 +67,22 @@ def prepare_base(cache: pathlib.Path) -> pathlib.Path:
     return base
 
 
+def link_ict_model(base: pathlib.Path, comfyui: pathlib.Path) -> bool:
+    """Make the converted ICT-FaceKit model visible in the demo's models/3dmm. False when none is found."""
+    target = base / "models" / "3dmm" / ICT_FILE
+    if target.exists():
+        return True
+    candidates = [comfyui / "models" / "3dmm" / ICT_FILE, PACK_ROOT.parent / "shared" / "3dmm" / ICT_FILE]
+    if os.environ.get("FACESNAP_ICT_NPZ"):
+        candidates.insert(0, pathlib.Path(os.environ["FACESNAP_ICT_NPZ"]))
+    for candidate in candidates:
+        if candidate.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(candidate.resolve())
+            return True
+    return False
+
+
 def wait_until_ready(server: subprocess.Popen, url: str, log: pathlib.Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -75,12 +96,12 @@ def wait_until_ready(server: subprocess.Popen, url: str, log: pathlib.Path) -> N
     sys.exit(f"ComfyUI did not answer within {READY_TIMEOUT_S} s; see {log}")
 
 
-def run_workflow(url: str, base: pathlib.Path) -> list[pathlib.Path]:
+def run_workflow(url: str, base: pathlib.Path, workflow: pathlib.Path) -> list[pathlib.Path]:
     object_info = http_json(url + "/object_info")
     missing = [node for node in FACE_NODES if node not in object_info]
     if missing:
         raise RuntimeError(f"the pack's nodes are not registered ({', '.join(missing)}); see the server log")
-    prompt = ui_to_api(json.loads(WORKFLOW.read_text()), object_info)
+    prompt = ui_to_api(json.loads(workflow.read_text()), object_info)
     try:
         prompt_id = http_json(url + "/prompt", {"prompt": prompt, "client_id": str(uuid.uuid4())})["prompt_id"]
     except urllib.error.HTTPError as err:
@@ -93,7 +114,7 @@ def run_workflow(url: str, base: pathlib.Path) -> list[pathlib.Path]:
             if entry["status"]["status_str"] != "success":
                 errors = [data for event, data in entry["status"]["messages"] if event == "execution_error"]
                 raise RuntimeError(f"the workflow failed: {errors}")
-            return [base / "output" / image["subfolder"] / image["filename"]
+            return [base / image.get("type", "output") / image["subfolder"] / image["filename"]
                     for node_id in sorted(entry["outputs"], key=int)
                     for image in entry["outputs"][node_id].get("images", [])]
         time.sleep(0.5)
@@ -109,6 +130,12 @@ def main() -> None:
     args = parser.parse_args()
     started = time.monotonic()
     base = prepare_base(args.cache)
+    workflows = [LANDMARK_WORKFLOW]
+    if link_ict_model(base, args.comfyui):
+        workflows.append(PREDICTOR_WORKFLOW)
+    else:
+        print(f"note: {ICT_FILE} not found, so the Landmark Predictor part is skipped. Convert ICT-FaceKit once with "
+              f"scripts/convert_ict_facekit.py into ComfyUI/models/3dmm/ (see the README).", flush=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = base / "server.log"
@@ -119,12 +146,13 @@ def main() -> None:
         server = subprocess.Popen(command, cwd=args.comfyui, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             wait_until_ready(server, url, log)
-            print(f"server ready after {time.monotonic() - started:.1f} s; running {WORKFLOW.name}", flush=True)
-            run_started = time.monotonic()
-            paths = run_workflow(url, base)
-            print(f"workflow ran in {time.monotonic() - run_started:.1f} s and wrote {len(paths)} images:")
-            for path in paths:
-                print(f"  {path}")
+            print(f"server ready after {time.monotonic() - started:.1f} s", flush=True)
+            for workflow in workflows:
+                run_started = time.monotonic()
+                paths = run_workflow(url, base, workflow)
+                print(f"{workflow.name} ran in {time.monotonic() - run_started:.1f} s and wrote {len(paths)} images:")
+                for path in paths:
+                    print(f"  {path}")
         except RuntimeError as err:
             sys.exit(f"demo failed: {err}\n  server log: {log}")
         finally:

@@ -105,17 +105,17 @@ def test_zero_heads_are_a_no_op_and_the_input_model_is_untouched(fs, base_model)
     zero = make_bundle(fs, injector_std=0.0)
     live = make_bundle(fs, injector_std=0.05)
     unet = base_model.model.diffusion_model
-    last_type = type(unet.output_blocks[-1][-1])
-    plain = sample(base_model, *conditioned(fs, zero))
-    with_zero = sample(fs.patch_model_with_injector(base_model, zero.ffrnet), *conditioned(fs, zero))
+    plain = sample(base_model, *conditioned(fs, zero), steps=1)
+    with_zero = sample(fs.patch_model_with_injector(base_model, zero.ffrnet), *conditioned(fs, zero), steps=1)
     torch.testing.assert_close(with_zero, plain, rtol=0, atol=0)
-    with_live = sample(fs.patch_model_with_injector(base_model, live.ffrnet), *conditioned(fs, live))
+    with_live = sample(fs.patch_model_with_injector(base_model, live.ffrnet), *conditioned(fs, live), steps=1)
     assert (with_live - plain).abs().max() > 1e-3
-    assert type(unet.output_blocks[-1][-1]) is last_type  # the object patch was removed again
-    assert torch.equal(sample(base_model, *conditioned(fs, zero)), plain)
+    assert torch.equal(sample(base_model, *conditioned(fs, zero), steps=1), plain)
+    # ComfyUI removes a clone's object patches lazily, when another patcher of the same model is loaded
+    assert not isinstance(unet.output_blocks[-1][-1], fs.InjectorTap)
     # outside the start/end window the control publishes nothing: same as sampling without FaceSnap at all
-    idle = sample(fs.patch_model_with_injector(base_model, live.ffrnet), *conditioned(fs, live, start=1.0, end=1.0))
-    torch.testing.assert_close(idle, sample(base_model, *tiny_conditioning(seed=1)), rtol=0, atol=0)
+    idle = sample(fs.patch_model_with_injector(base_model, live.ffrnet), *conditioned(fs, live, start=1.0, end=1.0), steps=1)
+    torch.testing.assert_close(idle, sample(base_model, *tiny_conditioning(seed=1), steps=1), rtol=0, atol=0)
 
 
 def _merged_controls(fs, monkeypatch):
@@ -154,6 +154,42 @@ def test_mask_limits_residuals_and_injector(fs, bundle, base_model, monkeypatch)
         assert float(tensor[..., half + 1:].abs().max()) == 0 and float(tensor[..., :half - 1].abs().max()) > 0
 
 
+@torch.no_grad()
+def test_ffrnet_initialised_from_the_unet_reproduces_its_middle_block(fs, base_model):
+    from comfyui_facesnap.models.ffrnet import FFRNet, FFRNetConfig
+
+    ffrnet = FFRNet(FFRNetConfig.tiny(cross_attention_dim=64)).reset_parameters()
+    untouched = fs.init_ffrnet_from_unet(ffrnet, base_model)
+    assert all(k.startswith(("controlnet_", "id_injector.")) for k in untouched)
+    ffrnet.controlnet_mid_block.weight.copy_(torch.eye(64)[:, :, None, None])  # expose the features under it
+    unet = base_model.model.diffusion_model
+    seen = []
+    hook = unet.middle_block[-1].register_forward_hook(lambda m, a, out: seen.append(out))
+    g = torch.Generator().manual_seed(0)
+    x, context = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 77, 64, generator=g)
+    y = torch.randn(1, 2816, generator=g)
+    t = torch.tensor([500.0])
+    try:
+        unet(x, t, context=context, y=y)
+    finally:
+        hook.remove()
+    out = ffrnet(x, torch.zeros(1, 3, 128, 128), t, context, y=y)  # the hint embedding starts at zero
+    torch.testing.assert_close(out["middle"][0], seen[0], atol=1e-4, rtol=1e-4)
+
+
+def test_previous_controlnets_are_chained(fs, bundle):
+    positive, negative = tiny_conditioning(seed=1)
+    earlier = bundle.control.copy()
+    for conditioning in (positive, negative):
+        conditioning[0][1]["control"] = earlier
+    f_mix = torch.zeros(1, 16, 64)
+    positive, negative = fs.apply_facesnap_conditioning(positive, negative, bundle, f_mix, f_mix,
+                                                        torch.zeros(1, 64, 64, 3), 1.0, 0.0, 1.0)
+    control = positive[0][1]["control"]
+    assert isinstance(control, fs.FaceSnapControlNet) and control.previous_controlnet is earlier
+    assert negative[0][1]["control"] is control and positive[0][1]["control_apply_to_uncond"] is False
+
+
 def test_bad_inputs(fs, bundle, base_model):
     from comfyui_facesnap.models.errors import InvalidInputError
 
@@ -161,8 +197,11 @@ def test_bad_inputs(fs, bundle, base_model):
         sample(base_model, *conditioned(fs, bundle, hint_size=(LATENT * 8, LATENT * 16)), steps=1)
     # a different size with the same aspect ratio is resized to the latent
     sample(base_model, *conditioned(fs, bundle, hint_size=(LATENT * 4, LATENT * 4)), steps=1)
+    sd15 = tiny_unet_patcher(seed=0, sd15=True)
     with pytest.raises(InvalidInputError, match=r"SD15.*SDXL"):
-        fs.patch_model_with_injector(tiny_unet_patcher(seed=0, sd15=True), bundle.ffrnet)
+        fs.patch_model_with_injector(sd15, bundle.ffrnet)
+    with pytest.raises(InvalidInputError, match="no ADM vector"):  # FFRNet conditioning sampled with SD1.5
+        sample(sd15, *conditioned(fs, bundle), steps=1)
     positive, negative = tiny_conditioning()
     positive[0][1]["pooled_output"] = torch.zeros(1, 768)
     with pytest.raises(InvalidInputError, match="SD1.5"):

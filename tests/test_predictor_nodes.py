@@ -153,7 +153,7 @@ def test_missing_model_file_names_the_path(host):
 
     with pytest.raises(FaceSnapNodeError) as err:
         nodes_module().MorphableModelLoader.execute("ICT-FaceKit", "not_there.npz", "generic_model.pkl",
-                                                    "landmark_embedding.npy")
+                                                    "landmark_embedding.npy", download_if_missing=False)
     expected = str(pathlib.Path(folder_paths.get_folder_paths("3dmm")[0]) / "not_there.npz")
     assert "FaceSnap3DMMLoader" in str(err.value) and expected in str(err.value)
     assert "ICT-VGL/ICT-FaceKit" in str(err.value) and "convert_ict_facekit.py" in str(err.value)
