@@ -165,8 +165,9 @@ def main() -> int:
     parser.add_argument("--arcface", default="", help="a real ArcFace ONNX (default: a generated random one)")
     parser.add_argument("--crops", type=int, default=4, help="augmented crops per photo")
     parser.add_argument("--data", choices=["photos", "synthetic"], default="photos",
-                        help="photos: faces from t1.jpg; synthetic: drawn faces that share one landmark geometry and "
-                             "differ only in appearance, so the landmark hint cannot stand in for the identity")
+                        help="photos: faces from t1.jpg; synthetic: drawn faces that share one landmark geometry and one "
+                             "caption and differ only in appearance, so neither the landmark hint nor the text can stand "
+                             "in for the identity features")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this tiny model)")
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -192,7 +193,7 @@ def main() -> int:
         sys.path.insert(0, str(REPO / "tests"))
         from training_fixtures import write_synthetic_shards
 
-        write_synthetic_shards(work / "shards", identities=4, per_identity=args.crops)
+        write_synthetic_shards(work / "shards", identities=4, per_identity=args.crops, caption="a photo of a person")
         counts = {"synthetic": 4 * args.crops}
     cfg = load_config(CONFIG_DIR / "tiny.yaml", [
         f"data.shards={work / 'shards'}", f"train.output_dir={work / 'run'}", f"data.resolution={args.resolution}",

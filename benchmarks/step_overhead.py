@@ -5,13 +5,18 @@ One step = one CFG-batched UNet call (cond + uncond) through ComfyUI's sampler, 
     (b) + a stock ComfyUI ControlNet (comfy.cldm) with the 77-token text context
     (c) + FFRNet with the 16-token f_mix context (injector heads not computed)
     (d) + FFRNet + the ID-Injector (heads computed, MODEL patched)
+(c) and (d) run for every FFRNet preset given (default: the paper's ``sdxl`` and the lighter ``sdxl_light``), in the
+same process, so all ratios share one (a).
 Each configuration runs ``--repeats`` timed steps after one warm-up step; the minimum is reported. On the CPU the
 ratios use the process's CPU time (robust to other jobs on a shared machine; wall time is printed too). Peak memory is
-the process's peak RSS so far on CPU (monotonic, so read it as "after this configuration"), or the peak CUDA
-allocation of that configuration on a GPU. Only one ControlNet is held at a time (fp32 SDXL UNet + one ControlNet
-is about 15 GB of weights).
+the process's peak RSS during that configuration on CPU (Linux resets it through /proc/self/clear_refs; where it cannot,
+the peak so far), or the peak CUDA allocation of that configuration on a GPU. Only one ControlNet is held at a time
+(fp32 SDXL UNet + one ControlNet is about 15 GB of weights).
 
-    python benchmarks/step_overhead.py [--size 512] [--repeats 2] [--dtype fp32|fp16|bf16]
+    python benchmarks/step_overhead.py [--size 512] [--repeats 2] [--dtype fp32|fp16|bf16] \\
+        [--ffrnet-preset sdxl sdxl_light]
+The last two lines (``ratio ffrnet/unet``, ``ratio injector/ffrnet``) are those of the last preset given; every
+preset's ratios are printed above them.
 On a GPU the paper's setting is ``--size 1024 --dtype fp16 --steps 8`` (FaceSnap reports 6.1 s, 18.1 GB on an A800).
 Needs the ComfyUI host (COMFYUI_PATH, default ~/.cache/comfyui-facesnap/comfyui).
 """
@@ -66,11 +71,27 @@ def randomize(module, std=0.02, seed=0):
     return module
 
 
+def reset_peak_memory(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        pathlib.Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak RSS
+    except OSError:
+        pass  # not Linux: peak_memory_gb then reports the peak so far
+
+
 def peak_memory_gb(device) -> float:
     import torch
 
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
+    status = pathlib.Path("/proc/self/status")
+    if status.exists():
+        hwm = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(hwm.split()[1]) / 2**20  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
@@ -81,6 +102,8 @@ def main():
     parser.add_argument("--steps", type=int, default=1, help="sampling steps per timed run")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default fp32 CPU, fp16 GPU)")
     parser.add_argument("--cpu", action="store_true", help="force the CPU even when CUDA is available")
+    parser.add_argument("--ffrnet-preset", nargs="+", metavar="PRESET",
+                        help="FFRNet presets to time for (c) and (d): sdxl (the paper's), sdxl_light (default: both)")
     opts = parser.parse_args()
 
     import torch
@@ -94,9 +117,12 @@ def main():
     import comfy.sample
     import comfy.supported_models
     from comfyui_facesnap.models.attribute_mixer import FacialAttributeMixer, MixerConfig
-    from comfyui_facesnap.models.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
     from comfyui_facesnap.nodes import ffrnet_control as fc
 
+    presets = opts.ffrnet_preset or list(FFRNET_PRESETS)
+    if not set(presets) <= set(FFRNET_PRESETS):
+        parser.error(f"--ffrnet-preset: choose from {', '.join(FFRNET_PRESETS)}")
     device = mm.get_torch_device()
     dtype = getattr(torch, DTYPES[opts.dtype or ("fp16" if device.type == "cuda" else "fp32")])
     torch.set_grad_enabled(False)
@@ -130,8 +156,7 @@ def main():
         noise = comfy.sample.prepare_noise(latent, 0)
         run = lambda: comfy.sample.sample(patcher, noise, opts.steps, 5.0, "euler", "normal", positive, negative,  # noqa: E731
                                           latent, disable_pbar=True, seed=0)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak_memory(device)
         run()  # warm-up (loads weights to the device)
         walls, cpus = [], []
         for _ in range(opts.repeats):
@@ -162,15 +187,8 @@ def main():
     gc.collect()
 
     with torch.device("meta"):
-        ffrnet = FFRNet(FFRNetConfig.sdxl(id_injector=True))
-    ffrnet = randomize(ffrnet.to_empty(device=torch.device("cpu")))
-    heads = ffrnet.id_injector
-    for head in [*heads.phi, *heads.mu]:  # trained heads are non-zero; zeros would make the multiply-adds trivial
-        torch.nn.init.normal_(head.weight, std=1e-3)
-    with torch.device("meta"):
         mixer = FacialAttributeMixer(MixerConfig())
     mixer = randomize(mixer.to_empty(device=torch.device("cpu"))).eval()
-    bundle = fc.FaceSnapBundle(mixer, ffrnet, {}, name="benchmark")
     features_id = torch.nn.functional.normalize(torch.randn(1, 1, 512, generator=g), dim=-1)
     t0 = time.time()
     with torch.no_grad():
@@ -178,18 +196,38 @@ def main():
         uncond = mixer.uncond_tokens().float()
     print(f"mixer ({sum(p.numel() for p in mixer.parameters()) / 1e6:.1f} M params) encode: {time.time() - t0:.2f} s "
           "(once per generation, not per step)", flush=True)
-    control = bundle.control.copy().set_cond_hint(hint.movedim(-1, 1), 1.0)
 
-    ffrnet.id_injector = None
-    results["c"] = time_step("(c) + FFRNet, f_mix context", base, *conds(control, f_mix, uncond))
-    ffrnet.id_injector = heads
-    patched = fc.patch_model_with_injector(base, ffrnet)
-    results["d"] = time_step("(d) + FFRNet + ID-Injector", patched, *conds(control, f_mix, uncond))
+    for preset in presets:
+        with torch.device("meta"):
+            ffrnet = FFRNet(FFRNetConfig.preset(preset, id_injector=True))
+        ffrnet = randomize(ffrnet.to_empty(device=torch.device("cpu")))
+        heads = ffrnet.id_injector
+        for head in [*heads.phi, *heads.mu]:  # trained heads are non-zero; zeros would make the multiply-adds trivial
+            torch.nn.init.normal_(head.weight, std=1e-3)
+        backbone = sum(p.numel() for p in ffrnet.parameters()) - sum(p.numel() for p in heads.parameters())
+        injector = sum(p.numel() for p in heads.parameters())
+        print(f"FFRNet {preset}: {backbone / 1e6:.1f} M params + injector {injector / 1e6:.1f} M", flush=True)
+        bundle = fc.FaceSnapBundle(mixer, ffrnet, {}, name="benchmark")
+        control = bundle.control.copy().set_cond_hint(hint.movedim(-1, 1), 1.0)
 
-    for key in "bcd":
-        print(f"({key})/(a) = {results[key] / results['a']:.3f}")
-    print(f"ratio ffrnet/unet: {results['c'] / results['a']:.2f}")
-    print(f"ratio injector/ffrnet: {results['d'] / results['c']:.2f}")
+        ffrnet.id_injector = None
+        ffrnet_conds = conds(control, f_mix, uncond)
+        results[f"c {preset}"] = time_step(f"(c) + FFRNet {preset}, f_mix context", base, *ffrnet_conds)
+        ffrnet.id_injector = heads
+        patched = fc.patch_model_with_injector(base, ffrnet)
+        results[f"d {preset}"] = time_step(f"(d) + FFRNet {preset} + ID-Injector", patched, *ffrnet_conds)
+        del ffrnet, heads, bundle, control, patched, ffrnet_conds
+        mm.unload_all_models()
+        gc.collect()
+
+    print(f"(b)/(a) = {results['b'] / results['a']:.3f}")
+    for preset in presets:
+        c, d = results[f"c {preset}"], results[f"d {preset}"]
+        print(f"[{preset}] (c)/(a) = {c / results['a']:.3f}, (d)/(a) = {d / results['a']:.3f}, "
+              f"ratio ffrnet/unet {c / results['a']:.2f}, ratio injector/ffrnet {d / c:.2f}")
+    last = presets[-1]
+    print(f"ratio ffrnet/unet: {results[f'c {last}'] / results['a']:.2f}")
+    print(f"ratio injector/ffrnet: {results[f'd {last}'] / results[f'c {last}']:.2f}")
 
 
 if __name__ == "__main__":

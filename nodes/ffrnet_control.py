@@ -278,7 +278,8 @@ def check_sdxl_conditioning(*conditionings) -> None:
 
 def init_ffrnet_from_unet(ffrnet: FFRNet, model_patcher) -> list[str]:
     """Copy the SDXL UNet's encoder, middle block and embeddings into FFRNet (ControlNet's usual start for
-    training). Returns the FFRNet keys left as they were: zero convs, hint embedding, injector heads."""
+    training). A shallower FFRNet (``FFRNetConfig.sdxl_light()``) gets the first layers of each transformer block.
+    Returns the FFRNet keys left as they were: zero convs, hint embedding, injector heads."""
     import comfy.utils
 
     check_unet_matches(model_patcher, ffrnet)

@@ -147,9 +147,10 @@ def describe():
 
     workflows.append(Workflow("facesnap_diffpc_render", [
         note("note", 0, note_text("Diff-PC style: 3D render control and ID-Injector", "The predicted 3D face is "
-                                  "rendered in grey and used as the FFRNet control, and the ID-Injector modulates the "
-                                  "UNet decoder. Needs FaceSnap weights trained with render control and "
-                                  "ID-Injector heads."), height=320),
+                                  "rendered in grey and fed to FFRNet instead of the landmark drawing, as in Diff-PC, "
+                                  "and the ID-Injector adds the identity in the UNet decoder. It needs FaceSnap "
+                                  "weights with ID-Injector heads; weights trained on landmark drawings follow the "
+                                  "render only loosely."), height=320),
         *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
         photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
         crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),

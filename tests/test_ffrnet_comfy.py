@@ -177,6 +177,30 @@ def test_ffrnet_initialised_from_the_unet_reproduces_its_middle_block(fs, base_m
     torch.testing.assert_close(out["middle"][0], seen[0], atol=1e-4, rtol=1e-4)
 
 
+@torch.no_grad()
+def test_a_shallower_ffrnet_takes_the_first_layers_of_each_unet_block(fs):
+    """How FFRNetConfig.sdxl_light() (2 of SDXL's 10 layers) starts from the UNet: here 1 of 2 layers."""
+    import comfy.model_patcher
+    import comfy.supported_models
+    from comfy_test_nodes.tiny_models import CPU, TINY_UNET, init_
+    from comfyui_facesnap.models.ffrnet import FFRNet, FFRNetConfig
+
+    deeper = dict(TINY_UNET, transformer_depth=[0, 2], transformer_depth_middle=2, transformer_depth_output=[0, 0, 2, 2])
+    model = init_(comfy.supported_models.SDXL(deeper).get_model({}), seed=3)
+    ffrnet = FFRNet(FFRNetConfig.tiny(cross_attention_dim=64)).reset_parameters()
+    untouched = fs.init_ffrnet_from_unet(ffrnet, comfy.model_patcher.ModelPatcher(model, CPU, CPU))
+    assert all(k.startswith(("controlnet_", "id_injector.")) for k in untouched)
+    unet = model.diffusion_model
+    pairs = [(ffrnet.down_blocks[1].attentions[0], unet.input_blocks[3][1]),
+             (ffrnet.mid_block.attentions[0], unet.middle_block[1])]
+    for ours, theirs in pairs:
+        assert len(ours.transformer_blocks) == 1 and len(theirs.transformer_blocks) == 2
+        copied, first = ours.transformer_blocks[0].state_dict(), theirs.transformer_blocks[0].state_dict()
+        assert copied.keys() == first.keys() and all(torch.equal(copied[k], first[k]) for k in copied)
+        second = theirs.transformer_blocks[1].state_dict()
+        assert not torch.equal(copied["attn1.to_q.weight"], second["attn1.to_q.weight"])
+
+
 def test_previous_controlnets_are_chained(fs, bundle):
     positive, negative = tiny_conditioning(seed=1)
     earlier = bundle.control.copy()

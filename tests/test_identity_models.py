@@ -1,5 +1,6 @@
 """Identity core, pure PyTorch: attribute mixer (Eq. 1-2), FFRNet (diffusers layout), ID-Injector, weight files."""
 
+import dataclasses
 import json
 
 import pytest
@@ -120,6 +121,42 @@ def test_full_size_parameter_counts():
     assert ffrnet.id_injector.layout.target_channels == [1280] * 4 + [640] * 3 + [320] * 3
     print(f"\nFFRNet backbone {backbone:,}  injector {count(ffrnet.id_injector):,}  mixer {count(mixer):,}")
     assert 1e8 < count(mixer) < 3e8
+
+
+def test_light_preset_is_a_diffusers_controlnet_with_the_same_outputs(tmp_path):
+    light, full = FFRNetConfig.preset("sdxl_light"), FFRNetConfig.preset("sdxl")
+    with torch.device("meta"):
+        ffrnet = FFRNet(light)
+        ref = diffusers.ControlNetModel(**light.diffusers_kwargs())
+    ours = {k: tuple(v.shape) for k, v in ffrnet.state_dict().items() if not k.startswith("id_injector.")}
+    assert ours == {k: tuple(v.shape) for k, v in ref.state_dict().items()}
+    blocks = [ffrnet.down_blocks[1].attentions[0], ffrnet.down_blocks[2].attentions[0], ffrnet.mid_block.attentions[0]]
+    assert [len(b.transformer_blocks) for b in blocks] == [2, 2, 2]
+    assert light.residual_channels() == full.residual_channels() and light.injector_layout() == full.injector_layout()
+    backbone = sum(p.numel() for p in ffrnet.parameters()) - sum(p.numel() for p in ffrnet.id_injector.parameters())
+    print(f"\nFFRNet sdxl_light backbone {backbone:,}")
+    assert 0.40e9 < backbone < 0.43e9
+    with pytest.raises(ValueError, match="sdxl_light"):
+        FFRNetConfig.preset("sdxl_huge")
+
+    # the preset's layout at toy widths through the weights files: a FaceSnap file and a config-less diffusers file
+    small = dataclasses.replace(light, block_out_channels=(32, 64, 64), attention_head_dim=(1, 1, 1),  # 64-wide heads
+                                cross_attention_dim=64, conditioning_embedding_out_channels=(8, 8, 16, 16))
+    ref, ours = _diffusers_pair(small, seed=2)
+    for head in [*ours.id_injector.phi, *ours.id_injector.mu]:
+        torch.nn.init.normal_(head.weight, std=0.01)
+    save_facesnap(str(tmp_path / "light.safetensors"), _mixer(), ours)
+    _, loaded, _ = load_facesnap(str(tmp_path / "light.safetensors"))
+    assert loaded.config == small
+    sa, sb = ours.state_dict(), loaded.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(tmp_path / "cn.safetensors"))
+    single = load_diffusers_controlnet(str(tmp_path / "cn.safetensors"))
+    assert single.config.transformer_layers_per_block == (1, 2, 2) and single.config.attention_head_dim == (1, 1, 1)
+    down, mid, out = _diffusers_call(ref, single)
+    torch.testing.assert_close(out["middle"][0], mid, atol=1e-5, rtol=1e-4)
 
 
 @torch.no_grad()

@@ -24,8 +24,12 @@ def mean_face_68(center: tuple[float, float], size: float) -> np.ndarray:
     return shape * size + np.asarray(center, np.float32)
 
 
-def write_synthetic_shards(root: pathlib.Path, identities: int = 2, per_identity: int = 3, size: int = 256, seed: int = 0) -> pathlib.Path:
-    """Each identity is a face-coloured ellipse with its own hue and a fixed random embedding."""
+def write_synthetic_shards(root: pathlib.Path, identities: int = 2, per_identity: int = 3, size: int = 256, seed: int = 0,
+                           caption: str | None = None) -> pathlib.Path:
+    """Each identity is a face-coloured ellipse with its own hue and a fixed random embedding.
+
+    Captions name the person unless ``caption`` gives one shared caption (then only the identity features tell
+    the people apart)."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     crop_cfg = CropConfig(size=size, min_short_side=64, face_crop_size=64)
@@ -41,7 +45,7 @@ def write_synthetic_shards(root: pathlib.Path, identities: int = 2, per_identity
                 bbox = np.concatenate([pts.min(0), pts.max(0)])
                 kps5 = np.stack([pts[36:42].mean(0), pts[42:48].mean(0), pts[30], pts[48], pts[54]])
                 crop = make_crop(photo, bbox, pts, kps5, crop_cfg, rng)
-                meta = {"caption": f"person {person}", "identity": f"id{person}", "landmarks": crop.landmarks.tolist(),
+                meta = {"caption": caption or f"person {person}", "identity": f"id{person}", "landmarks": crop.landmarks.tolist(),
                         "kps5": crop.kps5.tolist(), "face_kps5": crop.face_kps5.tolist(), "bbox": crop.bbox.tolist()}
                 writer.write(f"p{person}s{k}", {
                     "image.jpg": encode_image(crop.image, "jpg"), "face.jpg": encode_image(crop.face, "jpg"),
