@@ -55,7 +55,8 @@ class ComfyHost:
         import execution
 
         valid = self.validate(prompt)
-        if not valid[0]:
+        # validate_prompt stays "valid" while silently dropping outputs whose inputs fail, so check node_errors too.
+        if not valid[0] or valid[3]:
             raise AssertionError(f"prompt failed validation: {valid[1]} {valid[3]}")
         server = _StubServer()
         executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
