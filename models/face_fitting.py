@@ -46,10 +46,12 @@ class FitResult:
     rotation: torch.Tensor  # (B, 3, 3)
     scale: torch.Tensor  # (B,) pixels per model unit
     translation: torch.Tensor  # (B, 2) pixels
-    nme: torch.Tensor  # (B,) mean reprojection error / outer-eye-corner distance of the fit
+    nme: torch.Tensor  # (B,) mean reprojection error / outer-eye-corner distance of the fit (NaN: not fitted)
+    joint_pose: torch.Tensor | None = None  # (B, J, 3) axis-angle per joint of an articulated model (FLAME)
 
     def select(self, index) -> "FitResult":
-        return FitResult(*(getattr(self, f)[index] for f in ("alpha", "beta", "rotation", "scale", "translation", "nme")))
+        fields = [getattr(self, f)[index] for f in ("alpha", "beta", "rotation", "scale", "translation", "nme")]
+        return FitResult(*fields, None if self.joint_pose is None else self.joint_pose[index])
 
 
 # ---- rotations --------------------------------------------------------------------------------------------------

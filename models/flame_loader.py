@@ -6,8 +6,9 @@ read with restricted unpicklers: chumpy classes become a stub that keeps the arr
 storages are decoded by ``torch.load(weights_only=True)``, and any other global outside a short allow-list of
 numpy/scipy reconstructors stops the load.
 
-FLAME is used here as a linear model: 300 shape (identity) + 100 expression components. Its jaw, neck and eye
-joints (linear blend skinning) are not applied, so an open jaw comes only from the expression space.
+The model keeps FLAME's leading shape (identity) and expression components as its linear part, and its joints
+(global, neck, jaw, eyes) as ``MorphableModel.articulation`` (linear blend skinning, ``flame_articulation``): the
+landmark fitter uses the linear part only, a jaw rotation (e.g. regressed by DECA) is applied on top.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import pickle
 import numpy as np
 
 from .errors import ModelFileError
-from .morphable_model import MorphableModel, normalised_model
+from .flame_articulation import flame_articulation
+from .morphable_model import MorphableModel, frame_normalisation, normalised_model
 
 FLAME_HINT = ("download FLAME 2020 or 2023 from https://flame.is.tue.mpg.de (free account; CC-BY-4.0 with use "
               "restrictions) and place generic_model.pkl in ComfyUI/models/3dmm")
@@ -158,6 +160,9 @@ def flame_morphable_model(model_path, embedding_path, num_shape: int = 100, num_
     num_expression = min(num_expression, shapedirs.shape[2] - FLAME_SHAPE_COMPONENTS)
     id_basis = np.moveaxis(shapedirs[:, :, :num_shape], 2, 0)
     exp_basis = np.moveaxis(shapedirs[:, :, FLAME_SHAPE_COMPONENTS:FLAME_SHAPE_COMPONENTS + num_expression], 2, 0)
-    return normalised_model("FLAME", flame["v_template"], id_basis, exp_basis,
-                            [f"expression{i:03d}" for i in range(num_expression)], faces, faces[lmk_faces], bary,
-                            expression_range=None)
+    model = normalised_model("FLAME", flame["v_template"], id_basis, exp_basis,
+                             [f"expression{i:03d}" for i in range(num_expression)], faces, faces[lmk_faces], bary,
+                             expression_range=None)
+    centre, unit = frame_normalisation("FLAME", flame["v_template"], faces[lmk_faces], bary)
+    model.articulation = flame_articulation(flame, centre, unit, model_path)
+    return model

@@ -15,6 +15,7 @@ import torch
 
 from .errors import InvalidInputError
 from .face_fitting import FitOptions, FitResult, euler_to_matrix, fit_landmarks, matrix_to_euler, project
+from .flame_articulation import JAW_JOINT
 from .landmarks72 import LandmarkSet
 from .morphable_model import MorphableModel
 
@@ -89,13 +90,20 @@ def clamp_angles(angles: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
     return clamped, warnings
 
 
-def _canvas_placement(model, alpha, beta, rotation, height, width):
+def _canvas_placement(model, alpha, beta, rotation, height, width, joint_pose=None):
     """Scale and translation that centre the face's 72 landmarks on a (height, width) canvas."""
     batch = alpha.shape[0]
     scale = torch.full((batch,), CANVAS_FACE_SCALE * min(height, width))
-    pts = project(model.landmarks72(alpha, beta, rotation), rotation, scale, torch.zeros(batch, 2))
+    pts = project(model.landmarks72(alpha, beta, rotation, joint_pose), rotation, scale, torch.zeros(batch, 2))
     centre = 0.5 * (pts.amin(1) + pts.amax(1))
     return scale, torch.tensor([width / 2.0, height / 2.0]) - centre
+
+
+def _expression_joint_pose(model: MorphableModel, fit: FitResult, count: int, strength: float) -> torch.Tensor | None:
+    """The jaw rotation of an articulated model's fit (part of the expression), or None when there is none."""
+    if model.articulation is None or fit.joint_pose is None:
+        return None
+    return model.articulation.jaw_only(fit.joint_pose[:, JAW_JOINT].expand(count, -1) * strength)
 
 
 def predict(model: MorphableModel, source: FitResult, drive: FitResult | None, options: PredictOptions,
@@ -104,7 +112,8 @@ def predict(model: MorphableModel, source: FitResult, drive: FitResult | None, o
     """Combine [shape_src, pose_drv, expr_drv] for every drive face (or every manual pose).
 
     ``source`` holds the reference fits; identity comes from the first (all references share it), the source
-    expression from the first as well. ``manual_angles`` (M, 3) yaw/pitch/roll replaces the drive's rotation; with no
+    expression from the first as well. For an articulated model (FLAME) a fit's jaw rotation (``joint_pose``, e.g.
+    regressed by DECA) goes with its expression. ``manual_angles`` (M, 3) yaw/pitch/roll replaces the drive's rotation; with no
     drive the face is placed on ``canvas_size``. ``drive_sizes`` are the (height, width) of the drive images.
     """
     if drive is None and manual_angles is None:
@@ -112,11 +121,9 @@ def predict(model: MorphableModel, source: FitResult, drive: FitResult | None, o
                                 "connect drive faces, or switch the pose source to manual")
     count = len(drive.alpha) if drive is not None else len(torch.as_tensor(manual_angles).reshape(-1, 3))
     alpha = source.alpha[:1].expand(count, -1)
-    if drive is None or options.keep_source_expression:
-        beta = source.beta[:1].expand(count, -1)
-    else:
-        beta = drive.beta
-    beta = beta * options.expression_strength
+    expression_fit = source.select(slice(0, 1)) if drive is None or options.keep_source_expression else drive
+    beta = expression_fit.beta.expand(count, -1) * options.expression_strength
+    joint_pose = _expression_joint_pose(model, expression_fit, count, options.expression_strength)
     if manual_angles is not None:
         angles = torch.as_tensor(manual_angles, dtype=torch.float32).reshape(-1, 3).expand(count, -1)
     else:
@@ -128,7 +135,7 @@ def predict(model: MorphableModel, source: FitResult, drive: FitResult | None, o
 
     if canvas_size is not None or drive is None:
         height, width = canvas_size if canvas_size is not None else (512, 512)
-        scale, translation = _canvas_placement(model, alpha, beta, rotation, height, width)
+        scale, translation = _canvas_placement(model, alpha, beta, rotation, height, width, joint_pose)
         sizes = [(height, width)] * count
         backgrounds = None
     else:
@@ -138,9 +145,9 @@ def predict(model: MorphableModel, source: FitResult, drive: FitResult | None, o
                                     "pass drive_sizes or a canvas_size")
         sizes = list(drive_sizes)
 
-    points = project(model.landmarks72(alpha, beta, rotation), rotation, scale, translation)
-    rotated = model.vertices(alpha, beta) @ rotation.transpose(1, 2)
-    verts = torch.cat([project(model.vertices(alpha, beta), rotation, scale, translation),
-                       scale.view(-1, 1, 1) * rotated[..., 2:3]], -1)
+    points = project(model.landmarks72(alpha, beta, rotation, joint_pose), rotation, scale, translation)
+    mesh = model.vertices(alpha, beta, joint_pose)
+    rotated = mesh @ rotation.transpose(1, 2)
+    verts = torch.cat([project(mesh, rotation, scale, translation), scale.view(-1, 1, 1) * rotated[..., 2:3]], -1)
     landmarks = LandmarkSet(points.detach().numpy().astype(np.float32), sizes, backgrounds)
     return Prediction(landmarks, verts, angles, warnings)

@@ -15,12 +15,17 @@ from __future__ import annotations
 import pathlib
 import zipfile
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .errors import ModelFileError
+from .errors import InvalidInputError, ModelFileError
 from .landmarks72 import extras_from_ibug68
+
+if TYPE_CHECKING:
+    from .deca_encoder import DecaEncoder
+    from .flame_articulation import Articulation
 
 ICT_UPSTREAM = "https://github.com/ICT-VGL/ICT-FaceKit (folder FaceXModel/)"
 ICT_FILE_NAME = "ict_face_narrow.npz"
@@ -66,6 +71,8 @@ class MorphableModel:
     lmk_weights: torch.Tensor  # (68, 3) float32
     contour_candidates: list[torch.Tensor]  # 17 lists of vertex ids, static jaw vertex first
     expression_range: tuple[float, float] | None = (0.0, 1.0)  # blendshape bounds; None for PCA expressions
+    articulation: Articulation | None = None  # FLAME's jaw/neck/eye joints; None for purely linear models
+    face_regressor: DecaEncoder | None = None  # optional image -> parameters network used instead of landmark fitting
 
     def __post_init__(self):
         self._build_landmark_space()
@@ -78,10 +85,18 @@ class MorphableModel:
     def num_exp(self) -> int:
         return self.exp_basis.shape[0]
 
-    def vertices(self, alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        """(B, K), (B, E) -> (B, V, 3). Fewer weights than modes use the leading modes."""
+    def vertices(self, alpha: torch.Tensor, beta: torch.Tensor, joint_pose: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, K), (B, E) -> (B, V, 3). Fewer weights than modes use the leading modes.
+
+        ``joint_pose`` (B, J, 3) axis-angle per joint poses the mesh when the model is articulated (FLAME).
+        """
         verts = self.neutral.unsqueeze(0) + torch.einsum("bk,kvc->bvc", alpha, self.id_basis[: alpha.shape[1]])
-        return verts + torch.einsum("be,evc->bvc", beta, self.exp_basis[: beta.shape[1]])
+        verts = verts + torch.einsum("be,evc->bvc", beta, self.exp_basis[: beta.shape[1]])
+        if joint_pose is None:
+            return verts
+        if self.articulation is None:
+            raise InvalidInputError(f"the {self.name} model has no joints to pose", "use FLAME for a jaw pose")
+        return self.articulation.pose(verts, joint_pose)
 
     # ---- landmark space: only the few hundred vertices landmarks can land on -----------------------------------
     def _build_landmark_space(self) -> None:
@@ -139,15 +154,21 @@ class MorphableModel:
         w = weights.reshape(*weights.shape, *([1] * (picked.dim() - 3)))
         return (picked * w).sum(2)
 
-    def landmarks68(self, alpha: torch.Tensor, beta: torch.Tensor, rotation: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 68, 3) model-frame landmarks with the jaw contour chosen for ``rotation``."""
-        pts = self.landmark_space_points(alpha, beta)
+    def landmarks68(self, alpha: torch.Tensor, beta: torch.Tensor, rotation: torch.Tensor | None = None,
+                    joint_pose: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 68, 3) model-frame landmarks with the jaw contour chosen for ``rotation``, on the mesh posed by
+        ``joint_pose`` (articulated models; skinning needs the whole mesh, so this path is slower)."""
+        if joint_pose is None:
+            pts = self.landmark_space_points(alpha, beta)
+        else:
+            pts = self.vertices(alpha, beta, joint_pose)[:, self.lmk_space_vertices]
         index, weights = self.landmark_index(pts, rotation)
         return self.gather_landmarks(pts, index, weights)
 
-    def landmarks72(self, alpha: torch.Tensor, beta: torch.Tensor, rotation: torch.Tensor | None = None) -> torch.Tensor:
+    def landmarks72(self, alpha: torch.Tensor, beta: torch.Tensor, rotation: torch.Tensor | None = None,
+                    joint_pose: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 72, 3): the 68 points plus the pack's four extras, built in 3D so they follow the pose."""
-        p68 = self.landmarks68(alpha, beta, rotation)
+        p68 = self.landmarks68(alpha, beta, rotation, joint_pose)
         extras = torch.from_numpy(extras_from_ibug68(p68.detach().cpu().numpy())).to(p68)
         return torch.cat([p68, extras], dim=1)
 
@@ -176,17 +197,24 @@ def contour_slices(neutral: np.ndarray, static_jaw: np.ndarray, nose_tip_y: floa
     return slices
 
 
+def frame_normalisation(name: str, neutral: np.ndarray, lmk_vertices: np.ndarray,
+                        lmk_weights: np.ndarray) -> tuple[np.ndarray, float]:
+    """Centre (3,) and unit of the shared frame for raw model vertices: normalised = (raw - centre) / unit."""
+    lmk = (np.asarray(neutral, np.float32)[lmk_vertices] * lmk_weights[..., None]).sum(1)
+    unit = float(np.linalg.norm(lmk[36] - lmk[45]))
+    if not np.isfinite(unit) or unit <= 0:
+        raise ModelFileError(f"the {name} model's landmark embedding is degenerate (eye corners coincide)",
+                             "use an unmodified model file")
+    return lmk.mean(0), unit
+
+
 def normalised_model(name: str, neutral: np.ndarray, id_basis: np.ndarray, exp_basis: np.ndarray, exp_names: list[str],
                      triangles: np.ndarray, lmk_vertices: np.ndarray, lmk_weights: np.ndarray,
                      expression_range: tuple[float, float] | None = (0.0, 1.0)) -> MorphableModel:
     """Centre and scale raw model arrays into the shared frame and build the contour slices."""
     neutral = np.asarray(neutral, np.float32)
+    centre, unit = frame_normalisation(name, neutral, lmk_vertices, lmk_weights)
     lmk = (neutral[lmk_vertices] * lmk_weights[..., None]).sum(1)
-    unit = float(np.linalg.norm(lmk[36] - lmk[45]))
-    if not np.isfinite(unit) or unit <= 0:
-        raise ModelFileError(f"the {name} model's landmark embedding is degenerate (eye corners coincide)",
-                             "use an unmodified model file")
-    centre = lmk.mean(0)
     neutral = (neutral - centre) / unit
     jaw_static = lmk_vertices[np.arange(17), np.argmax(lmk_weights[:17], axis=1)]
     nose_tip_y = float(((lmk[30] - centre) / unit)[1])

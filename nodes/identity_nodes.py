@@ -136,6 +136,15 @@ def _conditioning_inputs():
     ]
 
 
+def _mask_input():
+    return io.Mask.Input("mask", optional=True,
+                         tooltip="Optional: where FFRNet and the ID-Injector act (1 = full effect).")
+
+
+def _conditioning_outputs():
+    return [io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")]
+
+
 def _apply(positive, negative, bundle, features, landmark_image, strength, start, end, mask=None,
            uncond_strength=None, uncond_noise=0.0):
     _require_ffrnet(bundle)
@@ -161,10 +170,8 @@ class FaceSnapApplyFFRNet(io.ComfyNode):
                         "face's pose and shape, the fused identity tokens (f_mix) replace the text in its "
                         "cross-attention. Chains with other ControlNets. The ID-Injector heads, if any, act only on "
                         "a MODEL patched by Diff-PC ID-Injector.",
-            inputs=[*_conditioning_inputs(), *_landmark_inputs(),
-                    io.Mask.Input("mask", optional=True,
-                                  tooltip="Optional: where FFRNet and the ID-Injector act (1 = full effect).")],
-            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")],
+            inputs=[*_conditioning_inputs(), *_landmark_inputs(), _mask_input()],
+            outputs=_conditioning_outputs(),
         )
 
     @classmethod
@@ -194,9 +201,8 @@ class FaceSnapApplyFFRNetAdvanced(io.ComfyNode):
                                    tooltip="FFRNet/ID-Injector strength on the negative (uncond) pass."),
                     io.Float.Input("uncond_noise", default=0.0, min=0.0, max=2.0, step=0.01,
                                    tooltip="Gaussian noise (fixed seed) added to the negative's identity-free tokens."),
-                    io.Mask.Input("mask", optional=True,
-                                  tooltip="Optional: where FFRNet and the ID-Injector act (1 = full effect).")],
-            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")],
+                    _mask_input()],
+            outputs=_conditioning_outputs(),
         )
 
     @classmethod

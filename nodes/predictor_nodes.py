@@ -3,13 +3,15 @@ plus the monochrome 3D face render Diff-PC uses as its control (Diff-PC §4.2)."
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..models.errors import ModelFileError, NoFaceError
+from ..models.errors import InvalidInputError, ModelFileError, NoFaceError
+from ..models.face_analysis.align import box_to_crop_matrix
 from ..models.face_analysis.landmark_views import faces_to_landmarks
 from ..models.face_fitting import FitOptions
 from ..models.ict_download import ICT_DOWNLOAD_BYTES, download_ict_facekit
@@ -49,7 +51,25 @@ def download_ict_model(path: str) -> None:
     download_ict_facekit(path, on_progress=bar.update_absolute)
 
 
-def load_cached(kind: str, ict_file: str, flame_file: str, flame_landmarks: str, download_if_missing: bool = False):
+def load_cached(kind: str, ict_file: str, flame_file: str, flame_landmarks: str, download_if_missing: bool = False,
+                deca_file: str = ""):
+    use_deca = deca_file.strip() not in ("", "none")
+    if use_deca and kind != "FLAME":
+        raise InvalidInputError(f"deca_file is set ({deca_file}) but DECA regresses FLAME parameters, not {kind}",
+                                "set model to FLAME, or clear deca_file to fit landmarks")
+    model = _load_model(kind, ict_file, flame_file, flame_landmarks, download_if_missing)
+    if not use_deca:
+        return model
+    from ..models.deca_encoder import DECA_HINT, load_deca_encoder
+
+    path = find_model_file(deca_file.strip(), DECA_HINT)
+    key = (id(model), path, os.path.getmtime(path))
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = dataclasses.replace(model, face_regressor=load_deca_encoder(path))
+    return _MODEL_CACHE[key]
+
+
+def _load_model(kind: str, ict_file: str, flame_file: str, flame_landmarks: str, download_if_missing: bool):
     if kind == "ICT-FaceKit":
         default_path = os.path.join(folder_candidates("3dmm")[0], ict_file)
         try:
@@ -85,7 +105,8 @@ class MorphableModelLoader(io.ComfyNode):
                         f"{ICT_FILE_NAME}, downloaded (about 405 MB) and converted once from the "
                         "ICT-VGL/ICT-FaceKit repository when missing, or by hand with scripts/convert_ict_facekit.py. "
                         "FLAME (user-supplied, licence restricts use): "
-                        "generic_model.pkl plus DECA's landmark_embedding.npy, read without running pickled code.",
+                        "generic_model.pkl plus DECA's landmark_embedding.npy, read without running pickled code; "
+                        "optionally DECA's deca_model.tar to regress FLAME parameters from the face image.",
             inputs=[
                 io.Combo.Input("model", options=list(MODEL_KINDS), default="ICT-FaceKit",
                                tooltip="ICT-FaceKit: 100 identity modes, 53 ARKit expressions, free for any use. "
@@ -100,6 +121,11 @@ class MorphableModelLoader(io.ComfyNode):
                                  tooltip="ICT-FaceKit only: when ict_file is not in models/3dmm, download the "
                                          "upstream model from GitHub once (about 405 MB, with a progress bar) and "
                                          "convert it there. Off: report the missing file instead."),
+                io.String.Input("deca_file", default="", optional=True,
+                                tooltip="FLAME only, optional: DECA's deca_model.tar inside models/3dmm (MPI "
+                                        "non-commercial licence). When set, the predictor regresses shape, expression, "
+                                        "jaw and head pose from each face image with DECA's encoder instead of "
+                                        "fitting landmarks. Empty: fit landmarks."),
             ],
             outputs=[MorphableModel.Output(display_name="3dmm")],
         )
@@ -107,12 +133,28 @@ class MorphableModelLoader(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, model: str, ict_file: str, flame_file: str, flame_landmarks: str,
-                download_if_missing: bool = True) -> io.NodeOutput:
-        return io.NodeOutput(load_cached(model, ict_file, flame_file, flame_landmarks, download_if_missing))
+                download_if_missing: bool = True, deca_file: str = "") -> io.NodeOutput:
+        return io.NodeOutput(load_cached(model, ict_file, flame_file, flame_landmarks, download_if_missing, deca_file))
 
 
 def _valid_rows(points: np.ndarray) -> np.ndarray:
     return np.isfinite(points).all(axis=(1, 2))
+
+
+def _regressed_fits(model, reference, reference_rows: np.ndarray, drive, frame: str):
+    """Reference and drive parameters from the model's face regressor (DECA); references share their mean shape."""
+    from ..models.deca_encoder import regress_faces
+
+    refs = [reference.records[i] for i in np.nonzero(reference_rows)[0]]
+    ref_fit = regress_faces(model, model.face_regressor, [reference.images[i] for i in np.nonzero(reference_rows)[0]],
+                            np.stack([r.landmarks[:68] for r in refs]))
+    ref_fit.alpha = ref_fit.alpha.mean(0, keepdim=True).expand_as(ref_fit.alpha)
+    if drive is None:
+        return ref_fit, None
+    in_crop = frame == "drive crop" and drive.crop_boxes and drive.crop_size > 0
+    matrices = [box_to_crop_matrix(box, drive.crop_size) for box in drive.crop_boxes] if in_crop else None
+    return ref_fit, regress_faces(model, model.face_regressor, list(drive.images),
+                                  np.stack([r.landmarks[:68] for r in drive.records]), matrices)
 
 
 def _gray_to_rgb(images: list[torch.Tensor]) -> torch.Tensor:
@@ -179,7 +221,8 @@ class LandmarkPredictor(io.ComfyNode):
                 width: int, height: int, drive=None) -> io.NodeOutput:
         node_id = cls.define_schema().node_id
         ref_points = np.stack([r.landmarks for r in reference.records]) if len(reference) else np.zeros((0, 72, 2))
-        ref_points = ref_points[_valid_rows(ref_points)]
+        ref_rows = _valid_rows(ref_points)
+        ref_points = ref_points[ref_rows]
         if len(ref_points) == 0:
             raise NoFaceError("the reference has no face", "use a reference photo with a clearly visible face")
         drive_set, manual = None, None
@@ -199,9 +242,12 @@ class LandmarkPredictor(io.ComfyNode):
         else:
             manual = torch.tensor([[yaw, pitch, roll]], dtype=torch.float32)
 
-        ref_fit, drv_fit = fit_references_and_drives(
-            model, torch.from_numpy(ref_points), torch.zeros(len(ref_points), dtype=torch.long),
-            None if drive_set is None else torch.from_numpy(drive_set.points), neutral_reference, FitOptions())
+        if model.face_regressor is not None:
+            ref_fit, drv_fit = _regressed_fits(model, reference, ref_rows, None if drive_set is None else drive, frame)
+        else:
+            ref_fit, drv_fit = fit_references_and_drives(
+                model, torch.from_numpy(ref_points), torch.zeros(len(ref_points), dtype=torch.long),
+                None if drive_set is None else torch.from_numpy(drive_set.points), neutral_reference, FitOptions())
         options = PredictOptions(keep_source_expression=keep_reference_expression,
                                  expression_strength=expression_strength)
         on_canvas = frame == "canvas" or drive_set is None

@@ -12,17 +12,13 @@ converted ICT-FaceKit model (``ict_face_narrow.npz``), taken from ComfyUI/models
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
 import shutil
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
-import urllib.request
 import uuid
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -30,40 +26,24 @@ LANDMARK_WORKFLOW = PACK_ROOT / "workflows" / "facesnap_landmarks.json"
 PREDICTOR_WORKFLOW = PACK_ROOT / "workflows" / "facesnap_landmark_predictor.json"
 ICT_FILE = "ict_face_narrow.npz"
 FACE_NODES = ("FaceSnapFaceAnalyzerLoader", "FaceSnapFaceCrop", "FaceSnapDrawLandmarks", "FaceSnapLandmarkPredictor")
-READY_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 600
 
-sys.path.append(str(PACK_ROOT / "tests"))  # the UI -> API workflow converter, shared with the tests
+sys.path.append(str(PACK_ROOT / "tests"))  # the UI -> API workflow converter and the photos, shared with the tests
+from comfy_server import comfy_server, http_json, link_pack  # noqa: E402
+from workflow_fixtures import insightface_images  # noqa: E402
 from workflow_format import ui_to_api  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def http_json(url: str, payload: dict | None = None) -> dict:
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 def prepare_base(cache: pathlib.Path) -> pathlib.Path:
     base = cache / "demo-base"
     for sub in ("custom_nodes", "input", "output", "models", "user"):
         (base / sub).mkdir(parents=True, exist_ok=True)
-    link = base / "custom_nodes" / "ComfyUI-FaceSnap"
-    if link.is_symlink() or link.exists():
-        if link.resolve() != PACK_ROOT:
-            link.unlink()
-    if not link.exists():
-        link.symlink_to(PACK_ROOT, target_is_directory=True)
-    spec = importlib.util.find_spec("insightface")
-    if spec is None:
-        sys.exit("insightface is not installed in this Python; its wheel ships the demo photo t1.jpg")
-    shutil.copy(pathlib.Path(spec.origin).parent / "data" / "images" / "t1.jpg", base / "input" / "t1.jpg")
+    link_pack(base)
+    try:
+        photos = insightface_images()
+    except RuntimeError as err:
+        sys.exit(str(err))
+    shutil.copy(photos / "t1.jpg", base / "input" / "t1.jpg")
     return base
 
 
@@ -81,19 +61,6 @@ def link_ict_model(base: pathlib.Path, comfyui: pathlib.Path) -> bool:
             target.symlink_to(candidate.resolve())
             return True
     return False
-
-
-def wait_until_ready(server: subprocess.Popen, url: str, log: pathlib.Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"ComfyUI exited with code {server.returncode}; see {log}")
-        try:
-            http_json(url + "/system_stats")
-            return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.5)
-    sys.exit(f"ComfyUI did not answer within {READY_TIMEOUT_S} s; see {log}")
 
 
 def run_workflow(url: str, base: pathlib.Path, workflow: pathlib.Path) -> list[pathlib.Path]:
@@ -136,32 +103,18 @@ def main() -> None:
     else:
         print(f"note: {ICT_FILE} not found, so the Landmark Predictor part is skipped. Convert ICT-FaceKit once with "
               f"scripts/convert_ict_facekit.py into ComfyUI/models/3dmm/ (see the README).", flush=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = base / "server.log"
-    command = [sys.executable, str(args.comfyui / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-               "--base-directory", str(base)]
-    print(f"starting ComfyUI: {' '.join(command)}\n  log: {log}", flush=True)
-    with open(log, "w") as log_file:
-        server = subprocess.Popen(command, cwd=args.comfyui, stdout=log_file, stderr=subprocess.STDOUT)
+    with comfy_server(args.comfyui, base, log) as server:
+        print(f"server ready after {time.monotonic() - started:.1f} s", flush=True)
         try:
-            wait_until_ready(server, url, log)
-            print(f"server ready after {time.monotonic() - started:.1f} s", flush=True)
             for workflow in workflows:
                 run_started = time.monotonic()
-                paths = run_workflow(url, base, workflow)
+                paths = run_workflow(server.url, base, workflow)
                 print(f"{workflow.name} ran in {time.monotonic() - run_started:.1f} s and wrote {len(paths)} images:")
                 for path in paths:
                     print(f"  {path}")
         except RuntimeError as err:
             sys.exit(f"demo failed: {err}\n  server log: {log}")
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
     print(f"demo wall time {time.monotonic() - started:.1f} s")
 
 

@@ -26,19 +26,13 @@ Node ids never change: saved workflows refer to them (tests/test_stable_ids.py).
 @contextlib.contextmanager
 def empty_model_folders():
     """Point every registered model folder at an empty directory for the duration, then restore ComfyUI's state."""
-    import folder_paths
+    from workflow_fixtures import model_folders_restored  # tests/, on sys.path under pytest and after comfy_boot
 
-    saved = dict(folder_paths.folder_names_and_paths)
-    with tempfile.TemporaryDirectory() as empty:
-        try:
-            for name, (_, extensions) in saved.items():
-                folder_paths.folder_names_and_paths[name] = ([empty], extensions)
-            folder_paths.filename_list_cache.clear()
-            yield
-        finally:
-            folder_paths.folder_names_and_paths.clear()
-            folder_paths.folder_names_and_paths.update(saved)
-            folder_paths.filename_list_cache.clear()
+    with tempfile.TemporaryDirectory() as empty, model_folders_restored() as folder_paths:
+        for name, (_, extensions) in list(folder_paths.folder_names_and_paths.items()):
+            folder_paths.folder_names_and_paths[name] = ([empty], extensions)
+        folder_paths.filename_list_cache.clear()
+        yield
 
 
 def pack_schemas(pack) -> list:

@@ -43,12 +43,12 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def insightface_images() -> pathlib.Path:
     """The photos shipped inside the insightface wheel (t1.jpg: six faces; Tom_Hanks_54745.png; mask_*.jpg: none)."""
-    import importlib.util
+    from workflow_fixtures import insightface_images as photo_dir
 
-    spec = importlib.util.find_spec("insightface")
-    if spec is None:
-        pytest.skip("insightface is not installed")
-    return pathlib.Path(spec.origin).parent / "data" / "images"
+    try:
+        return photo_dir()
+    except RuntimeError as err:
+        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="session")

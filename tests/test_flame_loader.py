@@ -63,12 +63,18 @@ def flame_files(tmp_path_factory):
     smooth = lambda k: np.stack([np.sin((k + 1) * verts[:, 0] + c) * np.cos((k % 5 + 1) * verts[:, 1]) for c in range(3)], 1)
     shapedirs = np.stack([0.02 * smooth(k) for k in range(310)], -1)  # 300 shape + 10 expression
     root = tmp_path_factory.mktemp("flame")
+    # FLAME-like skinning: the lower face follows the jaw, the rest splits between root and neck; eyes own nothing
+    weights = np.zeros((nv, 5))
+    weights[:, 2] = np.clip((-0.3 - verts[:, 1]) / 0.5, 0.0, 1.0)
+    weights[:, 0] = weights[:, 1] = 0.5 * (1.0 - weights[:, 2])
+    regressor = sp.random(5, nv, density=0.01, format="csr", random_state=0)
+    regressor = sp.csc_matrix(sp.diags(1.0 / np.asarray(regressor.sum(1)).ravel()) @ regressor)  # rows sum to 1
+    owner = np.repeat(weights[:, 1:] > 0, 9, axis=1)  # pose correctives only where the joint has weight
+    posedirs = 0.01 * rng.normal(size=(nv, 3, 36)) * owner[:, None, :]
     with _FakeChumpyModule() as Ch:
-        model = {"f": faces, "v_template": Ch(verts), "shapedirs": Ch(shapedirs),
-                 "posedirs": rng.normal(size=(nv, 3, 36)), "J_regressor": sp.random(5, nv, density=0.01, format="csc",
-                                                                                   random_state=0),
-                 "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], np.int64),
-                 "weights": rng.random((nv, 5)), "J": Ch(rng.normal(size=(5, 3))), "bs_style": "lbs"}
+        model = {"f": faces, "v_template": Ch(verts), "shapedirs": Ch(shapedirs), "posedirs": posedirs,
+                 "J_regressor": regressor, "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], np.int64),
+                 "weights": weights, "J": Ch(rng.normal(size=(5, 3))), "bs_style": "lbs"}
         (root / "generic_model.pkl").write_bytes(pickle.dumps(model, protocol=2))
     # 68 landmarks on a plausible layout: a grid of face centres
     centres = verts[faces].mean(1)
@@ -156,3 +162,63 @@ def test_flame_model_fits_with_unbounded_expressions(flame_files):
     assert (fit.beta < 0).any()
     assert fit.nme.mean() < 0.03
     assert rotation_angle_deg(fit.rotation, rotation).mean() < 5.0
+
+
+@pytest.fixture(scope="module")
+def flame_model(flame_files):
+    root, _, _ = flame_files
+    return flame_morphable_model(root / "generic_model.pkl", root / "landmark_embedding.npy", num_shape=20,
+                                 num_expression=10)
+
+
+def _random_shape(model, batch=2, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, model.num_id, generator=gen), torch.randn(batch, model.num_exp, generator=gen)
+
+
+def test_zero_pose_is_the_linear_model(flame_model):
+    alpha, beta = _random_shape(flame_model)
+    linear = flame_model.vertices(alpha, beta)
+    posed = flame_model.vertices(alpha, beta, torch.zeros(2, 5, 3))
+    torch.testing.assert_close(posed, linear, rtol=0, atol=1e-6)
+    torch.testing.assert_close(flame_model.landmarks72(alpha, beta, joint_pose=torch.zeros(2, 5, 3)),
+                               flame_model.landmarks72(alpha, beta), rtol=0, atol=1e-6)
+
+
+def test_jaw_rotation_moves_only_jaw_weighted_vertices(flame_files, flame_model):
+    _, raw, _ = flame_files
+    alpha, beta = _random_shape(flame_model)
+    jaw = flame_model.articulation.jaw_only(torch.tensor([[0.3, 0.0, 0.0], [0.2, 0.1, 0.0]]))
+    moved = (flame_model.vertices(alpha, beta, jaw) - flame_model.vertices(alpha, beta)).norm(dim=-1)
+    jaw_weighted = torch.from_numpy(raw["weights"][:, 2] > 0)
+    assert 0 < jaw_weighted.sum() < len(jaw_weighted)
+    assert moved[:, ~jaw_weighted].max() < 1e-5
+    assert (moved[:, jaw_weighted] > 1e-4).float().mean() > 0.9
+    # opening the mouth (positive x rotation about the jaw joint) moves the chin away from the nose
+    chin_before = flame_model.landmarks68(alpha, beta)[:, 8]
+    chin_after = flame_model.landmarks68(alpha, beta, joint_pose=jaw)[:, 8]
+    assert not torch.allclose(chin_before, chin_after)
+
+
+def test_root_rotation_equals_rotating_the_mesh(flame_model):
+    from comfyui_facesnap.models.face_fitting import axis_angle_to_matrix
+
+    alpha, beta = _random_shape(flame_model)
+    art = flame_model.articulation
+    pose = 0.2 * torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(3))
+    pose[:, 3:] = 0  # eyes at rest
+    root = torch.tensor([[0.1, -0.4, 0.2], [0.5, 0.2, -0.1]])
+    local = flame_model.vertices(alpha, beta, torch.cat([torch.zeros(2, 1, 3), pose[:, 1:]], 1))
+    full = flame_model.vertices(alpha, beta, torch.cat([root[:, None], pose[:, 1:]], 1))
+    root_joint = art.joints(flame_model.vertices(alpha, beta))[:, :1]
+    expected = (local - root_joint) @ axis_angle_to_matrix(root).transpose(1, 2) + root_joint
+    torch.testing.assert_close(full, expected, rtol=0, atol=1e-5)
+
+
+def test_articulation_survives_normalisation(flame_files, flame_model):
+    """Joints regressed in the normalised frame are FLAME's joints mapped into it."""
+    _, raw, _ = flame_files
+    art = flame_model.articulation
+    joints = art.joints(flame_model.neutral[None])[0]
+    expected = (raw["J_regressor"] @ np.asarray(raw["v_template"].x) - art.frame_centre.numpy()) / art.frame_unit
+    np.testing.assert_allclose(joints.numpy(), expected, atol=1e-5)

@@ -17,16 +17,15 @@ WORKFLOW = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "facesnap
 
 @pytest.fixture(scope="module")
 def host(comfy_host, insightface_images, ict_model_path, tmp_path_factory):
-    import folder_paths
+    from workflow_fixtures import model_folders_restored
 
     for name in ("t1.jpg", "mask_black.jpg"):
         shutil.copy(insightface_images / name, comfy_host.input_dir / name)
     models = tmp_path_factory.mktemp("3dmm")
     (models / "ict_face_narrow.npz").symlink_to(ict_model_path)
-    saved = list(folder_paths.folder_names_and_paths["3dmm"][0])
-    folder_paths.add_model_folder_path("3dmm", str(models))
-    yield comfy_host
-    folder_paths.folder_names_and_paths["3dmm"][0][:] = saved
+    with model_folders_restored() as folder_paths:
+        folder_paths.add_model_folder_path("3dmm", str(models))
+        yield comfy_host
 
 
 @pytest.fixture(scope="module")

@@ -55,17 +55,24 @@ def populate_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 @contextlib.contextmanager
-def stand_in_models(models_dir: pathlib.Path):
-    """Stand-in model files registered with ComfyUI's folder_paths for the duration; the folders are restored after."""
+def model_folders_restored():
+    """Restore ComfyUI's registered model folders (folder_paths) when the block ends, whatever it changed."""
     import folder_paths
 
     saved = {name: (list(paths), set(exts)) for name, (paths, exts) in folder_paths.folder_names_and_paths.items()}
     try:
-        for folder, directory in populate_models(models_dir).items():
-            folder_paths.add_model_folder_path(folder, str(directory))
-        folder_paths.filename_list_cache.clear()
-        yield
+        yield folder_paths
     finally:
         folder_paths.folder_names_and_paths.clear()
         folder_paths.folder_names_and_paths.update(saved)
         folder_paths.filename_list_cache.clear()
+
+
+@contextlib.contextmanager
+def stand_in_models(models_dir: pathlib.Path):
+    """Stand-in model files registered with ComfyUI's folder_paths for the duration; the folders are restored after."""
+    with model_folders_restored() as folder_paths:
+        for folder, directory in populate_models(models_dir).items():
+            folder_paths.add_model_folder_path(folder, str(directory))
+        folder_paths.filename_list_cache.clear()
+        yield

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, MissingDependencyError, ModelFileError
 from ..landmarks72 import from_ibug68
+from .detections import largest_first, rgb_uint8, too_small
 from .record import FaceRecord
 
 DLIB_FILES = {
@@ -26,7 +27,6 @@ MAX_DETECT_SIDE = {"hog": 1600, "cnn": 1024}
 # Upsampling finds faces down to ~40 px; the CNN only upsamples small images, since it costs 4x per step.
 HOG_UPSAMPLE = 1
 CNN_UPSAMPLE_BELOW_SIDE = 640
-MIN_FACE_SIZE = 8.0
 INSTALL_FIX = "pip install dlib-bin face-recognition-models   (in ComfyUI's Python environment)"
 
 
@@ -98,13 +98,10 @@ class DlibAnalyzer:
 
     def detect(self, image: np.ndarray, image_index: int = 0, with_embedding: bool = True) -> list[FaceRecord]:
         """Faces of one RGB uint8 image, largest first."""
-        image = np.ascontiguousarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InvalidInputError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}",
-                                    "convert the image to RGB first")
+        image = np.ascontiguousarray(rgb_uint8(image))
         records = []
         for box, score in self._detect_boxes(image):
-            if min(box[2] - box[0], box[3] - box[1]) < MIN_FACE_SIZE:
+            if too_small(box):
                 continue
             rect = self._dlib.rectangle(int(round(box[0])), int(round(box[1])),
                                         int(round(box[2])) - 1, int(round(box[3])) - 1)
@@ -116,5 +113,4 @@ class DlibAnalyzer:
             records.append(FaceRecord(bbox=box, score=score, kps5=kps5_from_ibug68(points68),
                                       landmarks=from_ibug68(points68), backend=self.name,
                                       descriptor=descriptor, image_index=image_index))
-        records.sort(key=lambda r: (-r.area, r.center_x))
-        return records
+        return largest_first(records)

@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import InvalidInputError, MissingDependencyError, ModelFileError
 from ..landmarks72 import from_ibug68
 from .align import arcface_crop
+from .detections import largest_first, rgb_uint8, too_small
 from .record import FaceRecord
 
 PACK_NAME = "antelopev2"
@@ -33,7 +34,6 @@ OPTIONAL_ROLE_FILES = {"landmark_2d_106": "2d106det.onnx", "genderage": "gendera
 PROVIDERS = ("CPU", "CUDA")
 DET_SIZE = (640, 640)
 DET_THRESHOLD = 0.5
-MIN_FACE_SIZE = 8.0
 INSTALL_FIX = "pip install insightface onnxruntime   (onnxruntime-gpu for CUDA; in ComfyUI's Python environment)"
 
 
@@ -110,16 +110,12 @@ class InsightFaceAnalyzer:
 
     def detect(self, image: np.ndarray, image_index: int = 0, with_embedding: bool = True) -> list[FaceRecord]:
         """Faces of one RGB uint8 image, largest first."""
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InvalidInputError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}",
-                                    "convert the image to RGB first")
-        bgr = np.ascontiguousarray(image[..., ::-1])  # insightface's models take BGR, like cv2.imread gives
+        bgr = np.ascontiguousarray(rgb_uint8(image)[..., ::-1])  # insightface's models take BGR, like cv2.imread gives
         boxes, kpss = self.models["detection"].detect(bgr, input_size=DET_SIZE)
         records = []
         for det, kps in zip(boxes, kpss):
             bbox = det[:4].astype(np.float32)
-            if min(bbox[2] - bbox[0], bbox[3] - bbox[1]) < MIN_FACE_SIZE:
+            if too_small(bbox):
                 continue
             face = self._face_type(bbox=bbox, kps=kps.astype(np.float32), det_score=float(det[4]))
             points3d = self.models["landmark_3d_68"].get(bgr, face).astype(np.float32)
@@ -134,5 +130,4 @@ class InsightFaceAnalyzer:
             records.append(FaceRecord(bbox=bbox, score=float(det[4]), kps5=face.kps,
                                       landmarks=from_ibug68(points3d[:, :2]), backend=self.name, embedding=embedding,
                                       landmarks_3d=points3d, pose=pose, image_index=image_index))
-        records.sort(key=lambda r: (-r.area, r.center_x))
-        return records
+        return largest_first(records)

@@ -14,13 +14,11 @@ import json
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 from importlib.metadata import version
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -31,9 +29,10 @@ CHROMIUM = pathlib.Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 DRIVER_DIR = CACHE / "browser-driver"
 PLAYWRIGHT_CORE = "playwright-core@1.65.1"
 RUN_WORKFLOW = "facesnap_landmarks"
-SERVER_START_TIMEOUT = 180
 
 sys.path.insert(0, str(PACK_ROOT / "tests"))
+sys.path.append(str(PACK_ROOT / "scripts"))
+from comfy_server import comfy_server, http_json, link_pack  # noqa: E402
 from ui_workflow import FRONTEND_ONLY_TYPES  # noqa: E402
 from workflow_fixtures import populate_inputs, populate_models  # noqa: E402
 from workflow_format import ui_to_api  # noqa: E402
@@ -67,16 +66,9 @@ def ensure_driver() -> pathlib.Path:
     return modules
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def prepare_base(base: pathlib.Path) -> None:
     """A throw-away ComfyUI base directory: this checkout as a custom node, photos, stand-in model files."""
-    (base / "custom_nodes").mkdir(parents=True)
-    (base / "custom_nodes" / "ComfyUI-FaceSnap").symlink_to(PACK_ROOT, target_is_directory=True)
+    link_pack(base)
     populate_inputs(base / "input")
     populate_models(base / "models")
     # The state of a user who has opened ComfyUI before: a brand-new user gets the template browser on top.
@@ -88,24 +80,6 @@ def prepare_base(base: pathlib.Path) -> None:
     settings = {"Comfy.TutorialCompleted": True, "Comfy.InstalledVersion": version("comfyui-frontend-package"),
                 "Comfy.Minimap.Visible": False}
     (user / "comfy.settings.json").write_text(json.dumps(settings))
-
-
-def get_json(url: str):
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def wait_for_server(url: str, server: subprocess.Popen, log_path: pathlib.Path) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < SERVER_START_TIMEOUT:
-        if server.poll() is not None:
-            sys.exit(f"ComfyUI exited with {server.returncode}:\n{log_path.read_text()[-4000:]}")
-        try:
-            get_json(f"{url}/system_stats")
-            return time.monotonic() - started
-        except OSError:
-            time.sleep(0.5)
-    sys.exit(f"ComfyUI did not answer within {SERVER_START_TIMEOUT} s:\n{log_path.read_text()[-4000:]}")
 
 
 def is_frontend_startup_bug(error: dict) -> bool:
@@ -183,32 +157,21 @@ def main() -> int:
     artifacts.mkdir(parents=True, exist_ok=True)
     base = pathlib.Path(tempfile.mkdtemp(prefix="facesnap-browser-comfy-"))
     prepare_base(base)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = artifacts / "server.log"
-    command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-               "--base-directory", str(base)]
-    with open(log_path, "w") as server_log:
-        server = subprocess.Popen(command, cwd=COMFY, stdout=server_log, stderr=subprocess.STDOUT)
     try:
-        server_seconds = wait_for_server(url, server, log_path)
-        log(f"server ready in {server_seconds:.1f} s at {url}")
-        object_info = get_json(f"{url}/object_info")
-        for name in {node["type"] for path in workflows for node in json.loads(path.read_text())["nodes"]}:
-            if name not in object_info and name not in FRONTEND_ONLY_TYPES:
-                log(f"warning: the server does not know {name}")
-        env = dict(os.environ, COMFY_URL=url, ARTIFACTS=str(artifacts), RUN_WORKFLOW=RUN_WORKFLOW,
-                   WORKFLOWS=json.dumps([str(p) for p in workflows]), CHROMIUM=str(CHROMIUM),
-                   USER_DATA_DIR=tempfile.mkdtemp(prefix="facesnap-chromium-"), NODE_PATH=str(modules))
-        browser_started = time.monotonic()
-        subprocess.run(["node", str(HERE / "drive_ui.cjs")], check=True, env=env, timeout=600)
-        browser_seconds = time.monotonic() - browser_started
+        with comfy_server(COMFY, base, artifacts / "server.log", say=log) as server:
+            url = server.url
+            log(f"server ready in {server.ready_seconds:.1f} s at {url}")
+            object_info = http_json(f"{url}/object_info")
+            for name in {node["type"] for path in workflows for node in json.loads(path.read_text())["nodes"]}:
+                if name not in object_info and name not in FRONTEND_ONLY_TYPES:
+                    log(f"warning: the server does not know {name}")
+            env = dict(os.environ, COMFY_URL=url, ARTIFACTS=str(artifacts), RUN_WORKFLOW=RUN_WORKFLOW,
+                       WORKFLOWS=json.dumps([str(p) for p in workflows]), CHROMIUM=str(CHROMIUM),
+                       USER_DATA_DIR=tempfile.mkdtemp(prefix="facesnap-chromium-"), NODE_PATH=str(modules))
+            browser_started = time.monotonic()
+            subprocess.run(["node", str(HERE / "drive_ui.cjs")], check=True, env=env, timeout=600)
+            browser_seconds = time.monotonic() - browser_started
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
         shutil.rmtree(base, ignore_errors=True)
     results = json.loads((artifacts / "results.json").read_text())
     for entry in results["workflows"]:
@@ -219,7 +182,7 @@ def main() -> int:
     noise = [e for e in results["boot_errors"] + sum((w["errors"] for w in results["workflows"]), [])
              if is_environment_noise(e, url)]
     log(f"ignored {len(noise)} offline/no-route resource errors: {sorted({e['url'] for e in noise})}")
-    log(f"timings: server start {server_seconds:.1f} s, browser session {browser_seconds:.1f} s "
+    log(f"timings: server start {server.ready_seconds:.1f} s, browser session {browser_seconds:.1f} s "
         f"(page ready {results['boot_seconds']:.1f} s), total {time.monotonic() - started:.1f} s")
     log(f"artifacts: {artifacts}")
     if failures:
