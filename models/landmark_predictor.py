@@ -112,9 +112,10 @@ def predict(model: MorphableModel, source: FitResult, drive: FitResult | None, o
     """Combine [shape_src, pose_drv, expr_drv] for every drive face (or every manual pose).
 
     ``source`` holds the reference fits; identity comes from the first (all references share it), the source
-    expression from the first as well. For an articulated model (FLAME) a fit's jaw rotation (``joint_pose``, e.g.
-    regressed by DECA) goes with its expression. ``manual_angles`` (M, 3) yaw/pitch/roll replaces the drive's rotation; with no
-    drive the face is placed on ``canvas_size``. ``drive_sizes`` are the (height, width) of the drive images.
+    expression from the first as well; for an articulated model (FLAME) a fit's jaw rotation (``joint_pose``, e.g.
+    regressed by DECA) goes with its expression. ``manual_angles`` (M, 3) yaw/pitch/roll replaces the drive's
+    rotation; with no drive the face is placed on ``canvas_size``. ``drive_sizes`` are the (height, width) of the
+    drive images.
     """
     if drive is None and manual_angles is None:
         raise InvalidInputError("neither a drive face nor a manual pose was given",

@@ -63,7 +63,7 @@ def load_cached(kind: str, ict_file: str, flame_file: str, flame_landmarks: str,
     from ..models.deca_encoder import DECA_HINT, load_deca_encoder
 
     path = find_model_file(deca_file.strip(), DECA_HINT)
-    key = (id(model), path, os.path.getmtime(path))
+    key = (id(model), path, os.path.getmtime(path))  # the base model stays cached, so its id is never reused
     if key not in _MODEL_CACHE:
         _MODEL_CACHE[key] = dataclasses.replace(model, face_regressor=load_deca_encoder(path))
     return _MODEL_CACHE[key]
@@ -145,9 +145,9 @@ def _regressed_fits(model, reference, reference_rows: np.ndarray, drive, frame: 
     """Reference and drive parameters from the model's face regressor (DECA); references share their mean shape."""
     from ..models.deca_encoder import regress_faces
 
-    refs = [reference.records[i] for i in np.nonzero(reference_rows)[0]]
-    ref_fit = regress_faces(model, model.face_regressor, [reference.images[i] for i in np.nonzero(reference_rows)[0]],
-                            np.stack([r.landmarks[:68] for r in refs]))
+    rows = np.nonzero(reference_rows)[0]
+    ref_fit = regress_faces(model, model.face_regressor, [reference.images[i] for i in rows],
+                            np.stack([reference.records[i].landmarks[:68] for i in rows]))
     ref_fit.alpha = ref_fit.alpha.mean(0, keepdim=True).expand_as(ref_fit.alpha)
     if drive is None:
         return ref_fit, None
