@@ -114,14 +114,9 @@ def sample(trainer, batch, identity: int, seed: int, steps: int = 10):
         return trainer.base.codec.decode(x0)[0]
 
 
-def pretrain_base(trainer, dataset, minutes: float, lr: float = 1e-3, name_people: bool = False) -> dict:
+def pretrain_base(trainer, dataset, minutes: float, lr: float = 1e-3) -> dict:
     """Stand-in for SDXL's pre-training: fit the tiny base UNet (text-conditioned only) to the same faces, then
-    freeze it again and copy its encoder into FFRNet, as the trainer does with a real base.
-
-    ``name_people``: the cross-attention context names the person ("a photo of person <id>") while the pooled
-    text (the ADM vector) stays the shared caption, so, as in SDXL, the per-token cross-attention is what carries
-    the conditioning. FFRNet copies those cross-attention weights and then attends to f_mix instead; a random or
-    constant-context base leaves them at their 0.02-std init, a path about 40x weaker than the residual stream."""
+    freeze it again and copy its encoder into FFRNet, as the trainer does with a real base."""
     import torch
 
     from comfyui_facesnap.training.data import make_loader
@@ -138,8 +133,6 @@ def pretrain_base(trainer, dataset, minutes: float, lr: float = 1e-3, name_peopl
             z0 = trainer.base.codec.encode(batch["pixels"]).float()
             context, pooled = trainer.base.text.encode(batch["caption"])
             y = trainer.base.adm(pooled, *batch["pixels"].shape[-2:])
-            if name_people:
-                context, _ = trainer.base.text.encode([f"a photo of person {who}" for who in batch["identity"]])
         t = torch.randint(0, len(trainer.alphas), (len(z0),))
         noise = torch.randn_like(z0)
         a = trainer.alphas[t].view(-1, 1, 1, 1)
@@ -178,8 +171,6 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=15.0, help="FaceSnap training time (with --pretrain-minutes <= 20)")
     parser.add_argument("--pretrain-minutes", type=float, default=5.0,
                         help="first fit the random tiny base UNet to the faces (0 = keep it random)")
-    parser.add_argument("--name-people", action="store_true",
-                        help="base pre-training: the cross-attention text names the person (see pretrain_base)")
     parser.add_argument("--comfyui", default="")
     parser.add_argument("--arcface", default="", help="a real ArcFace ONNX (default: a generated random one)")
     parser.add_argument("--crops", type=int, default=4, help="augmented crops per photo")
@@ -220,7 +211,7 @@ def main() -> int:
         "train.log_every=50", "train.gradient_checkpointing=false"])
     trainer = Trainer(cfg)
     dataset = ShardDataset(cfg.data.shards, cfg.data.resolution)
-    pretrain = pretrain_base(trainer, dataset, args.pretrain_minutes, name_people=args.name_people) if args.pretrain_minutes > 0 else None
+    pretrain = pretrain_base(trainer, dataset, args.pretrain_minutes) if args.pretrain_minutes > 0 else None
     batch, t, noise = eval_set(trainer, dataset)
     first_of = {}
     for i in range(len(dataset)):

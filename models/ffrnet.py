@@ -338,6 +338,19 @@ class ConditioningEmbedding(nn.Module):
         return self.conv_out(x)
 
 
+def random_init_(module: nn.Module, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+    """Normal weights, zero biases and norm shifts, unit norm scales. Also used for tiny random test/benchmark bases,
+    whose ComfyUI ``disable_weight_init`` layers are otherwise left uninitialised."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif p.ndim == 1:
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, std, generator=generator)
+
+
 class FFRNet(nn.Module):
     """SDXL ControlNet (diffusers layout) + optional ID-Injector heads that live inside it.
 
@@ -370,15 +383,8 @@ class FFRNet(nn.Module):
         return self.conv_in.weight.dtype
 
     def reset_parameters(self, std: float = 0.02, generator: torch.Generator | None = None) -> "FFRNet":
-        """Random init (normal weights, zero biases/norm shifts, unit norm scales) and ControlNet's zero convs."""
-        for name, p in self.named_parameters():
-            with torch.no_grad():
-                if name.endswith("bias"):
-                    p.zero_()
-                elif p.ndim == 1:
-                    p.fill_(1.0)
-                else:
-                    p.normal_(0.0, std, generator=generator)
+        """Random init (see ``random_init_``) and ControlNet's zero convs."""
+        random_init_(self, std, generator)
         self.zero_init_controls()
         return self
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..models.errors import ModelFileError
+from ..models.ffrnet import random_init_
 
 
 @dataclass
@@ -165,18 +166,6 @@ TINY_VAE = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 
             "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
 
 
-def _random_init(module: nn.Module, generator: torch.Generator, std: float = 0.02) -> None:
-    # ComfyUI's disable_weight_init ops leave parameters uninitialised.
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if name.endswith("bias"):
-                p.zero_()
-            elif p.ndim == 1:
-                p.fill_(1.0)
-            else:
-                p.normal_(0.0, std, generator=generator)
-
-
 def build_tiny_base(seed: int = 0) -> FrozenBase:
     """A random miniature SDXL (1.4 M-parameter UNet, 32-channel VAE, hashed text encoder) for tests/benchmarks."""
     import comfy.ldm.models.autoencoder
@@ -185,9 +174,9 @@ def build_tiny_base(seed: int = 0) -> FrozenBase:
     g = torch.Generator().manual_seed(seed)
     config = dict(TINY_UNET, dtype=torch.float32)
     model = comfy.supported_models.SDXL(config).get_model({})
-    _random_init(model, g)
+    random_init_(model, 0.02, g)
     vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(TINY_VAE), embed_dim=4)
-    _random_init(vae, g, std=0.05)
+    random_init_(vae, 0.05, g)
     codec = LatentCodec(vae, model.latent_format)
     for module in (model, codec):
         module.requires_grad_(False).eval()
