@@ -38,28 +38,12 @@ def init_from_unet(ffrnet: FFRNet, unet: torch.nn.Module, unet_config: dict) -> 
 
     The control-only parts (hint embedding, zero convs, ID-Injector heads) keep their zero/random init.
     """
-    import comfy.utils
+    from ..nodes.ffrnet_control import copy_unet_encoder
 
-    diffusers_to_ldm = comfy.utils.unet_to_diffusers(unet_config)
-    unet_sd = unet.state_dict()
-    own = ffrnet.state_dict()
-    copied, mismatched = {}, []
-    for name, tensor in own.items():
-        source = diffusers_to_ldm.get(name)
-        if source is None or source not in unet_sd:
-            continue
-        if unet_sd[source].shape != tensor.shape:
-            mismatched.append(f"{name} {tuple(tensor.shape)} <- {source} {tuple(unet_sd[source].shape)}")
-            continue
-        copied[name] = unet_sd[source].to(tensor.dtype)
-    if mismatched:
-        raise ModelFileError(
-            "the FFRNet does not match the base UNet's encoder: " + "; ".join(mismatched[:3]),
-            "build the FFRNet config from the base (the trainer does this unless model.ffrnet overrides it)",
-        )
-    ffrnet.load_state_dict(copied, strict=False)
-    log.info("FFRNet initialised from the UNet encoder: %d of %d tensors copied", len(copied), len(own))
-    return len(copied)
+    total = len(ffrnet.state_dict())
+    copied = total - len(copy_unet_encoder(ffrnet, unet, unet_config))
+    log.info("FFRNet initialised from the UNet encoder: %d of %d tensors copied", copied, total)
+    return copied
 
 
 def init_from_controlnet(path: str, id_injector: bool, cross_attention_dim: int) -> FFRNet:
