@@ -1,19 +1,29 @@
 #!/usr/bin/env python
 """Does the FaceSnap trainer learn, and does the identity pathway condition the output? (CPU, tiny model)
 
-Data: single faces cut from insightface's t1.jpg (real photos), prepared by the real pipeline (dlib landmarks,
-ArcFace from a generated random ONNX model unless --arcface names a real one), several augmented crops each.
-Model: the tiny SDXL of training/configs/tiny.yaml. Its random UNet is first fitted to the same faces for
---pretrain-minutes (a stand-in for SDXL's pre-training; frozen afterwards), then the mixer and FFRNet are
-trained for --minutes.
+Data (--data):
+  photos     single faces cut from insightface's t1.jpg (real photos), prepared by the real pipeline (dlib landmarks,
+             ArcFace from a generated random ONNX model unless --arcface names a real one), several augmented crops each;
+  synthetic  drawn faces that share one landmark geometry and one caption and differ only in colour (and in a random
+             background per photo), so that nothing but the identity features can tell the people apart.
+Model: the tiny SDXL of training/configs/tiny.yaml, made a stand-in for a trained SDXL first:
+  1. --codec-minutes: its random VAE is fitted to reconstruct the images, and its latent scale calibrated so that
+     images encode to unit-variance latents (SDXL's scale factor assumes its own VAE);
+  2. --pretrain-minutes: its UNet is fitted, text-conditioned only, to faces (synthetic: eight *other* people,
+     each named in its caption, so that cross-attention learns to read its context; photos: the same four faces
+     with the shared caption), then frozen and copied into FFRNet as the trainer does with a real base;
+  3. --minutes: the mixer, FFRNet and ID-Injector heads are trained by the real Trainer.
+The three phases share the 20-minute budget by default (2.5 + 4 + 13.5).
 
 Reports:
   * the masked diffusion loss on a fixed evaluation set (fixed timesteps and noise) before and after training;
-  * identity conditioning: images sampled (DDIM, fixed landmarks and caption) for every identity and two seeds;
-    d_identity = mean distance between two identities at the same seed, d_seed = mean distance between two
-    seeds of the same identity. Identity conditions the output when d_identity > d_seed.
+  * identity conditioning: images sampled (DDIM, 10 steps, fixed landmarks and caption) for every identity and four
+    seeds; d_identity = mean RMS distance between two identities at the same seed, d_seed = mean distance between
+    two seeds of the same identity, over the whole image and over the face mask (``_face``); without guidance and
+    with --cfg guidance on the identity features (negative = the mixer's output for zeroed features, as the nodes
+    sample). Identity conditions the output where d_identity > d_seed.
 
-    python benchmarks/learning_evidence.py --minutes 20 [--comfyui PATH] [--json out.json]
+    python benchmarks/learning_evidence.py --data synthetic [--comfyui PATH] [--json out.json]
 """
 
 from __future__ import annotations
@@ -88,8 +98,11 @@ def eval_loss(trainer, batch, t, noise) -> float:
         return float(masked_diffusion_loss(eps, noise, latent_mask(batch["mask"], z0.shape[-2:])))
 
 
-def sample(trainer, batch, identity: int, seed: int, steps: int = 10):
-    """DDIM from noise with identity ``identity``'s features but the landmarks and caption of sample 0."""
+def sample(trainer, batch, identity: int, seed: int, cfg: float = 1.0, steps: int = 10):
+    """DDIM from noise with identity ``identity``'s features but the landmarks and caption of sample 0.
+
+    With ``cfg`` > 1, classifier-free guidance on the identity features, as the nodes sample: the negative is the
+    same text and landmarks with the mixer's output for zeroed features (what the 5 % feature dropout trains)."""
     import torch
 
     from comfyui_facesnap.training.losses import predicted_x0
@@ -97,15 +110,22 @@ def sample(trainer, batch, identity: int, seed: int, steps: int = 10):
     res = trainer.cfg.data.resolution
     g = torch.Generator().manual_seed(seed)
     z = torch.randn((1, 4, res // 8, res // 8), generator=g)
+    guided = cfg != 1.0
     with torch.no_grad():
         context, pooled = trainer.base.text.encode(["a photo of a person"])
         y = trainer.base.adm(pooled, res, res)
         ids = batch["arcface"][identity: identity + 1]
         clip = trainer.frozen.clip.encode_batch(batch["ref_face"][identity: identity + 1])
         hint = batch["control"][:1]
+        if guided:  # [positive, negative] in one batch
+            context, y, hint = context.repeat(2, 1, 1), y.repeat(2, 1), hint.repeat(2, 1, 1, 1)
+            ids, clip = torch.cat([ids, torch.zeros_like(ids)]), torch.cat([clip, torch.zeros_like(clip)])
         times = torch.linspace(len(trainer.alphas) - 1, 0, steps).round().long()
         for k, tk in enumerate(times):
-            eps = trainer.model(trainer.frozen.unet, z, tk.float().view(1), context, y, hint, ids, clip)
+            z_in = z.repeat(2, 1, 1, 1) if guided else z
+            eps = trainer.model(trainer.frozen.unet, z_in, tk.float().repeat(len(z_in)), context, y, hint, ids, clip)
+            if guided:
+                eps = eps[1:] + cfg * (eps[:1] - eps[1:])
             x0 = predicted_x0(z, eps, trainer.alphas[tk].view(1))
             if k + 1 == len(times):
                 break
@@ -114,8 +134,39 @@ def sample(trainer, batch, identity: int, seed: int, steps: int = 10):
         return trainer.base.codec.decode(x0)[0]
 
 
+def fit_codec(trainer, dataset, minutes: float, lr: float = 1e-3) -> dict:
+    """Stand-in for SDXL's trained VAE: fit the tiny autoencoder to reconstruct the faces, then calibrate its latent
+    scale so that they encode to unit-variance model latents (what SDXL's scale factor does for its own VAE)."""
+    import torch
+
+    from comfyui_facesnap.training.base_model import calibrate_latent_scale_
+    from comfyui_facesnap.training.data import collate
+
+    vae = trainer.base.codec.first_stage
+    pixels = collate([dataset[i] for i in range(len(dataset))])["pixels"]
+    vae.requires_grad_(True).train()
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(7)
+    start, losses = time.time(), []
+    while time.time() - start < minutes * 60:
+        x = pixels[torch.randint(0, len(pixels), (4,), generator=g)]
+        x = torch.where(torch.rand((len(x), 1, 1, 1), generator=g) < 0.5, x, x.flip(-1))
+        z = vae.quant_conv(vae.encoder(x))[:, : vae.post_quant_conv.in_channels]
+        loss = (vae.decoder(vae.post_quant_conv(z)) - x).pow(2).mean() + 1e-4 * z.pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    vae.requires_grad_(False).eval()
+    gain = calibrate_latent_scale_(trainer.base.codec, pixels)
+    with torch.no_grad():
+        latents = trainer.base.codec.encode(pixels)
+        rmse = float((trainer.base.codec.decode(latents) - pixels).pow(2).mean().sqrt())
+    return {"steps": len(losses), "reconstruction_rmse": rmse, "latent_std": float(latents.std()), "calibration_gain": gain}
+
+
 def pretrain_base(trainer, dataset, minutes: float, lr: float = 1e-3) -> dict:
-    """Stand-in for SDXL's pre-training: fit the tiny base UNet (text-conditioned only) to the same faces, then
+    """Stand-in for SDXL's pre-training: fit the tiny base UNet (text-conditioned only) to ``dataset``, then
     freeze it again and copy its encoder into FFRNet, as the trainer does with a real base."""
     import torch
 
@@ -148,12 +199,12 @@ def pretrain_base(trainer, dataset, minutes: float, lr: float = 1e-3) -> dict:
             "loss_last20": sum(losses[-20:]) / max(1, len(losses[-20:]))}
 
 
-def identity_distances(trainer, batch, people: list[int], seeds=(11, 22)) -> dict:
+def identity_distances(trainer, batch, people: list[int], cfg: float = 1.0, seeds=(11, 22, 33, 44)) -> dict:
     """RMS pixel distances between decoded samples, over the whole image and over the face mask of sample 0
     (whose landmarks every sample uses; the masked loss never trains the background, which the seed decides)."""
     import torch.nn.functional as F
 
-    outs = {(p, s): sample(trainer, batch, p, s) for p in people for s in seeds}
+    outs = {(p, s): sample(trainer, batch, p, s, cfg) for p in people for s in seeds}
     face = F.interpolate(batch["mask"][:1].float(), size=outs[(people[0], seeds[0])].shape[-2:])[0, 0] > 0.5
     report = {}
     for suffix, region in (("", None), ("_face", face)):
@@ -161,16 +212,35 @@ def identity_distances(trainer, batch, people: list[int], seeds=(11, 22)) -> dic
             diff = a - b if region is None else (a - b)[:, region]
             return float(diff.pow(2).mean().sqrt())
         d_id = [dist(outs[(p, s)], outs[(q, s)]) for p, q in itertools.combinations(people, 2) for s in seeds]
-        d_seed = [dist(outs[(p, seeds[0])], outs[(p, seeds[1])]) for p in people]
+        d_seed = [dist(outs[(p, s)], outs[(p, r)]) for p in people for s, r in itertools.combinations(seeds, 2)]
         report |= {f"d_identity{suffix}": sum(d_id) / len(d_id), f"d_seed{suffix}": sum(d_seed) / len(d_seed)}
     return report
 
 
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def base_pretraining_data(kind: str, work: pathlib.Path, dataset, resolution: int):
+    """What the stand-in base is fitted on. Synthetic: eight other people, each named in its caption, so that
+    the base's cross-attention learns to read its context (as SDXL's does) without ever seeing the benchmark's
+    people. Photos: the benchmark's own faces (t1.jpg has too few others), with the shared caption."""
+    if kind != "synthetic":
+        return dataset
+    from comfyui_facesnap.training.data import ShardDataset
+    from training_fixtures import write_synthetic_shards
+
+    write_synthetic_shards(work / "base_shards", identities=8, per_identity=4, seed=1)
+    return ShardDataset(str(work / "base_shards"), resolution)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--minutes", type=float, default=15.0, help="FaceSnap training time (with --pretrain-minutes <= 20)")
-    parser.add_argument("--pretrain-minutes", type=float, default=5.0,
-                        help="first fit the random tiny base UNet to the faces (0 = keep it random)")
+    parser.add_argument("--minutes", type=float, default=13.5, help="FaceSnap training time (mixer + FFRNet)")
+    parser.add_argument("--codec-minutes", type=float, default=2.5,
+                        help="first fit the random tiny VAE to the images and calibrate its latent scale (0 = calibrate only)")
+    parser.add_argument("--pretrain-minutes", type=float, default=4.0,
+                        help="then fit the random tiny base UNet, text-conditioned, to other faces (0 = keep it random)")
     parser.add_argument("--comfyui", default="")
     parser.add_argument("--arcface", default="", help="a real ArcFace ONNX (default: a generated random one)")
     parser.add_argument("--crops", type=int, default=4, help="augmented crops per photo")
@@ -181,6 +251,7 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this tiny model)")
     parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--cfg", type=float, default=4.0, help="guidance on the identity features when sampling (1 = none)")
     parser.add_argument("--json", default="", help="also write the figures here")
     args = parser.parse_args()
     cli = _cli_module()
@@ -191,6 +262,7 @@ def main() -> int:
     from comfyui_facesnap.training import prepare_dataset as prep
     from comfyui_facesnap.training.config import CONFIG_DIR, load_config
     from comfyui_facesnap.training.data import ShardDataset
+    from comfyui_facesnap.training.face_crops import CropConfig
     from comfyui_facesnap.training.train import Trainer
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="facesnap-learning-"))
@@ -198,7 +270,10 @@ def main() -> int:
         make_photos(work / "photos")
         counts = prep.prepare(prep.PrepConfig(
             inputs=[str(work / "photos")], output=str(work / "shards"), identity_from="folder", crops_per_image=args.crops,
-            backend="dlib", arcface=arcface_model(args.arcface, work), images_per_shard=100), progress=False)
+            backend="dlib", arcface=arcface_model(args.arcface, work), images_per_shard=100,
+            # 256² crops (the model sees 64²) with the face filling 12-35 % of them, not 2-30 %: at 64² a face at 2 %
+            # is 9 pixels wide; decoding 1024² JPEGs every step would also dominate the CPU time
+            crop=CropConfig(size=256, min_face_fraction=0.12, max_face_fraction=0.35)), progress=False)
     else:
         sys.path.insert(0, str(REPO / "tests"))
         from training_fixtures import write_synthetic_shards
@@ -211,7 +286,10 @@ def main() -> int:
         "train.log_every=50", "train.gradient_checkpointing=false"])
     trainer = Trainer(cfg)
     dataset = ShardDataset(cfg.data.shards, cfg.data.resolution)
-    pretrain = pretrain_base(trainer, dataset, args.pretrain_minutes) if args.pretrain_minutes > 0 else None
+    base_data = base_pretraining_data(args.data, work, dataset, args.resolution)
+    codec = fit_codec(trainer, base_data, args.codec_minutes) if args.codec_minutes > 0 else None
+    pretrain = pretrain_base(trainer, base_data, args.pretrain_minutes) if args.pretrain_minutes > 0 else None
+    log(f"codec {codec}\nbase {pretrain}")
     batch, t, noise = eval_set(trainer, dataset)
     first_of = {}
     for i in range(len(dataset)):
@@ -220,15 +298,18 @@ def main() -> int:
     before = {"eval_loss": eval_loss(trainer, batch, t, noise), **identity_distances(trainer, batch, people)}
     start, steps, losses = time.time(), 0, []
     while time.time() - start < args.minutes * 60:
-        losses += trainer.train(stop_after=20)
+        losses += trainer.train(stop_after=100)  # each call ends with a checkpoint: not too often
         steps = trainer.step
+        if steps % 1000 == 0:
+            log(f"step {steps}: loss (last 100) {sum(losses[-100:]) / len(losses[-100:]):.4f}")
     after = {"eval_loss": eval_loss(trainer, batch, t, noise), **identity_distances(trainer, batch, people)}
+    guided = {f"cfg{args.cfg:g}": identity_distances(trainer, batch, people, args.cfg)} if args.cfg != 1.0 else {}
     report = {
-        "data": args.data, "samples": len(dataset), "identities": len(people), "prepare": dict(counts), "base_pretraining": pretrain,
-        "steps": steps,
-        "minutes": round((time.time() - start) / 60, 2), "train_loss_first20": sum(losses[:20]) / max(1, len(losses[:20])),
-        "train_loss_last20": sum(losses[-20:]) / max(1, len(losses[-20:])), "before": before, "after": after,
-        "identity_conditions_output": after["d_identity"] > after["d_seed"],
+        "data": args.data, "samples": len(dataset), "identities": len(people), "prepare": dict(counts), "codec": codec,
+        "base_pretraining": pretrain, "steps": steps, "minutes": round((time.time() - start) / 60, 2), "train_loss_first20": sum(losses[:20]) / max(1, len(losses[:20])),
+        "train_loss_last20": sum(losses[-20:]) / max(1, len(losses[-20:])), "before": before, "after": after, **guided,
+        "identity_conditions_output": {name: {"image": d["d_identity"] > d["d_seed"], "face": d["d_identity_face"] > d["d_seed_face"]}
+                                       for name, d in {"no_guidance": after, **guided}.items()},
     }
     print(json.dumps(report, indent=1))
     if args.json:

@@ -338,9 +338,10 @@ class ConditioningEmbedding(nn.Module):
         return self.conv_out(x)
 
 
-def random_init_(module: nn.Module, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+def random_init_(module: nn.Module, std: float | None = 0.02, generator: torch.Generator | None = None) -> None:
     """Normal weights, zero biases and norm shifts, unit norm scales. Also used for tiny random test/benchmark bases,
-    whose ComfyUI ``disable_weight_init`` layers are otherwise left uninitialised."""
+    whose ComfyUI ``disable_weight_init`` layers are otherwise left uninitialised. ``std=None`` scales each weight
+    by 1/sqrt(fan-in) (LeCun), so that activations keep their size through depth: a base meant to be trained."""
     with torch.no_grad():
         for name, p in module.named_parameters():
             if name.endswith("bias"):
@@ -348,7 +349,7 @@ def random_init_(module: nn.Module, std: float = 0.02, generator: torch.Generato
             elif p.ndim == 1:
                 p.fill_(1.0)
             else:
-                p.normal_(0.0, std, generator=generator)
+                p.normal_(0.0, std if std is not None else p[0].numel() ** -0.5, generator=generator)
 
 
 class FFRNet(nn.Module):

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""FaceSnap training CLI: ``prepare`` (photos -> shards), ``train`` (accelerate), ``export`` (-> FaceSnap weights).
+"""FaceSnap training CLI: ``prepare`` (photos -> shards), ``verify-ids`` (Diff-PC's ID verification), ``train``
+(accelerate), ``export`` (-> FaceSnap weights).
 
 Run from the repository root (it finds ComfyUI through --comfyui or $COMFYUI_PATH, needed by ``train``):
 
     python scripts/facesnap_train.py prepare photos/ --output data/shards --identity-from folder
+    python scripts/facesnap_train.py verify-ids data/shards
     accelerate launch scripts/facesnap_train.py train --config my.yaml
     python scripts/facesnap_train.py export runs/facesnap --output models/facesnap/my_facesnap.safetensors
 """
@@ -60,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prepare", help="photos -> WebDataset tar shards")
     prepare_dataset.add_arguments(p)
 
+    v = sub.add_parser("verify-ids", help="Diff-PC's ID verification: drop photos that do not match their person")
+    v.add_argument("shards", help="the folder of prepared shards (all of them, after every prepare job finished)")
+    v.add_argument("--threshold", type=float, default=0.7, help="minimum cosine similarity to the person's main cluster")
+    v.add_argument("--clusters", type=int, default=3, help="k of the per-person k-means")
+
     t = sub.add_parser("train", help="train the mixer and FFRNet (launch with `accelerate launch` for several GPUs)")
     t.add_argument("--config", required=True, help="YAML config (see training/configs/paper.yaml)")
     t.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=1000")
@@ -79,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
             _use_comfyui(args.comfyui)
         counts = prepare_dataset.prepare(cfg)
         print("done:", dict(counts))
+    elif args.command == "verify-ids":
+        from comfyui_facesnap.training.identity_verification import verify_shards
+
+        report = verify_shards(args.shards, args.threshold, args.clusters)
+        verified = sum(1 for v in report["identities"].values() if v["verified"])
+        print(f"checked {report['checked']} samples of {len(report['identities'])} people ({verified} with enough photos "
+              f"to verify); rejected {len(report['rejected'])}; not checked (no identity or ArcFace): {report['not_checked']}")
     elif args.command == "train":
         _use_comfyui(args.comfyui)
         from comfyui_facesnap.training.config import load_config

@@ -32,6 +32,13 @@ def test_cli_trains_and_exports(tmp_path):
     assert metadata["trained_steps"] == "1" and ffrnet.id_injector is not None
 
 
+def test_cli_verifies_identities(tmp_path):
+    shards = write_synthetic_shards(tmp_path / "shards", identities=2, per_identity=3)
+    result = _run("verify-ids", str(shards), "--threshold", "0.7", cwd=tmp_path)
+    assert "checked 6 samples of 2 people (2 with enough photos to verify); rejected 0" in result.stdout
+    assert (shards / "identity_verification.json").is_file()
+
+
 def test_cli_rejects_a_bad_shard_index(tmp_path):
     env = dict(os.environ, COMFYUI_PATH=str(COMFY))
     result = subprocess.run([sys.executable, str(SCRIPT), "prepare", str(tmp_path), "--output", str(tmp_path / "o"),

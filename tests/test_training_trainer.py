@@ -177,6 +177,37 @@ def test_id_loss_branches_train(shards, tmp_path, monkeypatch, mode):
     assert all(abs(float(l["loss/total"]) - float(l["loss/diffusion"]) - 0.5 * float(l["loss/id"])) < 1e-5 for l in seen)
 
 
+class CountingDetector:
+    def __init__(self, analyzer):
+        self.analyzer, self.shapes = analyzer, []
+
+    def detect(self, image, **kwargs):
+        self.shapes.append(image.shape)
+        return self.analyzer.detect(image, **kwargs)
+
+
+def test_face_gate_zeroes_the_id_loss_where_no_face_is_found(shards, tmp_path):
+    """Diff-PC Eq. 20: M_det (dlib here) times 1 - cos. The tiny model's x0 images hold no face, so the gated ID
+    loss must be exactly 0 where the ungated one is positive; the detector sees every generated image."""
+    from comfyui_facesnap.training import train as train_module
+
+    cfg = tiny_config(shards, tmp_path, "id_loss.mode=x0", "id_loss.face_model_arch=tiny", "id_loss.max_timestep=999",
+                      "id_loss.face_gate=dlib", "train.max_steps=1")
+    trainer = train_module.Trainer(cfg)
+    trainer.frozen.face_gate = counting = CountingDetector(trainer.frozen.face_gate)
+    batch = next(iter(trainer._loader()))
+    torch.manual_seed(0)
+    _, gated = trainer.compute_loss(batch)
+    trainer.frozen.face_gate = None
+    torch.manual_seed(0)
+    _, plain = trainer.compute_loss(batch)
+    assert counting.shapes == [(64, 64, 3)] * cfg.data.batch_size
+    assert float(gated["id/face_detected"]) == 0.0 and float(gated["loss/id"]) == 0.0
+    assert float(plain["loss/id"]) > 0.01
+    with pytest.raises(ValueError, match="face_gate"):
+        train_module.load_face_gate(tiny_config(shards, tmp_path, "id_loss.mode=x0", "id_loss.face_gate=retinaface"))
+
+
 @pytest.mark.slow
 def test_exported_weights_sample_through_ksampler(trained, host, tmp_path):
     """The full round trip: trainer checkpoint -> export -> FaceSnapModelLoader -> FFRNet + ID-Injector -> KSampler."""

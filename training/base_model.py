@@ -166,20 +166,56 @@ TINY_VAE = {"double_z": True, "z_channels": 4, "resolution": 64, "in_channels": 
             "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [], "dropout": 0.0}
 
 
+@torch.no_grad()
+def calibrate_latent_scale_(codec: LatentCodec, pixels: torch.Tensor) -> float:
+    """Re-centre and re-scale a VAE's latent mean so that ``pixels`` encode to zero-mean, unit-std model latents.
+
+    SDXL's latent scale factor assumes its trained VAE; a random or briefly fitted miniature encodes to latents
+    about 100x smaller, and the diffusion loss then sees noise only (z_t carries ~1e-4 of the image's variance).
+    The change is folded into quant_conv / post_quant_conv, so decode(encode(x)) is unchanged. Returns the gain."""
+    vae = codec.first_stage
+    raw = codec.encode(pixels)
+    mean = raw.mean(dim=(0, 2, 3))
+    gain = float(1.0 / (raw - mean.view(1, -1, 1, 1)).std().clamp_min(1e-8))
+    embed = vae.post_quant_conv.in_channels
+    scale = codec.latent_format.scale_factor
+    # model latent = scale * (raw - shift) with raw = quant_conv(...)[:embed]; fold mean and gain into quant_conv
+    shift = mean / scale
+    vae.quant_conv.bias[:embed] -= shift
+    vae.quant_conv.weight[:embed] *= gain
+    vae.quant_conv.bias[:embed] *= gain
+    post = vae.post_quant_conv  # decode sees latent / gain + shift: fold both into its 1x1 weights
+    post.bias += post.weight[:, :, 0, 0] @ shift
+    post.weight.div_(gain)
+    return gain
+
+
+def calibration_images(count: int = 16, size: int = 64, seed: int = 0) -> torch.Tensor:
+    """Smooth random colour fields in [-1, 1] (B, 3, size, size): a stand-in image distribution for calibration."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand((count, 3, 4, 4), generator=g) * 2 - 1
+    fine = torch.randn((count, 3, size, size), generator=g) * 0.1
+    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+    return (smooth + fine).clamp(-1, 1)
+
+
 def build_tiny_base(seed: int = 0) -> FrozenBase:
-    """A random miniature SDXL (1.4 M-parameter UNet, 32-channel VAE, hashed text encoder) for tests/benchmarks."""
+    """A random miniature SDXL (1.4 M-parameter UNet, 32-channel VAE, hashed text encoder) for tests/benchmarks.
+
+    Its VAE is calibrated so that images encode to unit-variance model latents, as SDXL's trained VAE does."""
     import comfy.ldm.models.autoencoder
     import comfy.supported_models
 
     g = torch.Generator().manual_seed(seed)
     config = dict(TINY_UNET, dtype=torch.float32)
     model = comfy.supported_models.SDXL(config).get_model({})
-    random_init_(model, 0.02, g)
+    random_init_(model, None, g)  # fan-in scaled: the learning benchmark pre-trains this base and its VAE
     vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=dict(TINY_VAE), embed_dim=4)
-    random_init_(vae, 0.05, g)
+    random_init_(vae, None, g)
     codec = LatentCodec(vae, model.latent_format)
     for module in (model, codec):
         module.requires_grad_(False).eval()
+    calibrate_latent_scale_(codec, calibration_images(seed=seed))
     return FrozenBase(model=model, text=HashedTextEncoder(TINY_UNET["context_dim"], seed), codec=codec, unet_config=dict(TINY_UNET))
 
 

@@ -23,6 +23,7 @@ class BaseConfig:
 class ModelConfig:
     mixer: dict = field(default_factory=dict)  # MixerConfig fields; empty = the SDXL default
     mixer_preset: str = "sdxl"  # sdxl | tiny
+    ffrnet_preset: str = ""  # "" = a full copy of the base's encoder (the paper) | sdxl_light (2 of 10 layers)
     ffrnet_overrides: dict = field(default_factory=dict)  # FFRNetConfig fields over the config derived from the UNet
     ffrnet_init: str = "unet"  # unet | path to a diffusers SDXL ControlNet safetensors
     id_injector: bool = True
@@ -48,6 +49,8 @@ class IDLossConfig:
     lightning_steps: int = 4
     max_timestep: int = 600  # x0 mode: the x0 estimate is meaningless near pure noise
     every: int = 1  # compute it every N steps (it costs a VAE decode)
+    face_gate: str = "none"  # none | dlib | insightface: Diff-PC's M_det, no ID loss where no face is detected
+    face_gate_root: str = ""  # insightface: the folder holding models/antelopev2
 
 
 @dataclass

@@ -14,6 +14,7 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from .identity_verification import VERIFICATION_FILE, rejected_ids, sample_id
 from .shards import index_shard, list_shards, read_sample
 
 FIELDS = {"image.jpg", "mask.png", "control.png", "face.jpg", "json", "arcface.npy", "clip.npy"}
@@ -24,7 +25,10 @@ class ShardDataset(torch.utils.data.Dataset):
         shards = list_shards(pathlib.Path(root))
         if not shards:
             raise FileNotFoundError(f"no finished shards (shard-*.tar) in {root}; run `facesnap_train.py prepare` first")
-        self.samples = [ref for shard in shards for ref in index_shard(shard)]
+        rejected = rejected_ids(root)  # Diff-PC's ID verification, when `facesnap_train.py verify-ids` ran
+        self.samples = [ref for shard in shards for ref in index_shard(shard) if sample_id(shard, ref.key) not in rejected]
+        if not self.samples:
+            raise ValueError(f"every sample in {root} was rejected by {VERIFICATION_FILE}; re-run verify-ids with a lower threshold")
         self.resolution = resolution
         self.reference = reference
         self.seed = seed

@@ -33,6 +33,21 @@ def ffrnet_config_from_unet(unet_config: dict, id_injector: bool) -> FFRNetConfi
     )
 
 
+def ffrnet_config_for_base(unet_config: dict, id_injector: bool, preset: str = "", overrides: dict | None = None) -> FFRNetConfig:
+    """The FFRNet to train on this base: a full copy of its encoder, or the named preset's lighter transformer
+    depths (``sdxl_light``), then ``overrides`` (FFRNetConfig fields) on top."""
+    config = ffrnet_config_from_unet(unet_config, id_injector)
+    fields = {}
+    if preset:
+        wanted = FFRNetConfig.preset(preset, id_injector)
+        if wanted.block_out_channels != config.block_out_channels or wanted.cross_attention_dim != config.cross_attention_dim:
+            raise ValueError(f"model.ffrnet_preset {preset!r} is an SDXL layout; this base has channels "
+                             f"{list(config.block_out_channels)} and context width {config.cross_attention_dim}. "
+                             "Leave model.ffrnet_preset empty, or set model.ffrnet_overrides instead")
+        fields["transformer_layers_per_block"] = wanted.transformer_layers_per_block
+    return FFRNetConfig.from_dict({**config.to_dict(), **fields, **(overrides or {})})
+
+
 def init_from_unet(ffrnet: FFRNet, unet: torch.nn.Module, unet_config: dict) -> int:
     """Copy every encoder/middle weight of the UNet into the FFRNet; returns how many tensors were copied.
 

@@ -38,3 +38,21 @@ def id_loss(face_model, generated: torch.Tensor, generated_kps: torch.Tensor, re
         ref = F.normalize(face_model(align_faces(reference, reference_kps)).float(), dim=-1)
     gen = F.normalize(face_model(align_faces(generated, generated_kps)).float(), dim=-1)
     return 1.0 - (gen * ref).sum(-1)
+
+
+def detection_gate(analyzer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Diff-PC's M_det (Eq. 20): 1 where a face detector finds a face in the generated image, else 0.
+
+    ``images`` (B, 3, H, W) in [-1, 1]. Returns (gate (B,), kps5 (B, 5, 2)): the five points of the largest
+    detected face, which the ID loss aligns on ("only the largest facial regions"); zeros where none was found."""
+    pixels = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    pixels = pixels.permute(0, 2, 3, 1).cpu().numpy()
+    gate = torch.zeros(len(pixels))
+    kps = torch.zeros((len(pixels), 5, 2))
+    for i, image in enumerate(pixels):
+        faces = analyzer.detect(image, image_index=i, with_embedding=False)
+        if faces:
+            largest = max(faces, key=lambda face: face.area)
+            gate[i] = 1.0
+            kps[i] = torch.from_numpy(largest.kps5.astype("float32"))
+    return gate.to(images.device), kps.to(images.device)

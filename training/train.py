@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import torch
 
 from ..models.attribute_mixer import FacialAttributeMixer, MixerConfig
-from ..models.ffrnet import FFRNet, FFRNetConfig
+from ..models.ffrnet import FFRNet
 from .base_model import FrozenBase, load_base
 from .config import Config
-from .ffrnet_init import ffrnet_config_from_unet, init_from_controlnet, init_from_unet
-from .losses import id_loss, latent_mask, masked_diffusion_loss, predicted_x0
+from .ffrnet_init import ffrnet_config_for_base, init_from_controlnet, init_from_unet
+from .losses import detection_gate, id_loss, latent_mask, masked_diffusion_loss, predicted_x0
 from .modules import EMA, FaceSnapTrainingModel, InjectedUNet, enable_gradient_checkpointing
 
 log = logging.getLogger("facesnap.train")
@@ -34,6 +34,7 @@ class Frozen:
     clip: object  # .encode_batch(faces in [0, 1]) -> (B, T, D)
     face_model: torch.nn.Module | None
     lightning: InjectedUNet | None
+    face_gate: object = None  # a face analyzer (.detect) for Diff-PC's M_det, or None
 
 
 def mixer_config(cfg: Config) -> MixerConfig:
@@ -48,8 +49,8 @@ def build_trainable(cfg: Config, base: FrozenBase) -> tuple[FacialAttributeMixer
                          "FFRNet starts as a copy of the UNet encoder and attends to f_mix")
     mixer = FacialAttributeMixer(mcfg)
     if cfg.model.ffrnet_init == "unet":
-        fcfg = ffrnet_config_from_unet(base.unet_config, cfg.model.id_injector)
-        fcfg = FFRNetConfig.from_dict({**fcfg.to_dict(), **cfg.model.ffrnet_overrides})
+        fcfg = ffrnet_config_for_base(base.unet_config, cfg.model.id_injector, cfg.model.ffrnet_preset,
+                                      cfg.model.ffrnet_overrides)
         ffrnet = FFRNet(fcfg).reset_parameters()
         init_from_unet(ffrnet, base.unet, base.unet_config)
     else:
@@ -79,7 +80,20 @@ def build_frozen(cfg: Config, base: FrozenBase, ffrnet: FFRNet, mcfg: MixerConfi
         lightning = InjectedUNet(load_lightning_unet(cfg.id_loss.lightning_unet), ffrnet)
     elif cfg.id_loss.mode not in ("none", "x0"):
         raise ValueError(f"id_loss.mode must be none, x0 or lightning, not {cfg.id_loss.mode!r}")
-    return Frozen(base, InjectedUNet(base.model, ffrnet), clip, face_model, lightning)
+    return Frozen(base, InjectedUNet(base.model, ffrnet), clip, face_model, lightning, load_face_gate(cfg))
+
+
+def load_face_gate(cfg: Config):
+    gate = cfg.id_loss.face_gate
+    if gate == "none" or cfg.id_loss.mode == "none":
+        return None
+    if gate not in ("dlib", "insightface"):
+        raise ValueError(f"id_loss.face_gate must be none, dlib or insightface, not {gate!r}")
+    from ..models.face_analysis import load_analyzer
+
+    provider = "CUDA" if torch.cuda.is_available() else "CPU"
+    root = cfg.id_loss.face_gate_root or None
+    return load_analyzer(gate, insightface_root=root, provider=provider) if gate == "insightface" else load_analyzer(gate)
 
 
 def load_lightning_unet(path: str):
@@ -196,6 +210,8 @@ class Trainer:
             if l_id is not None:
                 loss = loss + cfg.id_loss.weight * l_id
                 logs["loss/id"] = l_id.detach()
+                if self.frozen.face_gate is not None:
+                    logs["id/face_detected"] = torch.tensor(self._last_face_rate)
         logs["loss/total"] = loss.detach()
         return loss, logs
 
@@ -213,9 +229,14 @@ class Trainer:
             z0_hat = self._lightning_sample(z_t.shape, [x[keep] for x in cond])
         images = self.base.codec.decode(z0_hat)
         ref = batch["ref_face"].to(self.device)[keep] * 2 - 1
-        per_sample = id_loss(self.frozen.face_model, images.float(), batch["kps5"].to(self.device)[keep], ref,
-                             batch["ref_face_kps5"].to(self.device)[keep])
-        return per_sample.mean()
+        kps = batch["kps5"].to(self.device)[keep]  # the target's face: where the landmark hint puts the face
+        gate = None
+        if self.frozen.face_gate is not None:  # Diff-PC Eq. 20: M_det, and the largest detected face
+            gate, detected = detection_gate(self.frozen.face_gate, images)
+            kps = torch.where(gate.bool().view(-1, 1, 1), detected, kps)
+            self._last_face_rate = float(gate.mean())
+        per_sample = id_loss(self.frozen.face_model, images.float(), kps, ref, batch["ref_face_kps5"].to(self.device)[keep])
+        return per_sample.mean() if gate is None else (gate * per_sample).mean()
 
     def _lightning_sample(self, shape, cond) -> torch.Tensor:
         """FaceSnap's lightning branch: a few DDIM steps from pure noise; gradients flow through the last step."""
