@@ -205,6 +205,7 @@ def identity_distances(trainer, batch, people: list[int], cfg: float = 1.0, seed
     import torch.nn.functional as F
 
     outs = {(p, s): sample(trainer, batch, p, s, cfg) for p in people for s in seeds}
+    identity_distances.last_samples = outs  # for --grid
     face = F.interpolate(batch["mask"][:1].float(), size=outs[(people[0], seeds[0])].shape[-2:])[0, 0] > 0.5
     report = {}
     for suffix, region in (("", None), ("_face", face)):
@@ -215,6 +216,22 @@ def identity_distances(trainer, batch, people: list[int], cfg: float = 1.0, seed
         d_seed = [dist(outs[(p, s)], outs[(p, r)]) for p in people for s, r in itertools.combinations(seeds, 2)]
         report |= {f"d_identity{suffix}": sum(d_id) / len(d_id), f"d_seed{suffix}": sum(d_seed) / len(d_seed)}
     return report
+
+
+def save_grid(path: str, batch, people: list[int], samples: dict) -> None:
+    """One row per person: their reference face, then their samples at each seed (all with sample 0's landmarks)."""
+    import numpy as np
+    import torch.nn.functional as F
+    from PIL import Image
+
+    rows = []
+    for p in people:
+        own = [image for (person, _), image in samples.items() if person == p]
+        reference = F.interpolate(batch["ref_face"][p: p + 1], size=own[0].shape[-2:], mode="area")[0] * 2 - 1
+        cells = [reference, *own]
+        rows.append(np.concatenate([((c.clamp(-1, 1) + 1) * 127.5).byte().permute(1, 2, 0).numpy() for c in cells], 1))
+    Image.fromarray(np.concatenate(rows, 0)).resize((rows[0].shape[1] * 2, len(rows) * rows[0].shape[0] * 2),
+                                                  Image.NEAREST).save(path)
 
 
 def log(message: str) -> None:
@@ -253,6 +270,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--cfg", type=float, default=4.0, help="guidance on the identity features when sampling (1 = none)")
     parser.add_argument("--json", default="", help="also write the figures here")
+    parser.add_argument("--grid", default="", help="save the guided samples as a PNG grid (rows: people; reference, then seeds)")
     args = parser.parse_args()
     cli = _cli_module()
     cli._use_comfyui(args.comfyui)
@@ -304,6 +322,8 @@ def main() -> int:
             log(f"step {steps}: loss (last 100) {sum(losses[-100:]) / len(losses[-100:]):.4f}")
     after = {"eval_loss": eval_loss(trainer, batch, t, noise), **identity_distances(trainer, batch, people)}
     guided = {f"cfg{args.cfg:g}": identity_distances(trainer, batch, people, args.cfg)} if args.cfg != 1.0 else {}
+    if args.grid:
+        save_grid(args.grid, batch, people, identity_distances.last_samples)
     report = {
         "data": args.data, "samples": len(dataset), "identities": len(people), "prepare": dict(counts), "codec": codec,
         "base_pretraining": pretrain, "steps": steps, "minutes": round((time.time() - start) / 60, 2), "train_loss_first20": sum(losses[:20]) / max(1, len(losses[:20])),
