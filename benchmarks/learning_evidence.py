@@ -151,8 +151,8 @@ def fit_codec(trainer, dataset, minutes: float, lr: float = 1e-3) -> dict:
     while time.time() - start < minutes * 60:
         x = pixels[torch.randint(0, len(pixels), (4,), generator=g)]
         x = torch.where(torch.rand((len(x), 1, 1, 1), generator=g) < 0.5, x, x.flip(-1))
-        z = vae.quant_conv(vae.encoder(x))[:, : vae.post_quant_conv.in_channels]
-        loss = (vae.decoder(vae.post_quant_conv(z)) - x).pow(2).mean() + 1e-4 * z.pow(2).mean()
+        z = vae.encode(x)  # the posterior mean, as LatentCodec.encode (which runs without gradients) uses
+        loss = (vae.decode(z) - x).pow(2).mean() + 1e-4 * z.pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -199,13 +199,13 @@ def pretrain_base(trainer, dataset, minutes: float, lr: float = 1e-3) -> dict:
             "loss_last20": sum(losses[-20:]) / max(1, len(losses[-20:]))}
 
 
-def identity_distances(trainer, batch, people: list[int], cfg: float = 1.0, seeds=(11, 22, 33, 44)) -> dict:
+def identity_distances(trainer, batch, people: list[int], cfg: float = 1.0, seeds=(11, 22, 33, 44)) -> tuple[dict, dict]:
     """RMS pixel distances between decoded samples, over the whole image and over the face mask of sample 0
-    (whose landmarks every sample uses; the masked loss never trains the background, which the seed decides)."""
+    (whose landmarks every sample uses; the masked loss never trains the background, which the seed decides).
+    Returns (distances, the samples by (person, seed))."""
     import torch.nn.functional as F
 
     outs = {(p, s): sample(trainer, batch, p, s, cfg) for p in people for s in seeds}
-    identity_distances.last_samples = outs  # for --grid
     face = F.interpolate(batch["mask"][:1].float(), size=outs[(people[0], seeds[0])].shape[-2:])[0, 0] > 0.5
     report = {}
     for suffix, region in (("", None), ("_face", face)):
@@ -215,7 +215,7 @@ def identity_distances(trainer, batch, people: list[int], cfg: float = 1.0, seed
         d_id = [dist(outs[(p, s)], outs[(q, s)]) for p, q in itertools.combinations(people, 2) for s in seeds]
         d_seed = [dist(outs[(p, s)], outs[(p, r)]) for p in people for s, r in itertools.combinations(seeds, 2)]
         report |= {f"d_identity{suffix}": sum(d_id) / len(d_id), f"d_seed{suffix}": sum(d_seed) / len(d_seed)}
-    return report
+    return report, outs
 
 
 def save_grid(path: str, batch, people: list[int], samples: dict) -> None:
@@ -270,7 +270,7 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--cfg", type=float, default=4.0, help="guidance on the identity features when sampling (1 = none)")
     parser.add_argument("--json", default="", help="also write the figures here")
-    parser.add_argument("--grid", default="", help="save the guided samples as a PNG grid (rows: people; reference, then seeds)")
+    parser.add_argument("--grid", default="", help="save the samples (guided with --cfg) as a PNG grid (rows: people; reference, then seeds)")
     args = parser.parse_args()
     cli = _cli_module()
     cli._use_comfyui(args.comfyui)
@@ -313,17 +313,20 @@ def main() -> int:
     for i in range(len(dataset)):
         first_of.setdefault(batch["identity"][i], i)
     people = list(first_of.values())
-    before = {"eval_loss": eval_loss(trainer, batch, t, noise), **identity_distances(trainer, batch, people)}
+    before = {"eval_loss": eval_loss(trainer, batch, t, noise), **identity_distances(trainer, batch, people)[0]}
     start, steps, losses = time.time(), 0, []
     while time.time() - start < args.minutes * 60:
         losses += trainer.train(stop_after=100)  # each call ends with a checkpoint: not too often
         steps = trainer.step
         if steps % 1000 == 0:
             log(f"step {steps}: loss (last 100) {sum(losses[-100:]) / len(losses[-100:]):.4f}")
-    after = {"eval_loss": eval_loss(trainer, batch, t, noise), **identity_distances(trainer, batch, people)}
-    guided = {f"cfg{args.cfg:g}": identity_distances(trainer, batch, people, args.cfg)} if args.cfg != 1.0 else {}
+    distances, samples = identity_distances(trainer, batch, people)
+    after = {"eval_loss": eval_loss(trainer, batch, t, noise), **distances}
+    guided = {}
+    if args.cfg != 1.0:
+        guided[f"cfg{args.cfg:g}"], samples = identity_distances(trainer, batch, people, args.cfg)
     if args.grid:
-        save_grid(args.grid, batch, people, identity_distances.last_samples)
+        save_grid(args.grid, batch, people, samples)
     report = {
         "data": args.data, "samples": len(dataset), "identities": len(people), "prepare": dict(counts), "codec": codec,
         "base_pretraining": pretrain, "steps": steps, "minutes": round((time.time() - start) / 60, 2), "train_loss_first20": sum(losses[:20]) / max(1, len(losses[:20])),

@@ -8,23 +8,20 @@ therefore needs nothing but ``k``.
 from __future__ import annotations
 
 import hashlib
-import pathlib
 from collections import defaultdict
 
 import numpy as np
 import torch
 
 from .identity_verification import VERIFICATION_FILE, rejected_ids, sample_id
-from .shards import index_shard, list_shards, read_sample
+from .shards import index_shard, read_sample, require_shards
 
 FIELDS = {"image.jpg", "mask.png", "control.png", "face.jpg", "json", "arcface.npy", "clip.npy"}
 
 
 class ShardDataset(torch.utils.data.Dataset):
     def __init__(self, root: str, resolution: int, reference: str = "self", seed: int = 0):
-        shards = list_shards(pathlib.Path(root))
-        if not shards:
-            raise FileNotFoundError(f"no finished shards (shard-*.tar) in {root}; run `facesnap_train.py prepare` first")
+        shards = require_shards(root)
         rejected = rejected_ids(root)  # Diff-PC's ID verification, when `facesnap_train.py verify-ids` ran
         self.samples = [ref for shard in shards for ref in index_shard(shard) if sample_id(shard, ref.key) not in rejected]
         if not self.samples:

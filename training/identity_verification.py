@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .shards import index_shard, list_shards, read_sample
+from .shards import index_shard, read_sample, require_shards
 
 VERIFICATION_FILE = "identity_verification.json"
 
@@ -69,10 +69,11 @@ def verify(samples: list[tuple[str, str, np.ndarray]], threshold: float = 0.7, c
         embeddings = _normalise(np.stack([e for _, e in members]).astype(np.float64))
         centre = representative(embeddings, clusters, seed)
         similarity = embeddings @ centre
-        for (sample_id, _), s in zip(members, similarity):
-            if s <= threshold:
+        outliers = similarity <= threshold
+        for (sample_id, _), s, out in zip(members, similarity, outliers):
+            if out:
                 rejected[sample_id] = {"identity": identity, "similarity": round(float(s), 4)}
-        summary[identity] = {"samples": len(members), "rejected": int((similarity <= threshold).sum()), "verified": True}
+        summary[identity] = {"samples": len(members), "rejected": int(outliers.sum()), "verified": True}
     return {"rejected": rejected, "identities": summary}
 
 
@@ -83,11 +84,8 @@ def sample_id(shard: str | pathlib.Path, key: str) -> str:
 def verify_shards(root: str | pathlib.Path, threshold: float = 0.7, clusters: int = 3, seed: int = 0) -> dict:
     """Run the verification over every finished shard in ``root`` and write ``identity_verification.json`` there."""
     root = pathlib.Path(root)
-    shards = list_shards(root)
-    if not shards:
-        raise FileNotFoundError(f"no finished shards (shard-*.tar) in {root}; run `facesnap_train.py prepare` first")
     samples, unlabelled = [], 0
-    for shard in shards:
+    for shard in require_shards(root):
         for ref in index_shard(shard):
             s = read_sample(ref, {"json", "arcface.npy"})
             identity = s["json"].get("identity", "")

@@ -131,6 +131,14 @@ def list_shards(root: pathlib.Path) -> list[pathlib.Path]:
     return sorted(pathlib.Path(root).glob("shard-*.tar"))
 
 
+def require_shards(root: str | pathlib.Path) -> list[pathlib.Path]:
+    """``list_shards``, but an empty folder is an error that says what to run."""
+    shards = list_shards(pathlib.Path(root))
+    if not shards:
+        raise FileNotFoundError(f"no finished shards (shard-*.tar) in {root}; run `facesnap_train.py prepare` first")
+    return shards
+
+
 def read_sample(ref: SampleRef, wanted: set[str] | None = None) -> dict:
     out = {"__key__": ref.key}
     with open(ref.shard, "rb") as f:
