@@ -1,8 +1,9 @@
 """Import this checkout as the package ``comfyui_facesnap`` without ComfyUI's loader.
 
-Used by the tests, the trainer and the benchmarks. The checkout's own directory name (often ``ComfyUI-FaceSnap``)
-is not a valid module name, and the pack root must never be on ``sys.path`` itself: its ``nodes/`` package would
-shadow ComfyUI's ``nodes.py``.
+Used by the tests, the trainer, the scripts and the benchmarks. The checkout's own directory name (often
+``ComfyUI-FaceSnap``) is not a valid module name, and the pack root must never stay on ``sys.path``: its ``nodes/``
+package would shadow ComfyUI's ``nodes.py``. Entry points therefore put the root on ``sys.path`` only long enough to
+import this file.
 """
 
 from __future__ import annotations
@@ -25,3 +26,11 @@ def load_pack():
     sys.modules[PACK_NAME] = module
     spec.loader.exec_module(module)
     return module
+
+
+def boot_comfyui(path=None, cpu: bool | None = None) -> pathlib.Path:
+    """Load the pack, then make ComfyUI importable (``comfy_glue/boot.py``); returns ComfyUI's folder."""
+    load_pack()
+    from comfyui_facesnap.comfy_glue.boot import boot
+
+    return boot(path, cpu)

@@ -27,7 +27,7 @@ BINS = [-60, -30, 0, 30, 60]
 
 
 def load_pack():
-    sys.path.append(str(ROOT))
+    sys.path.insert(0, str(ROOT))  # only while importing pack_import: the root's nodes/ would shadow ComfyUI's
     import pack_import
 
     sys.path.remove(str(ROOT))
@@ -35,7 +35,7 @@ def load_pack():
 
 
 def sample_faces(model, n, yaw_centre, yaw_jitter, gen, neutral=False):
-    from comfyui_facesnap.models.face_fitting import euler_to_matrix
+    from comfyui_facesnap.models.face3d.face_fitting import euler_to_matrix
 
     alpha = torch.randn(n, model.num_id, generator=gen)
     active = torch.rand(n, model.num_exp, generator=gen) < 0.15
@@ -48,7 +48,7 @@ def sample_faces(model, n, yaw_centre, yaw_jitter, gen, neutral=False):
 
 
 def detect(model, face, noise, gen):
-    from comfyui_facesnap.models.face_fitting import landmarks_image
+    from comfyui_facesnap.models.face3d.face_fitting import landmarks_image
 
     clean = landmarks_image(model, *face, with_extras=False)
     return clean + noise * face[3].view(-1, 1, 1) * torch.randn(clean.shape, generator=gen)
@@ -60,8 +60,8 @@ def nme(pred, truth):
 
 
 def run(model, pairs, noise, seed, refs, neutral_ref):
-    from comfyui_facesnap.models.face_fitting import FitOptions, landmarks_image
-    from comfyui_facesnap.models.landmark_predictor import fit_references_and_drive
+    from comfyui_facesnap.models.face3d.face_fitting import FitOptions, landmarks_image
+    from comfyui_facesnap.models.face3d.landmark_predictor import fit_references_and_drive
 
     gen = torch.Generator().manual_seed(seed)
     rows, fit_ms = {}, []
@@ -107,7 +107,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     load_pack()
-    from comfyui_facesnap.models.morphable_model import load_ict_npz
+    from comfyui_facesnap.models.face3d.morphable_model import load_ict_npz
 
     model = load_ict_npz(args.model)
     print(f"ICT-FaceKit: {model.num_id} identity modes, {model.num_exp} expressions; {args.pairs} pairs per bin; "

@@ -63,8 +63,7 @@ def make_photos(folder: pathlib.Path) -> None:
 def arcface_model(path: str, work: pathlib.Path) -> str:
     if path:
         return path
-    sys.path.insert(0, str(REPO / "tests"))
-    from onnx_fixtures import antelopev2_folder, make_antelopev2
+    from comfyui_facesnap.devkit.onnx_antelopev2 import antelopev2_folder, make_antelopev2
 
     return str(antelopev2_folder(make_antelopev2(work / "insightface")) / "glintr100.onnx")
 
@@ -245,7 +244,7 @@ def base_pretraining_data(kind: str, work: pathlib.Path, dataset, resolution: in
     if kind != "synthetic":
         return dataset
     from comfyui_facesnap.training.data import ShardDataset
-    from training_fixtures import write_synthetic_shards
+    from comfyui_facesnap.devkit.synthetic_shards import write_synthetic_shards
 
     write_synthetic_shards(work / "base_shards", identities=8, per_identity=4, seed=1)
     return ShardDataset(str(work / "base_shards"), resolution)
@@ -293,8 +292,7 @@ def main() -> int:
             # is 9 pixels wide; decoding 1024² JPEGs every step would also dominate the CPU time
             crop=CropConfig(size=256, min_face_fraction=0.12, max_face_fraction=0.35)), progress=False)
     else:
-        sys.path.insert(0, str(REPO / "tests"))
-        from training_fixtures import write_synthetic_shards
+        from comfyui_facesnap.devkit.synthetic_shards import write_synthetic_shards
 
         write_synthetic_shards(work / "shards", identities=4, per_identity=args.crops, caption="a photo of a person")
         counts = {"synthetic": 4 * args.crops}

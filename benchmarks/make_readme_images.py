@@ -36,21 +36,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=pathlib.Path, default=ROOT.parent / "shared" / "3dmm" / "ict_face_narrow.npz")
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import comfy_boot
+    sys.path.insert(0, str(ROOT))  # only while importing pack_import: the root's nodes/ would shadow ComfyUI's
+    import pack_import
 
-    comfy_boot.boot()
+    sys.path.remove(str(ROOT))
+    pack_import.boot_comfyui(cpu=True)
     import cv2
     import folder_paths
 
     from comfyui_facesnap.models.face_analysis import load_analyzer
     from comfyui_facesnap.models.face_analysis.landmark_views import faces_to_landmarks
     from comfyui_facesnap.models.face_analysis.select import crop_faces
-    from comfyui_facesnap.models.landmarks72 import draw_control_image
+    from comfyui_facesnap.models.face_analysis.landmarks72 import draw_control_image
     from comfyui_facesnap.nodes.image_tensors import to_rgb_uint8
     from comfyui_facesnap.nodes.model_paths import register_model_folders
     from comfyui_facesnap.nodes.predictor_nodes import LandmarkPredictor, MorphableModelLoader
-    from workflow_fixtures import insightface_images
+    from comfyui_facesnap.devkit.workflow_files import insightface_images
 
     register_model_folders()
     folder_paths.add_model_folder_path("3dmm", str(args.model.parent), is_default=True)

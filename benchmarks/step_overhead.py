@@ -25,29 +25,21 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import pathlib
 import resource
 import sys
 import time
-import types
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-COMFY = pathlib.Path(os.environ.get("COMFYUI_PATH", pathlib.Path.home() / ".cache" / "comfyui-facesnap" / "comfyui"))
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 def boot(cpu: bool):
-    sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
-    sys.path.insert(0, str(COMFY))
-    from comfy.cli_args import args
-
-    args.cpu = cpu
-    sys.path.append(str(ROOT))
+    sys.path.insert(0, str(ROOT))  # only while importing pack_import: the root's nodes/ would shadow ComfyUI's
     import pack_import
 
     sys.path.remove(str(ROOT))
-    return pack_import.load_pack()
+    pack_import.boot_comfyui(cpu=cpu)
 
 
 def sdxl_unet_config(dtype):
@@ -116,9 +108,10 @@ def main():
     import comfy.ops
     import comfy.sample
     import comfy.supported_models
-    from comfyui_facesnap.models.attribute_mixer import FacialAttributeMixer, MixerConfig
-    from comfyui_facesnap.models.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
-    from comfyui_facesnap.nodes import ffrnet_control as fc
+    from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
+    from comfyui_facesnap.models.identity.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
+    from comfyui_facesnap.comfy_glue.bundle import FaceSnapBundle
+    from comfyui_facesnap.comfy_glue.unet_patches import patch_model_with_injector
 
     presets = opts.ffrnet_preset or list(FFRNET_PRESETS)
     if not set(presets) <= set(FFRNET_PRESETS):
@@ -207,14 +200,14 @@ def main():
         backbone = sum(p.numel() for p in ffrnet.parameters()) - sum(p.numel() for p in heads.parameters())
         injector = sum(p.numel() for p in heads.parameters())
         print(f"FFRNet {preset}: {backbone / 1e6:.1f} M params + injector {injector / 1e6:.1f} M", flush=True)
-        bundle = fc.FaceSnapBundle(mixer, ffrnet, {}, name="benchmark")
+        bundle = FaceSnapBundle(mixer, ffrnet, {}, name="benchmark")
         control = bundle.control.copy().set_cond_hint(hint.movedim(-1, 1), 1.0)
 
         ffrnet.id_injector = None
         ffrnet_conds = conds(control, f_mix, uncond)
         results[f"c {preset}"] = time_step(f"(c) + FFRNet {preset}, f_mix context", base, *ffrnet_conds)
         ffrnet.id_injector = heads
-        patched = fc.patch_model_with_injector(base, ffrnet)
+        patched = patch_model_with_injector(base, ffrnet)
         results[f"d {preset}"] = time_step(f"(d) + FFRNet {preset} + ID-Injector", patched, *ffrnet_conds)
         del ffrnet, heads, bundle, control, patched, ffrnet_conds
         mm.unload_all_models()

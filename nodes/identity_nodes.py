@@ -11,10 +11,12 @@ import comfy.ops
 import folder_paths
 
 from ..models.errors import InvalidInputError, ModelFileError
-from ..models.face_features import FaceFeatures, arcface_embeddings, face_crop, reference_indices
-from ..models.facesnap_checkpoint import load_facesnap
+from ..models.identity.face_features import FaceFeatures, arcface_embeddings, face_crop, reference_indices
+from ..models.identity.facesnap_checkpoint import load_facesnap
 from .errors import reports_errors
-from .ffrnet_control import FaceSnapBundle, apply_facesnap_conditioning, check_unet_matches, patch_model_with_injector
+from ..comfy_glue.bundle import FaceSnapBundle
+from ..comfy_glue.conditioning import apply_facesnap_conditioning
+from ..comfy_glue.unet_patches import check_unet_matches, patch_model_with_injector
 from .image_tensors import to_image_tensor
 from .socket_types import FaceFeatures as FaceFeaturesSocket
 from .socket_types import Faces, FaceSnapModel

@@ -13,12 +13,12 @@ from comfy_api.latest import io
 from ..models.errors import InvalidInputError, ModelFileError, NoFaceError
 from ..models.face_analysis.align import box_to_crop_matrix
 from ..models.face_analysis.landmark_views import faces_to_landmarks
-from ..models.face_fitting import FitOptions
-from ..models.ict_download import ICT_DOWNLOAD_BYTES, download_ict_facekit
-from ..models.landmark_predictor import PredictOptions, fit_references_and_drives, predict
-from ..models.landmarks72 import draw_control_image
-from ..models.morphable_model import ICT_FILE_NAME, ict_fetch_hint, load_ict_npz
-from ..models.rasterizer import render_shaded
+from ..models.face3d.face_fitting import FitOptions
+from ..models.face3d.ict_download import ICT_DOWNLOAD_BYTES, download_ict_facekit
+from ..models.face3d.landmark_predictor import PredictOptions, fit_references_and_drives, predict
+from ..models.face_analysis.landmarks72 import draw_control_image
+from ..models.face3d.morphable_model import ICT_FILE_NAME, ict_fetch_hint, load_ict_npz
+from ..models.face3d.rasterizer import render_shaded
 from .errors import node_error, reports_errors
 from .image_tensors import to_image_tensor
 from .model_paths import folder_candidates
@@ -60,7 +60,7 @@ def load_cached(kind: str, ict_file: str, flame_file: str, flame_landmarks: str,
     model = _load_model(kind, ict_file, flame_file, flame_landmarks, download_if_missing)
     if not use_deca:
         return model
-    from ..models.deca_encoder import DECA_HINT, load_deca_encoder
+    from ..models.face3d.deca_encoder import DECA_HINT, load_deca_encoder
 
     path = find_model_file(deca_file.strip(), DECA_HINT)
     key = (id(model), path, os.path.getmtime(path))  # the base model stays cached, so its id is never reused
@@ -80,7 +80,7 @@ def _load_model(kind: str, ict_file: str, flame_file: str, flame_landmarks: str,
             download_ict_model(default_path)
             paths = (default_path,)
     else:
-        from ..models.flame_loader import EMBEDDING_HINT, FLAME_HINT
+        from ..models.face3d.flame_loader import EMBEDDING_HINT, FLAME_HINT
 
         paths = (find_model_file(flame_file, FLAME_HINT), find_model_file(flame_landmarks, EMBEDDING_HINT))
     key = (kind, *paths, *(os.path.getmtime(p) for p in paths))
@@ -88,7 +88,7 @@ def _load_model(kind: str, ict_file: str, flame_file: str, flame_landmarks: str,
         if kind == "ICT-FaceKit":
             _MODEL_CACHE[key] = load_ict_npz(paths[0])
         else:
-            from ..models.flame_loader import flame_morphable_model
+            from ..models.face3d.flame_loader import flame_morphable_model
 
             _MODEL_CACHE[key] = flame_morphable_model(*paths)
     return _MODEL_CACHE[key]
@@ -143,7 +143,7 @@ def _valid_rows(points: np.ndarray) -> np.ndarray:
 
 def _regressed_fits(model, reference, reference_rows: np.ndarray, drive, frame: str):
     """Reference and drive parameters from the model's face regressor (DECA); references share their mean shape."""
-    from ..models.deca_encoder import regress_faces
+    from ..models.face3d.deca_encoder import regress_faces
 
     rows = np.nonzero(reference_rows)[0]
     ref_fit = regress_faces(model, model.face_regressor, [reference.images[i] for i in rows],

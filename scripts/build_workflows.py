@@ -13,13 +13,15 @@ import pathlib
 import sys
 import tempfile
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import comfy_boot  # noqa: E402
+PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PACK_ROOT))  # only while importing pack_import: the root's nodes/ would shadow ComfyUI's
+import pack_import  # noqa: E402
 
-sys.path.append(str(comfy_boot.TESTS))
-from workflow_builder import Node, Workflow, build, note  # noqa: E402
+sys.path.remove(str(PACK_ROOT))
+pack_import.load_pack()
+from workflow_builder import Node, Workflow, build, note  # noqa: E402  (beside this script)
 
-WORKFLOWS_DIR = comfy_boot.PACK_ROOT / "workflows"
+WORKFLOWS_DIR = PACK_ROOT / "workflows"
 SEED = 1234567
 PROMPT = ("professional portrait photo of a person, soft window light, shallow depth of field, 85mm, "
           "natural skin texture, detailed eyes")
@@ -192,18 +194,18 @@ def object_info_with_stand_ins():
     """/object_info of the pinned ComfyUI with this pack, while the workflows' model files exist (as stand-ins).
     Only nodes.py's core nodes are loaded (no comfy_extras), which is all the workflows may use."""
     import nodes
-    from comfy_host import ComfyHost
-    from ui_workflow import object_info
-    from workflow_fixtures import stand_in_models
+    from comfyui_facesnap.devkit.comfy_host import ComfyHost
+    from comfyui_facesnap.devkit.ui_workflow import object_info
+    from comfyui_facesnap.devkit.workflow_files import stand_in_models
 
     work = pathlib.Path(tempfile.mkdtemp(prefix="facesnap-build-"))
-    ComfyHost(comfy_boot.PACK_ROOT, work)
+    ComfyHost(PACK_ROOT, work)
     with stand_in_models(work / "models"):
         return object_info(nodes.NODE_CLASS_MAPPINGS)
 
 
 def main() -> int:
-    comfy_boot.boot()
+    pack_import.boot_comfyui(cpu=True)
     info = object_info_with_stand_ins()
     for workflow in describe():
         path = WORKFLOWS_DIR / f"{workflow.name}.json"

@@ -39,8 +39,8 @@ def main(argv=None) -> int:
     sys.path.remove(str(root))
     pack_import.load_pack()
     from comfyui_facesnap.models.errors import FaceSnapError
-    from comfyui_facesnap.models.ict_download import ICT_BASE_URL, download_ict_facekit
-    from comfyui_facesnap.models.morphable_model import convert_ict_facekit, load_ict_npz
+    from comfyui_facesnap.models.face3d.ict_download import ICT_BASE_URL, download_ict_facekit
+    from comfyui_facesnap.models.face3d.morphable_model import convert_ict_facekit, load_ict_npz
 
     try:
         if args.download:

@@ -28,10 +28,14 @@ ICT_FILE = "ict_face_narrow.npz"
 FACE_NODES = ("FaceSnapFaceAnalyzerLoader", "FaceSnapFaceCrop", "FaceSnapDrawLandmarks", "FaceSnapLandmarkPredictor")
 RUN_TIMEOUT_S = 600
 
-sys.path.append(str(PACK_ROOT / "tests"))  # the UI -> API workflow converter and the photos, shared with the tests
-from comfy_server import comfy_server, http_json, link_pack  # noqa: E402
-from workflow_fixtures import insightface_images  # noqa: E402
-from workflow_format import ui_to_api  # noqa: E402
+sys.path.insert(0, str(PACK_ROOT))  # only while importing pack_import: the root's nodes/ would shadow ComfyUI's
+import pack_import  # noqa: E402
+
+sys.path.remove(str(PACK_ROOT))
+pack_import.load_pack()
+from comfyui_facesnap.devkit.comfy_server import comfy_server, http_json, link_pack  # noqa: E402
+from comfyui_facesnap.devkit.workflow_files import insightface_images  # noqa: E402
+from comfyui_facesnap.devkit.workflow_format import ui_to_api  # noqa: E402
 
 
 def prepare_base(cache: pathlib.Path) -> pathlib.Path:

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import pathlib
 import sys
-import types
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,18 +31,12 @@ def _load_pack():
 
 
 def _use_comfyui(path: str) -> None:
-    import torch
+    from comfyui_facesnap.comfy_glue.boot import ComfyUINotFound, boot
 
-    root = pathlib.Path(path or os.environ.get("COMFYUI_PATH", "")).expanduser()
-    if not (root / "comfy" / "model_management.py").exists():
-        raise SystemExit(f"ComfyUI not found at '{root}': pass --comfyui <ComfyUI folder> or set COMFYUI_PATH")
-    sys.path.insert(0, str(root))
-    if not torch.cuda.is_available():
-        # PyPI torchvision wheels are CUDA builds whose fake-op registrations fail beside CPU-only torch.
-        sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
-    from comfy.cli_args import args
-
-    args.cpu = not torch.cuda.is_available()  # before comfy.model_management probes the device
+    try:
+        boot(path or None)
+    except ComfyUINotFound as err:
+        raise SystemExit(str(err)) from None
 
 
 # Imported at module level so that spawned prepare workers (macOS/Windows) can unpickle pack functions.

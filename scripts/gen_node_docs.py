@@ -26,7 +26,7 @@ Node ids never change: saved workflows refer to them (tests/test_stable_ids.py).
 @contextlib.contextmanager
 def empty_model_folders():
     """Point every registered model folder at an empty directory for the duration, then restore ComfyUI's state."""
-    from workflow_fixtures import model_folders_restored  # tests/, on sys.path under pytest and after comfy_boot
+    from comfyui_facesnap.devkit.workflow_files import model_folders_restored
 
     with tempfile.TemporaryDirectory() as empty, model_folders_restored() as folder_paths:
         for name, (_, extensions) in list(folder_paths.folder_names_and_paths.items()):
@@ -109,10 +109,12 @@ def render(schemas: list) -> str:
 
 
 def main() -> int:
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    import comfy_boot
+    root = pathlib.Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root))  # only while importing pack_import: the root's nodes/ would shadow ComfyUI's
+    import pack_import
 
-    comfy_boot.boot()
+    sys.path.remove(str(root))
+    pack_import.boot_comfyui(cpu=True)
     import comfyui_facesnap
 
     DOCS_PATH.write_text(render(pack_schemas(comfyui_facesnap)))

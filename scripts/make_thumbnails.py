@@ -14,21 +14,24 @@ import tempfile
 
 import numpy as np
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-import comfy_boot  # noqa: E402
+PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PACK_ROOT))  # only while importing pack_import: the root's nodes/ would shadow ComfyUI's
+import pack_import  # noqa: E402
+
+sys.path.remove(str(PACK_ROOT))
 
 TILE = 256
 REFERENCE = 2  # the faces of t1.jpg, counted from the left
 DRIVE = 4
-SHARED_3DMM = comfy_boot.PACK_ROOT.parent / "shared" / "3dmm"
+SHARED_3DMM = PACK_ROOT.parent / "shared" / "3dmm"
 
 
 class Thumbnails:
     def __init__(self, workdir: pathlib.Path):
-        from comfy_host import ComfyHost
-        from workflow_fixtures import insightface_images
+        from comfyui_facesnap.devkit.comfy_host import ComfyHost
+        from comfyui_facesnap.devkit.workflow_files import insightface_images
 
-        self.host = ComfyHost(comfy_boot.PACK_ROOT, workdir)
+        self.host = ComfyHost(PACK_ROOT, workdir)
         shutil.copyfile(insightface_images() / "t1.jpg", self.host.input_dir / "t1.jpg")
         if SHARED_3DMM.is_dir():  # the converted ICT-FaceKit model of the dev/CI machine (never in the repo)
             import folder_paths
@@ -60,7 +63,7 @@ class Thumbnails:
 def add(graph, class_type: str, **inputs):
     """A node with every widget not given set to its default, as the UI would send it."""
     import nodes
-    from ui_workflow import input_specs, node_info
+    from comfyui_facesnap.devkit.ui_workflow import input_specs, node_info
 
     for spec in input_specs(node_info(class_type, nodes.NODE_CLASS_MAPPINGS[class_type])):
         if spec.is_widget and spec.name not in inputs and "default" in spec.options:
@@ -125,11 +128,11 @@ THUMBNAILS = {
 def main() -> int:
     import cv2
 
-    comfy_boot.boot()
+    pack_import.boot_comfyui(cpu=True)
     thumbnails = Thumbnails(pathlib.Path(tempfile.mkdtemp(prefix="facesnap-thumbnails-")))
     for name, (build, order) in THUMBNAILS.items():
         images = thumbnails.run(build)
-        path = comfy_boot.PACK_ROOT / "workflows" / f"{name}.jpg"
+        path = PACK_ROOT / "workflows" / f"{name}.jpg"
         cv2.imwrite(str(path), tile([images[key][0] for key in order]), [cv2.IMWRITE_JPEG_QUALITY, 88])
         print(f"wrote {path}")
     return 0

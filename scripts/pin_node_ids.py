@@ -21,7 +21,7 @@ RECIPE = (
 
 def current_pins(pack) -> dict[str, dict]:
     """What tests/node_ids.json records for each node the pack registers now."""
-    from ui_workflow import node_info, widget_slots
+    from comfyui_facesnap.devkit.ui_workflow import node_info, widget_slots
 
     extension = asyncio.run(pack.comfy_entrypoint())
     pins = {}
@@ -81,10 +81,11 @@ def load_pins() -> dict:
 
 
 def main() -> int:
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    import comfy_boot
+    sys.path.insert(0, str(PACK_ROOT))  # only while importing pack_import: the root's nodes/ would shadow ComfyUI's
+    import pack_import
 
-    comfy_boot.boot()
+    sys.path.remove(str(PACK_ROOT))
+    pack_import.boot_comfyui(cpu=True)
     import comfyui_facesnap
     from comfyui_facesnap.nodes.deprecations import DEPRECATED_IDS
 

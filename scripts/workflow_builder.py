@@ -1,6 +1,6 @@
 """Build UI-format workflows (what the web UI exports, version 0.4) from a compact description.
 
-Widget values are laid out from the live node schemas (tests/ui_workflow.py), so their positional order is exactly
+Widget values are laid out from the live node schemas (devkit/ui_workflow.py), so their positional order is exactly
 the one the frontend expects. Links are checked for types and every required socket must be connected.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-from ui_workflow import FRONTEND_ONLY_TYPES, outputs, socket_inputs, types_match, widget_slots
+from comfyui_facesnap.devkit.ui_workflow import FRONTEND_ONLY_TYPES, outputs, socket_inputs, types_match, widget_slots
 
 COLUMN_WIDTH = 350
 NODE_WIDTH = 310

@@ -7,28 +7,20 @@ collected as a test package.
 import os
 import pathlib
 import sys
-import types
 
 import pytest
 
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
-DEFAULT_HOST = pathlib.Path.home() / ".cache" / "comfyui-facesnap" / "comfyui"
-COMFY = pathlib.Path(os.environ.get("COMFYUI_PATH", DEFAULT_HOST)).resolve()
-HAVE_COMFY = (COMFY / "comfy" / "model_management.py").exists()
 SHARED = PACK_ROOT.parent / "shared"
-
-# PyPI torchvision is a CUDA build whose fake-op registrations fail beside CPU torch; ComfyUI never uses them.
-sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
-if HAVE_COMFY:
-    sys.path.insert(0, str(COMFY))
-    from comfy.cli_args import args
-
-    args.cpu = True  # before anything imports comfy.model_management
-sys.path.append(str(PACK_ROOT))
+sys.path.insert(0, str(PACK_ROOT))  # only while importing pack_import: the root's nodes/ would shadow ComfyUI's
 import pack_import  # noqa: E402
 
-pack_import.load_pack()
 sys.path.remove(str(PACK_ROOT))
+pack_import.load_pack()
+from comfyui_facesnap.comfy_glue.boot import DEFAULT_HOST, boot, find_comfyui  # noqa: E402
+
+HAVE_COMFY = find_comfyui() is not None
+COMFY = boot(cpu=True) if HAVE_COMFY else pathlib.Path(os.environ.get("COMFYUI_PATH") or DEFAULT_HOST)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def insightface_images() -> pathlib.Path:
     """The photos shipped inside the insightface wheel (t1.jpg: six faces; Tom_Hanks_54745.png; mask_*.jpg: none)."""
-    from workflow_fixtures import insightface_images as photo_dir
+    from comfyui_facesnap.devkit.workflow_files import insightface_images as photo_dir
 
     try:
         return photo_dir()
@@ -65,6 +57,6 @@ def comfy_host(tmp_path_factory):
     node pack tests/comfy_test_nodes (tiny in-process SDXL, VAE, CLIP vision, conditioning)."""
     if not HAVE_COMFY:
         pytest.skip(f"ComfyUI not found at {COMFY}")
-    from comfy_host import ComfyHost
+    from comfyui_facesnap.devkit.comfy_host import ComfyHost
 
     return ComfyHost(PACK_ROOT, tmp_path_factory.mktemp("comfy"), extra_packs=[PACK_ROOT / "tests" / "comfy_test_nodes"])

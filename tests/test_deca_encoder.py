@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_facesnap.models.deca_encoder import DECA_OUTPUTS, DecaEncoder, deca_crop_box, load_deca_encoder, regress_faces
+from comfyui_facesnap.models.face3d.deca_encoder import DECA_OUTPUTS, DecaEncoder, deca_crop_box, load_deca_encoder, regress_faces
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
-from comfyui_facesnap.models.face_fitting import axis_angle_to_matrix, project
+from comfyui_facesnap.models.face3d.face_fitting import axis_angle_to_matrix, project
 from test_flame_loader import flame_files, flame_model  # noqa: F401  (the FLAME-layout fixture model)
 
 # from DECA's ResnetEncoder (encoder = resnet.ResNet(Bottleneck, [3, 4, 6, 3]), layers = Linear-ReLU-Linear)
@@ -104,7 +104,7 @@ def test_regressed_faces_project_like_deca(deca_file, flame_model):
 
 
 def test_regression_needs_flame(deca_file, ict_model_path):
-    from comfyui_facesnap.models.morphable_model import load_ict_npz
+    from comfyui_facesnap.models.face3d.morphable_model import load_ict_npz
 
     with pytest.raises(InvalidInputError, match="set model to FLAME"):
         regress_faces(load_ict_npz(ict_model_path), load_deca_encoder(deca_file), [np.zeros((64, 64, 3), np.uint8)],
@@ -126,7 +126,7 @@ def _face_set(rng, count, crop_size=0):
 
 
 def test_prediction_takes_the_drives_jaw(deca_file, flame_model):
-    from comfyui_facesnap.models.landmark_predictor import PredictOptions, predict
+    from comfyui_facesnap.models.face3d.landmark_predictor import PredictOptions, predict
 
     encoder = load_deca_encoder(deca_file)
     faces = _face_set(np.random.default_rng(1), 2)
@@ -144,7 +144,7 @@ def test_prediction_takes_the_drives_jaw(deca_file, flame_model):
 
 @pytest.mark.comfy
 def test_loader_and_predictor_nodes_use_deca(comfy_host, deca_file, flame_files):
-    from workflow_fixtures import model_folders_restored
+    from comfyui_facesnap.devkit.workflow_files import model_folders_restored
 
     from comfyui_facesnap.nodes import predictor_nodes
     from comfyui_facesnap.nodes.errors import FaceSnapNodeError

@@ -7,7 +7,7 @@ import socket
 
 import numpy as np
 import pytest
-from onnx_fixtures import (BBOX_DISTANCE, FIRING_CELL, FIRING_STRIDE, antelopev2_folder, hide_insightface,
+from comfyui_facesnap.devkit.onnx_antelopev2 import (BBOX_DISTANCE, FIRING_CELL, FIRING_STRIDE, antelopev2_folder, hide_insightface,
                            make_antelopev2)
 
 from comfyui_facesnap.models.errors import MissingDependencyError, ModelFileError, NoFaceError
@@ -204,7 +204,7 @@ def test_landmark_rendering_in_crop_frame(dlib_analyzer, t1):
 # --- insightface on generated ONNX models, offline ----------------------------------------------------------------
 
 def expected_fake_bbox(height, width):
-    """Where the stand-in SCRFD's single firing anchor puts its face, in source pixels (see onnx_fixtures)."""
+    """Where the stand-in SCRFD's single firing anchor puts its face, in source pixels (see devkit/onnx_antelopev2.py)."""
     new_height = 640 if height > width else int(640 * height / width)  # SCRFD's letterbox into 640x640
     det_scale = new_height / height
     cy, cx = (np.array(FIRING_CELL) * FIRING_STRIDE)

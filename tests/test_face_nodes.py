@@ -9,9 +9,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from onnx_fixtures import hide_insightface, make_antelopev2
-from ui_workflow import object_info
-from workflow_format import ui_to_api
+from comfyui_facesnap.devkit.onnx_antelopev2 import hide_insightface, make_antelopev2
+from comfyui_facesnap.devkit.ui_workflow import object_info
+from comfyui_facesnap.devkit.workflow_format import ui_to_api
 
 pytestmark = pytest.mark.comfy
 

@@ -14,9 +14,12 @@ LATENT = 16  # 128 px
 
 @pytest.fixture(scope="module")
 def fs():
-    from comfyui_facesnap.nodes import ffrnet_control
+    import types
 
-    return ffrnet_control
+    from comfyui_facesnap.comfy_glue import bundle, conditioning, control, encoder_copy, unet_patches
+
+    modules = (bundle, conditioning, control, encoder_copy, unet_patches)
+    return types.SimpleNamespace(**{k: v for m in modules for k, v in vars(m).items() if not k.startswith("__")})
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def bundle(fs):
 
 
 def features(n=2, seed=5):
-    from comfyui_facesnap.models.face_features import FaceFeatures
+    from comfyui_facesnap.models.identity.face_features import FaceFeatures
 
     g = torch.Generator().manual_seed(seed)
     ids = torch.nn.functional.normalize(torch.randn(n, 512, generator=g), dim=-1)
@@ -84,7 +87,9 @@ def test_every_injection_point_is_hit_once_per_unet_call(fs, bundle, base_model,
         hits.append((point, h.shape[1], options.get(fs.INJECTOR_KEY) is not None))
         return original(point, h, options)
 
-    monkeypatch.setattr(fs, "apply_at", recording)
+    from comfyui_facesnap.comfy_glue import unet_patches
+
+    monkeypatch.setattr(unet_patches, "apply_at", recording)
     model = fs.patch_model_with_injector(base_model, bundle.ffrnet)
     unet = base_model.model.diffusion_model
     hook = unet.register_forward_pre_hook(lambda *a: unet_calls.append(len(hits)))
@@ -156,7 +161,7 @@ def test_mask_limits_residuals_and_injector(fs, bundle, base_model, monkeypatch)
 
 @torch.no_grad()
 def test_ffrnet_initialised_from_the_unet_reproduces_its_middle_block(fs, base_model):
-    from comfyui_facesnap.models.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
 
     ffrnet = FFRNet(FFRNetConfig.tiny(cross_attention_dim=64)).reset_parameters()
     untouched = fs.init_ffrnet_from_unet(ffrnet, base_model)
@@ -183,7 +188,7 @@ def test_a_shallower_ffrnet_takes_the_first_layers_of_each_unet_block(fs):
     import comfy.model_patcher
     import comfy.supported_models
     from comfy_test_nodes.tiny_models import CPU, TINY_UNET, init_
-    from comfyui_facesnap.models.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
 
     deeper = dict(TINY_UNET, transformer_depth=[0, 2], transformer_depth_middle=2, transformer_depth_output=[0, 0, 2, 2])
     model = init_(comfy.supported_models.SDXL(deeper).get_model({}), seed=3)

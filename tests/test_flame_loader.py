@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from comfyui_facesnap.models.errors import ModelFileError
-from comfyui_facesnap.models.flame_loader import flame_morphable_model, load_flame_pkl, load_landmark_embedding
+from comfyui_facesnap.models.face3d.flame_loader import flame_morphable_model, load_flame_pkl, load_landmark_embedding
 
 
 class _FakeChumpyModule:
@@ -146,7 +146,7 @@ def test_wrong_kind_of_file_is_refused(tmp_path):
 
 
 def test_flame_model_fits_with_unbounded_expressions(flame_files):
-    from comfyui_facesnap.models.face_fitting import euler_to_matrix, fit_landmarks, landmarks_image, rotation_angle_deg
+    from comfyui_facesnap.models.face3d.face_fitting import euler_to_matrix, fit_landmarks, landmarks_image, rotation_angle_deg
 
     root, _, _ = flame_files
     model = flame_morphable_model(root / "generic_model.pkl", root / "landmark_embedding.npy", num_shape=20,
@@ -201,7 +201,7 @@ def test_jaw_rotation_moves_only_jaw_weighted_vertices(flame_files, flame_model)
 
 
 def test_root_rotation_equals_rotating_the_mesh(flame_model):
-    from comfyui_facesnap.models.face_fitting import axis_angle_to_matrix
+    from comfyui_facesnap.models.face3d.face_fitting import axis_angle_to_matrix
 
     alpha, beta = _random_shape(flame_model)
     art = flame_model.articulation

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from comfyui_facesnap.models.errors import ModelFileError
-from comfyui_facesnap.models.ict_download import ICT_OBJ_FILES, download_ict_facekit
-from comfyui_facesnap.models.morphable_model import ICT_NARROW_FACE_VERTICES, load_ict_npz
+from comfyui_facesnap.models.face3d.ict_download import ICT_OBJ_FILES, download_ict_facekit
+from comfyui_facesnap.models.face3d.morphable_model import ICT_NARROW_FACE_VERTICES, load_ict_npz
 
 CLI = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "convert_ict_facekit.py"
 FAST = {"retries": 1, "timeout": 5.0, "retry_wait": 0.0, "progress": False, "total_bytes": None}

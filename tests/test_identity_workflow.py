@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from onnx_fixtures import make_antelopev2
+from comfyui_facesnap.devkit.onnx_antelopev2 import make_antelopev2
 
 pytestmark = pytest.mark.comfy
 
@@ -18,7 +18,7 @@ from comfy_test_nodes.tiny_models import tiny_facesnap_models  # noqa: E402
 def host(comfy_host, insightface_images, tmp_path_factory):
     import folder_paths
 
-    from comfyui_facesnap.models.facesnap_checkpoint import save_facesnap
+    from comfyui_facesnap.models.identity.facesnap_checkpoint import save_facesnap
 
     shutil.copy(insightface_images / "Tom_Hanks_54745.png", comfy_host.input_dir / "Tom_Hanks_54745.png")
     insightface_root = make_antelopev2(tmp_path_factory.mktemp("insightface"))

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from comfyui_facesnap.models.errors import ModelFileError
-from comfyui_facesnap.models.face_fitting import euler_to_matrix
-from comfyui_facesnap.models.morphable_model import ICT_LMK68, convert_ict_facekit, load_ict_npz
+from comfyui_facesnap.models.face3d.face_fitting import euler_to_matrix
+from comfyui_facesnap.models.face3d.morphable_model import ICT_LMK68, convert_ict_facekit, load_ict_npz
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ WORKFLOW = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "facesnap
 
 @pytest.fixture(scope="module")
 def host(comfy_host, insightface_images, ict_model_path, tmp_path_factory):
-    from workflow_fixtures import model_folders_restored
+    from comfyui_facesnap.devkit.workflow_files import model_folders_restored
 
     for name in ("t1.jpg", "mask_black.jpg"):
         shutil.copy(insightface_images / name, comfy_host.input_dir / name)
@@ -30,8 +30,8 @@ def host(comfy_host, insightface_images, ict_model_path, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prompt(host):
-    from ui_workflow import object_info
-    from workflow_format import ui_to_api
+    from comfyui_facesnap.devkit.ui_workflow import object_info
+    from comfyui_facesnap.devkit.workflow_format import ui_to_api
 
     return ui_to_api(json.loads(WORKFLOW.read_text()), object_info(host.node_classes))
 
@@ -85,7 +85,7 @@ def test_workflow_runs_through_the_executor(host, prompt):
 
 def _fit_ratio_and_angles(ict, points):
     """Face width / outer-eye-corner distance of the fitted neutral frontal shape, and the fitted yaw/pitch/roll."""
-    from comfyui_facesnap.models.face_fitting import fit_landmarks, matrix_to_euler
+    from comfyui_facesnap.models.face3d.face_fitting import fit_landmarks, matrix_to_euler
 
     fit = fit_landmarks(ict, torch.as_tensor(points))
     frontal = ict.landmarks68(fit.alpha, torch.zeros_like(fit.beta), torch.eye(3).expand(len(points), 3, 3))

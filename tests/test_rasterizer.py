@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from comfyui_facesnap.models.rasterizer import rasterize, rasterize_torch, render_shaded
+from comfyui_facesnap.models.face3d.rasterizer import rasterize, rasterize_torch, render_shaded
 
 
 def brute_force(verts, faces, height, width, cull_backfaces):
@@ -69,7 +69,7 @@ def ict_image_verts(ict, size):
 
 
 def test_shaded_render_of_the_face(ict_model_path):
-    from comfyui_facesnap.models.morphable_model import load_ict_npz
+    from comfyui_facesnap.models.face3d.morphable_model import load_ict_npz
 
     ict = load_ict_npz(ict_model_path)
     image = render_shaded(ict_image_verts(ict, 128), ict.triangles, 128, 128, backend="torch")
@@ -83,7 +83,7 @@ def test_shaded_render_of_the_face(ict_model_path):
 
 
 def test_render_speed(ict_model_path):
-    from comfyui_facesnap.models.morphable_model import load_ict_npz
+    from comfyui_facesnap.models.face3d.morphable_model import load_ict_npz
 
     ict = load_ict_npz(ict_model_path)
     verts = ict_image_verts(ict, 512)
@@ -97,7 +97,7 @@ def test_render_speed(ict_model_path):
 
 def test_pytorch3d_agrees_when_installed(ict_model_path):
     pytest.importorskip("pytorch3d")
-    from comfyui_facesnap.models.morphable_model import load_ict_npz
+    from comfyui_facesnap.models.face3d.morphable_model import load_ict_npz
 
     ict = load_ict_npz(ict_model_path)
     verts = ict_image_verts(ict, 256)

@@ -8,9 +8,9 @@ import tarfile
 import cv2
 import numpy as np
 import pytest
-from onnx_fixtures import antelopev2_folder, make_antelopev2
+from comfyui_facesnap.devkit.onnx_antelopev2 import antelopev2_folder, make_antelopev2
 
-from comfyui_facesnap.models.landmarks72 import draw_control_image
+from comfyui_facesnap.models.face_analysis.landmarks72 import draw_control_image
 from comfyui_facesnap.training import prepare_dataset as prep
 from comfyui_facesnap.training.shards import index_shard, list_shards, read_sample
 

@@ -22,8 +22,8 @@ PACK_PREFIXES = ("FaceSnap", "ApplyFaceSnap", "DiffPC")
 def host_info(comfy_host, tmp_path_factory):
     """(host, object_info) with stand-in model files and the example photos in place."""
     import nodes
-    from ui_workflow import object_info
-    from workflow_fixtures import populate_inputs, stand_in_models
+    from comfyui_facesnap.devkit.ui_workflow import object_info
+    from comfyui_facesnap.devkit.workflow_files import populate_inputs, stand_in_models
 
     populate_inputs(comfy_host.input_dir)
     with stand_in_models(tmp_path_factory.mktemp("models")):
@@ -64,7 +64,7 @@ def test_ui_format_and_thumbnail(path):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_node_types_and_links(path, host_info):
-    from ui_workflow import FRONTEND_ONLY_TYPES, outputs, socket_inputs, types_match
+    from comfyui_facesnap.devkit.ui_workflow import FRONTEND_ONLY_TYPES, outputs, socket_inputs, types_match
 
     _, info = host_info
     workflow = _load(path)
@@ -95,7 +95,7 @@ def test_node_types_and_links(path, host_info):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_widget_values(path, host_info):
-    from ui_workflow import FRONTEND_ONLY_TYPES, widget_slots
+    from comfyui_facesnap.devkit.ui_workflow import FRONTEND_ONLY_TYPES, widget_slots
 
     _, info = host_info
     for node in _load(path)["nodes"]:
@@ -131,7 +131,7 @@ def _check_value(where, spec, value):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_api_form_passes_comfyui_validation(path, host_info):
-    from workflow_format import ui_to_api
+    from comfyui_facesnap.devkit.workflow_format import ui_to_api
 
     host, info = host_info
     prompt = ui_to_api(_load(path), info)
@@ -145,7 +145,7 @@ def test_api_form_passes_comfyui_validation(path, host_info):
 
 def test_converter_matches_hand_written_api_prompt(host_info):
     """A two-node graph whose API form is known, including a seed with its control slot and an optional socket."""
-    from workflow_format import ui_to_api
+    from comfyui_facesnap.devkit.workflow_format import ui_to_api
 
     _, info = host_info
     workflow = {

@@ -7,7 +7,7 @@ import logging
 import torch
 
 from ..models.errors import ModelFileError
-from ..models.ffrnet import FFRNet, FFRNetConfig
+from ..models.identity.ffrnet import FFRNet, FFRNetConfig
 
 log = logging.getLogger("facesnap.train")
 
@@ -53,7 +53,7 @@ def init_from_unet(ffrnet: FFRNet, unet: torch.nn.Module, unet_config: dict) -> 
 
     The control-only parts (hint embedding, zero convs, ID-Injector heads) keep their zero/random init.
     """
-    from ..nodes.ffrnet_control import copy_unet_encoder
+    from ..comfy_glue.encoder_copy import copy_unet_encoder
 
     total = len(ffrnet.state_dict())
     copied = total - len(copy_unet_encoder(ffrnet, unet, unet_config))
@@ -63,7 +63,7 @@ def init_from_unet(ffrnet: FFRNet, unet: torch.nn.Module, unet_config: dict) -> 
 
 def init_from_controlnet(path: str, id_injector: bool, cross_attention_dim: int) -> FFRNet:
     """Start from a diffusers SDXL ControlNet (folder or .safetensors); the ID-Injector heads start at zero."""
-    from ..models.facesnap_checkpoint import load_diffusers_controlnet
+    from ..models.identity.facesnap_checkpoint import load_diffusers_controlnet
 
     ffrnet = load_diffusers_controlnet(path, id_injector=id_injector)
     if ffrnet.config.cross_attention_dim != cross_attention_dim:

@@ -2,7 +2,7 @@
 
 Forward: f_mix = Mixer(ArcFace, CLIP) -> FFRNet(z_t, landmark hint, t, context = f_mix, y) -> control residuals
 (+ ID-Injector (phi, mu)) -> frozen UNet(z_t, t, text context, y, control). The injector hooks are the nodes'
-own (``nodes.ffrnet_control.patch_model_with_injector``), applied once to the frozen UNet.
+own (``comfy_glue.unet_patches.patch_model_with_injector``), applied once to the frozen UNet.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..models.attribute_mixer import FacialAttributeMixer
-from ..models.ffrnet import FFRNet
+from ..models.identity.attribute_mixer import FacialAttributeMixer
+from ..models.identity.ffrnet import FFRNet
 
 # Layers wrapped by gradient checkpointing: ComfyUI's UNet blocks and FFRNet's.
 CHECKPOINTED = {"ResBlock", "SpatialTransformer", "ResnetBlock2D", "Transformer2DModel"}
@@ -49,7 +49,7 @@ class InjectedUNet:
         patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
         self.transformer_options: dict = {}
         if ffrnet is not None and ffrnet.id_injector is not None:
-            from ..nodes.ffrnet_control import patch_model_with_injector
+            from ..comfy_glue.unet_patches import patch_model_with_injector
 
             patched = patch_model_with_injector(patcher, ffrnet)
             for name, obj in patched.object_patches.items():  # e.g. the tap layer after the last decoder block
@@ -58,7 +58,7 @@ class InjectedUNet:
         self.unet = model.diffusion_model
 
     def __call__(self, x, timesteps, context, y, control, injector_params=None):
-        from ..nodes.ffrnet_control import INJECTOR_KEY
+        from ..comfy_glue.control import INJECTOR_KEY
 
         options = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.transformer_options.items()}
         if injector_params is not None:

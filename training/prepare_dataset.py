@@ -126,7 +126,7 @@ def _models(cfg: PrepConfig) -> dict:
 
 def process_image(item: InputImage, cfg: PrepConfig, models: dict) -> list[tuple[str, dict[str, bytes]]]:
     """The samples (key, fields) of one photo, or ``SkipImage``."""
-    from ..models.landmarks72 import draw_control_image
+    from ..models.face_analysis.landmarks72 import draw_control_image
 
     rgb = load_rgb(pathlib.Path(item.path))
     faces = models["analyzer"].detect(rgb, with_embedding=cfg.backend == "insightface")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.attribute_mixer import FacialAttributeMixer, MixerConfig
-from ..models.ffrnet import FFRNet
+from ..models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
+from ..models.identity.ffrnet import FFRNet
 from .base_model import FrozenBase, load_base
 from .config import Config
 from .ffrnet_init import ffrnet_config_for_base, init_from_controlnet, init_from_unet

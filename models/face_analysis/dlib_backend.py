@@ -12,7 +12,7 @@ import pathlib
 import numpy as np
 
 from ..errors import InvalidInputError, MissingDependencyError, ModelFileError
-from ..landmarks72 import from_ibug68
+from .landmarks72 import from_ibug68
 from .detections import largest_first, rgb_uint8, too_small
 from .record import FaceRecord
 

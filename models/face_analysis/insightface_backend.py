@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InvalidInputError, MissingDependencyError, ModelFileError
-from ..landmarks72 import from_ibug68
+from .landmarks72 import from_ibug68
 from .align import arcface_crop
 from .detections import largest_first, rgb_uint8, too_small
 from .record import FaceRecord

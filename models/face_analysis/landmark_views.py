@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..landmarks72 import LandmarkSet, draw_control_image
+from .landmarks72 import LandmarkSet, draw_control_image
 from .align import box_to_crop_matrix, crop_square, transform_points
 from .record import FaceSet
 

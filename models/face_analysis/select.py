@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InvalidInputError, NoFaceError
-from ..landmarks72 import NUM_POINTS
+from .landmarks72 import NUM_POINTS
 from .align import crop_square, square_box
 from .record import FaceRecord, FaceSet
 

@@ -30,12 +30,15 @@ DRIVER_DIR = CACHE / "browser-driver"
 PLAYWRIGHT_CORE = "playwright-core@1.65.1"
 RUN_WORKFLOW = "facesnap_landmarks"
 
-sys.path.insert(0, str(PACK_ROOT / "tests"))
-sys.path.append(str(PACK_ROOT / "scripts"))
-from comfy_server import comfy_server, http_json, link_pack  # noqa: E402
-from ui_workflow import FRONTEND_ONLY_TYPES  # noqa: E402
-from workflow_fixtures import populate_inputs, populate_models  # noqa: E402
-from workflow_format import ui_to_api  # noqa: E402
+sys.path.insert(0, str(PACK_ROOT))  # only while importing pack_import: the root's nodes/ would shadow ComfyUI's
+import pack_import  # noqa: E402
+
+sys.path.remove(str(PACK_ROOT))
+pack_import.load_pack()
+from comfyui_facesnap.devkit.comfy_server import comfy_server, http_json, link_pack  # noqa: E402
+from comfyui_facesnap.devkit.ui_workflow import FRONTEND_ONLY_TYPES  # noqa: E402
+from comfyui_facesnap.devkit.workflow_files import populate_inputs, populate_models  # noqa: E402
+from comfyui_facesnap.devkit.workflow_format import ui_to_api  # noqa: E402
 
 
 def log(message: str) -> None:

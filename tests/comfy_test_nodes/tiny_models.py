@@ -81,8 +81,8 @@ def tiny_conditioning(seed: int = 0):
 
 def tiny_facesnap_models(seed: int = 0, injector_std: float = 0.05, residual_std: float = 0.05):
     """Mixer + FFRNet(+ injector) with non-zero residuals and (unless injector_std == 0) non-zero heads."""
-    from comfyui_facesnap.models.attribute_mixer import FacialAttributeMixer, MixerConfig
-    from comfyui_facesnap.models.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
+    from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
 
     torch.manual_seed(seed)
     mixer = FacialAttributeMixer(MixerConfig.tiny(dim=64)).eval()  # CLIP tokens: 5 x 32, as TINY_CLIP_VISION

@@ -19,7 +19,7 @@ import pickle
 
 import numpy as np
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .flame_articulation import flame_articulation
 from .morphable_model import MorphableModel, frame_normalisation, normalised_model
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
-from .face_analysis.align import crop_square, square_box
-from .face_analysis.record import FaceSet
-from .face_analysis.select import is_no_face
+from ..errors import InvalidInputError
+from ..face_analysis.align import crop_square, square_box
+from ..face_analysis.record import FaceSet
+from ..face_analysis.select import is_no_face
 
 ARCFACE_DIM = 512
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 
 @dataclass

@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .morphable_model import ICT_UPSTREAM, convert_ict_facekit, ict_manual_hint
 
 ICT_BASE_URL = "https://raw.githubusercontent.com/ICT-VGL/ICT-FaceKit/master/FaceXModel/"

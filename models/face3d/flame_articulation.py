@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .face_fitting import axis_angle_to_matrix
 
 JOINT_NAMES = ("global", "neck", "jaw", "left_eye", "right_eye")

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .attribute_mixer import FacialAttributeMixer, MixerConfig
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .ffrnet import FFRNet, FFRNetConfig
 
 FORMAT_VERSION = "1"

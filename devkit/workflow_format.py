@@ -7,7 +7,7 @@ The browser test compares this converter with the real frontend's output.
 
 from __future__ import annotations
 
-from ui_workflow import FRONTEND_ONLY_TYPES, widget_slots
+from .ui_workflow import FRONTEND_ONLY_TYPES, widget_slots
 
 MODE_ALWAYS, MODE_NEVER, MODE_BYPASS = 0, 2, 4
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .morphable_model import MorphableModel
 
 IMAGE_SIGN = (1.0, -1.0, 1.0)  # model y is up, image y is down; z kept for 3D landmarks

@@ -3,7 +3,7 @@
 ``comfy_server(comfyui, base, log_path)`` starts ``main.py --cpu`` on a free local port with ``base`` as its
 ``--base-directory``, waits until ``/system_stats`` answers and stops the server when the block ends. ``link_pack``
 makes this checkout a custom node of such a base directory. (Scripts that only need ComfyUI's modules in-process
-use comfy_boot.py instead.)
+use pack_import.boot_comfyui instead.)
 """
 
 from __future__ import annotations

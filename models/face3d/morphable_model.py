@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .errors import InvalidInputError, ModelFileError
-from .landmarks72 import extras_from_ibug68
+from ..errors import InvalidInputError, ModelFileError
+from ..face_analysis.landmarks72 import extras_from_ibug68
 
 if TYPE_CHECKING:
     from .deca_encoder import DecaEncoder

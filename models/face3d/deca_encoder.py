@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InvalidInputError, ModelFileError
-from .face_analysis.align import crop_square
+from ..errors import InvalidInputError, ModelFileError
+from ..face_analysis.align import crop_square
 from .face_fitting import FitResult, axis_angle_to_matrix
 from .morphable_model import MorphableModel
 

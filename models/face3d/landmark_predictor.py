@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 from .face_fitting import FitOptions, FitResult, euler_to_matrix, fit_landmarks, matrix_to_euler, project
 from .flame_articulation import JAW_JOINT
-from .landmarks72 import LandmarkSet
+from ..face_analysis.landmarks72 import LandmarkSet
 from .morphable_model import MorphableModel
 
 log = logging.getLogger(__name__)
