@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import InvalidInputError, MissingDependencyError, ModelFileError
 from .landmarks72 import from_ibug68
 from .detections import largest_first, rgb_uint8, too_small
+from .keypoints5 import kps5_from_ibug68
 from .record import FaceRecord
 
 DLIB_FILES = {
@@ -43,13 +44,6 @@ def dlib_model_dir() -> pathlib.Path:
     if spec is None or spec.origin is None:
         raise MissingDependencyError("the dlib face backend needs the face-recognition-models package", INSTALL_FIX)
     return pathlib.Path(spec.origin).parent / "models"
-
-
-def kps5_from_ibug68(points68: np.ndarray) -> np.ndarray:
-    """insightface's 5-point order (image-left eye, image-right eye, nose tip, mouth corners left, right) from
-    iBUG-68 points."""
-    p = np.asarray(points68, np.float32)
-    return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[30], p[48], p[54]]).astype(np.float32)
 
 
 class DlibAnalyzer:

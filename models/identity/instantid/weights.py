@@ -1,0 +1,176 @@
+"""InstantID's ``ip-adapter.bin``: the Resampler (``image_proj``) and the IP-attention layers (``ip_adapter``).
+
+Accepted files:
+- the published ``ip-adapter.bin``: a torch pickle holding ``{"image_proj": {...}, "ip_adapter": {...}}``, read
+  with ``torch.load(weights_only=True)``: a pickle that would run code is refused, and nothing in it runs;
+- a ``.safetensors`` conversion whose tensor names carry the ``image_proj.`` / ``ip_adapter.`` prefixes.
+
+Every tensor name and shape is checked before a model is built; errors name the tensor. IP-Adapter files for
+other bases (SD1.5's 768-wide, SD2's 1024-wide cross-attention) and IP-Adapters for CLIP image features are
+recognised and named.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+
+import torch
+from torch import nn
+
+from ...errors import InvalidInputError, ModelFileError
+from ..identity import INSTANTID_RESAMPLER, Identity, weights_key
+from ..safetensors_files import read_header, read_tensors
+from .ip_attention import IPAttentionLayers
+from .resampler import Resampler, ResamplerConfig
+from .unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
+
+PARTS = ("image_proj", "ip_adapter")
+FILE_FIX = "download ip-adapter.bin from InstantX/InstantID (Hugging Face) into ComfyUI/models/instantid"
+CONTEXT_BASES = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}
+
+
+class InstantIDAdapter(nn.Module):
+    """The two parts of ``ip-adapter.bin``; its state dict names are the file's (``image_proj.latents``,
+    ``ip_adapter.1.to_k_ip.weight``, ...). ``operations``: layer classes (default torch.nn; ComfyUI: comfy.ops)."""
+
+    def __init__(self, config: ResamplerConfig = ResamplerConfig.instantid(), unet_config: dict = SDXL_UNET_CONFIG,
+                 operations=None):
+        super().__init__()
+        self.image_proj = Resampler(config, operations)
+        self.ip_adapter = IPAttentionLayers(instantid_layer_sites(unet_config), config.output_dim, operations)
+        self.model_key = ""
+
+    @torch.no_grad()
+    def encode_identity(self, embeddings: torch.Tensor, uncond_noise: float = 0.0, seed: int = 0) -> Identity:
+        """One identity from the ArcFace embeddings (N, 512) of one person's photos.
+
+        ``embeddings`` are insightface's ``Face.embedding``, which InstantID's pipeline and cubiq's node both feed
+        unnormalised (not ``normed_embedding``). The N embeddings are averaged first (as cubiq's
+        ComfyUI_InstantID does; InstantID's own pipeline would feed them as N key tokens). The negative tokens are
+        the Resampler of zeros, as InstantID's pipeline does, plus ``uncond_noise`` x uniform noise when > 0
+        (cubiq's ``noise`` option), from a fixed ``seed``."""
+        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+            raise InvalidInputError(f"expected (references, 512) ArcFace embeddings, got {list(embeddings.shape)}",
+                                    "connect at least one face with an ArcFace embedding")
+        latents = self.image_proj.latents
+        mean = embeddings.to(torch.float32).mean(dim=0)
+        negative = torch.zeros_like(mean)
+        if uncond_noise > 0:
+            negative = uncond_noise * torch.rand(mean.shape, generator=torch.Generator().manual_seed(seed))
+        cond, uncond = self.image_proj(torch.stack([mean, negative])[:, None].to(latents.device, latents.dtype)).chunk(2)
+        return Identity(cond=cond, uncond=uncond, encoder=INSTANTID_RESAMPLER, model_key=self.model_key,
+                        num_references=embeddings.shape[0], id_embedding=mean)
+
+
+def _base(width: int) -> str:
+    return CONTEXT_BASES.get(width, f"a {width}-wide base model")
+
+
+def _read_pickle(path: str) -> dict[str, torch.Tensor]:
+    name = os.path.basename(path)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as err:
+        # torch's own message explains how to load the file anyway; only the offending name is passed on
+        found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f" (it calls {found.group(1)})" if found else ""
+        raise ModelFileError(
+            f"{name} was refused: it holds Python objects beyond tensors, which could run code when loaded{what}. "
+            "Nothing in it was run.", "delete it and download the original ip-adapter.bin, or a .safetensors "
+            "conversion") from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise ModelFileError(f"{name} is not a readable torch weights file ({err})", FILE_FIX) from err
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{name} holds a {type(data).__name__}, not a dict of tensors", FILE_FIX)
+    flat = {}
+    for key, value in data.items():
+        if key in PARTS and isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[str(key)] = value
+    bad = next((k for k, v in flat.items() if not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise ModelFileError(f"{name}: entry {bad!r} is a {type(flat[bad]).__name__}, not a tensor", FILE_FIX)
+    return flat
+
+
+def _describe_foreign(shapes: dict[str, tuple], name: str, expected: dict[str, tuple]) -> None:
+    """Name the kind of file when it is not InstantID's: a ControlNet, another base, a CLIP IP-Adapter."""
+    if not any(k.split(".", 1)[0] in PARTS for k in shapes):
+        if any(k.startswith("controlnet_cond_embedding.") for k in shapes):
+            raise ModelFileError(f"{name} is a ControlNet (InstantID's IdentityNet?), not the ip-adapter file",
+                                 "put ControlNets in ComfyUI/models/controlnet; " + FILE_FIX)
+        example = next(iter(shapes), "nothing")
+        raise ModelFileError(f"{name} has no image_proj / ip_adapter tensors (it holds e.g. {example!r}); it is not "
+                             "an InstantID ip-adapter file", FILE_FIX)
+    stray = next((k for k in shapes if k.split(".", 1)[0] not in PARTS), None)
+    if stray is not None:
+        raise ModelFileError(f"{name} has tensor {stray!r} outside the image_proj. / ip_adapter. prefixes", FILE_FIX)
+    want = expected["ip_adapter.1.to_k_ip.weight"][1]
+    k_ip = shapes.get("ip_adapter.1.to_k_ip.weight")
+    if k_ip is not None and len(k_ip) == 2 and k_ip[1] != want:
+        layers = sum(k.endswith(".to_k_ip.weight") for k in shapes)
+        raise ModelFileError(
+            f"{name} is an IP-Adapter for {_base(k_ip[1])} (tensor 'ip_adapter.1.to_k_ip.weight' is {list(k_ip)}, "
+            f"{layers} layers); InstantID needs {_base(want)} ({want}-wide cross-attention)",
+            "use InstantID's SDXL ip-adapter.bin with an SDXL checkpoint")
+    if not any(k.startswith("image_proj.") for k in shapes):
+        raise ModelFileError(f"{name} has no image_proj tensors (InstantID's Resampler): the file is incomplete",
+                             FILE_FIX)
+    proj_in = shapes.get("image_proj.proj_in.weight")
+    want_in = expected["image_proj.proj_in.weight"]
+    not_arcface = f"not InstantID's: its image_proj is not a Resampler of {want_in[1]}-d ArcFace embeddings"
+    if proj_in is not None and tuple(proj_in) != tuple(want_in):
+        raise ModelFileError(f"{name} is an IP-Adapter for CLIP image features, {not_arcface} (tensor "
+                             f"'image_proj.proj_in.weight' is {list(proj_in)}, expected {list(want_in)})", FILE_FIX)
+    if proj_in is None and "image_proj.latents" not in shapes:
+        what = "CLIP image embeddings" if "image_proj.proj.weight" in shapes else "another face or image encoder"
+        raise ModelFileError(f"{name} is an IP-Adapter for {what}, {not_arcface} (it has no "
+                             "'image_proj.latents' / 'image_proj.proj_in.weight')", FILE_FIX)
+
+
+def check_instantid_shapes(shapes: dict[str, tuple], name: str, expected: dict[str, tuple]) -> None:
+    """Every expected tensor present with its shape, nothing else; errors name the tensor."""
+    _describe_foreign(shapes, name, expected)
+    for key, shape in expected.items():
+        if key not in shapes:
+            raise ModelFileError(f"{name} has no tensor {key!r}; the file is incomplete or not InstantID's", FILE_FIX)
+        if tuple(shapes[key]) != tuple(shape):
+            raise ModelFileError(f"tensor {key!r} in {name} has shape {list(shapes[key])}, expected {list(shape)}",
+                                 FILE_FIX)
+    extra = next((k for k in shapes if k not in expected), None)
+    if extra is not None:
+        raise ModelFileError(f"{name} has an unexpected tensor {extra!r}; it is not InstantID's ip-adapter", FILE_FIX)
+
+
+def read_instantid_tensors(path: str, expected: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """The file's tensors under ``image_proj.*`` / ``ip_adapter.*`` names, checked against ``expected`` shapes."""
+    name = os.path.basename(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"InstantID weights not found: {path}", FILE_FIX)
+    if path.lower().endswith(".safetensors"):
+        shapes, _ = read_header(path)
+        check_instantid_shapes(shapes, name, expected)  # before reading any data
+        tensors = read_tensors(path)
+    else:
+        tensors = _read_pickle(path)
+        check_instantid_shapes({k: tuple(v.shape) for k, v in tensors.items()}, name, expected)
+    bad = next((k for k, v in tensors.items() if not v.is_floating_point()), None)
+    if bad is not None:
+        raise ModelFileError(f"tensor {bad!r} in {name} is {tensors[bad].dtype}, not floating point", FILE_FIX)
+    return tensors
+
+
+def load_instantid(path: str, operations=None, config: ResamplerConfig = ResamplerConfig.instantid(),
+                   unet_config: dict = SDXL_UNET_CONFIG) -> InstantIDAdapter:
+    """Build the adapter on the meta device and fill it with the file's tensors (kept in the file's dtype)."""
+    with torch.device("meta"):
+        adapter = InstantIDAdapter(config, unet_config, operations)
+    expected = {k: tuple(v.shape) for k, v in adapter.state_dict().items()}
+    tensors = read_instantid_tensors(path, expected)
+    adapter.load_state_dict(tensors, assign=True)
+    adapter.model_key = weights_key({k: v for k, v in tensors.items() if k.startswith("image_proj.")})
+    return adapter.eval()
