@@ -12,6 +12,8 @@ the paper's single-reference path. No per-reference position is added, so the re
 order of the references.
 
 The attention blocks are pre-LayerNorm with residuals (standard transformer practice; the paper gives no detail).
+Layers come from ``operations`` (see ``operations.py``); the parameter names are those of the original ``torch.nn``
+build (``nn.MultiheadAttention``, ``nn.TransformerDecoder``), so its files and training checkpoints load unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError
+from .operations import MultiheadAttention, TransformerDecoder, TransformerDecoderLayer, cast_to_input, resolve_operations
 
 
 @dataclass
@@ -52,20 +55,27 @@ class MixerConfig:
 
 
 class FacialAttributeMixer(nn.Module):
-    def __init__(self, config: MixerConfig):
+    """``operations``: layer classes (see ``operations.py``; default ``torch.nn``). ``compute_dtype``: the dtype the
+    inputs are cast to (default: the weights' dtype); set it when the weights are stored in another dtype and the
+    layers cast them per call (ComfyUI's manual cast)."""
+
+    def __init__(self, config: MixerConfig, operations=None, compute_dtype: torch.dtype | None = None):
         super().__init__()
+        ops = resolve_operations(operations)
         self.config = c = config
-        self.pi1 = nn.Linear(c.id_dim, c.id_tokens * c.dim)
-        self.pi2 = nn.Linear(c.clip_dim, c.dim)
-        self.norm_q = nn.LayerNorm(c.dim)
-        self.norm_kv = nn.LayerNorm(c.dim)
-        self.cross_attn = nn.MultiheadAttention(c.dim, c.heads, batch_first=True)
+        self.compute_dtype = compute_dtype
+        self.pi1 = ops.Linear(c.id_dim, c.id_tokens * c.dim)
+        self.pi2 = ops.Linear(c.clip_dim, c.dim)
+        self.norm_q = ops.LayerNorm(c.dim)
+        self.norm_kv = ops.LayerNorm(c.dim)
+        self.cross_attn = MultiheadAttention(c.dim, c.heads, ops)
         self.queries = nn.Parameter(torch.randn(c.mix_tokens, c.dim) * 0.02)  # f_l
-        layer = nn.TransformerDecoderLayer(
-            c.dim, c.heads, dim_feedforward=c.dim * c.ff_mult, dropout=0.0, activation="gelu",
-            batch_first=True, norm_first=True,
-        )
-        self.decoder = nn.TransformerDecoder(layer, c.decoder_layers, norm=nn.LayerNorm(c.dim))
+        layer = TransformerDecoderLayer(c.dim, c.heads, c.dim * c.ff_mult, ops)
+        self.decoder = TransformerDecoder(layer, c.decoder_layers, norm=ops.LayerNorm(c.dim))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.compute_dtype or self.pi1.weight.dtype
 
     def _check(self, id_embeds: torch.Tensor, clip_tokens: torch.Tensor, ref_mask: torch.Tensor | None):
         c = self.config
@@ -97,7 +107,7 @@ class FacialAttributeMixer(nn.Module):
         c = self.config
         id_embeds, clip_tokens, ref_mask = self._check(id_embeds, clip_tokens, ref_mask)
         b, n = id_embeds.shape[:2]
-        dtype = self.pi1.weight.dtype
+        dtype = self.dtype
         f_id = self.pi1(id_embeds.to(dtype)).view(b, n, c.id_tokens, c.dim)
         f_clip = self.pi2(clip_tokens.to(dtype))
         kv = torch.cat([f_id, f_clip], dim=2).view(b, n * (c.id_tokens + c.clip_tokens), c.dim)
@@ -108,7 +118,7 @@ class FacialAttributeMixer(nn.Module):
                                   key_padding_mask=kv_ignore, need_weights=False)
         f_pre = q + attn  # Eq. 1
         pre_ignore = (~ref_mask).repeat_interleave(c.id_tokens, dim=1)
-        queries = self.queries.to(dtype)[None].expand(b, -1, -1)
+        queries = cast_to_input(self.queries, f_pre)[None].expand(b, -1, -1)
         return self.decoder(queries, f_pre, memory_key_padding_mask=pre_ignore)  # Eq. 2
 
     def uncond_tokens(self, batch: int = 1, device=None) -> torch.Tensor:

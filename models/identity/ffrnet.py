@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .id_injector import IDInjector, InjectorLayout
+from .operations import TORCH_OPS, resolve_operations  # noqa: F401  (TORCH_OPS: re-exported for callers)
 
 FFRNET_PRESETS = ("sdxl", "sdxl_light")  # full-size FFRNetConfig classmethods
-TORCH_OPS = SimpleNamespace(Linear=nn.Linear, Conv2d=nn.Conv2d, GroupNorm=nn.GroupNorm, LayerNorm=nn.LayerNorm)
 
 
 @dataclass
@@ -355,14 +354,17 @@ def random_init_(module: nn.Module, std: float | None = 0.02, generator: torch.G
 class FFRNet(nn.Module):
     """SDXL ControlNet (diffusers layout) + optional ID-Injector heads that live inside it.
 
-    ``operations`` may supply ``Linear``/``Conv2d``/``GroupNorm``/``LayerNorm`` classes (ComfyUI passes its
-    ``comfy.ops`` for manual casting and low-VRAM loading); the default is plain ``torch.nn``.
+    ``operations`` supplies the ``Linear``/``Conv2d``/``GroupNorm``/``LayerNorm`` classes (ComfyUI passes its
+    ``comfy.ops`` for manual casting and low-VRAM loading); the default is plain ``torch.nn``. ``compute_dtype``: the
+    dtype ``forward`` casts its inputs to (default: the weights' dtype); set it when the weights are stored in another
+    dtype (fp8, fp16) and the layers cast them per call (ComfyUI's manual cast).
     """
 
-    def __init__(self, config: FFRNetConfig, operations=None):
+    def __init__(self, config: FFRNetConfig, operations=None, compute_dtype: torch.dtype | None = None):
         super().__init__()
-        ops = operations or TORCH_OPS
+        ops = resolve_operations(operations)
         cfg = self.config = config
+        self.compute_dtype = compute_dtype
         ch0 = cfg.block_out_channels[0]
         temb = ch0 * 4
         self.conv_in = ops.Conv2d(cfg.in_channels, ch0, 3, padding=1)
@@ -381,7 +383,7 @@ class FFRNet(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:  # read by comfy.controlnet.ControlNet.get_control
-        return self.conv_in.weight.dtype
+        return self.compute_dtype or self.conv_in.weight.dtype
 
     def reset_parameters(self, std: float = 0.02, generator: torch.Generator | None = None) -> "FFRNet":
         """Random init (see ``random_init_``) and ControlNet's zero convs."""

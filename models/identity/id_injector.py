@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .operations import resolve_operations
+
 
 @dataclass(frozen=True)
 class InjectorLayout:
@@ -29,9 +31,12 @@ class InjectorLayout:
 
 
 class IDInjector(nn.Module):
+    """``operations``: layer classes (see ``operations.py``; default ``torch.nn``). The heads run in the dtype of the
+    control residuals they read."""
+
     def __init__(self, layout: InjectorLayout, operations=None):
         super().__init__()
-        conv = operations.Conv2d if operations is not None else nn.Conv2d
+        conv = resolve_operations(operations).Conv2d
         self.layout = layout
         k = layout.kernel_size
         self.phi = nn.ModuleList(
