@@ -4,7 +4,7 @@ Imports nothing from ComfyUI at module level, so it can run before ComfyUI is on
 
 Why a torchvision shim: PyPI's torchvision wheels are CUDA builds. Beside a CPU-only torch their fake-op
 registrations (``torchvision._meta_registrations``) fail at import with "operator torchvision::nms does not exist",
-and ComfyUI imports torchvision unconditionally (``comfy/controlnet.py`` → ``comfy.ldm.cascade``). ComfyUI never
+and ComfyUI imports torchvision unconditionally (``comfy/controlnet.py`` imports ``comfy.ldm.cascade``). ComfyUI never
 uses those ops, so registering an empty module under that name lets torchvision import. ``scripts/setup_host.sh``
 writes the same line into the test venv as a ``.pth`` file so that ComfyUI's own ``main.py`` starts there too;
 on a CUDA machine neither is needed and ``boot`` leaves torchvision alone.
