@@ -111,6 +111,7 @@ def main():
     from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
     from comfyui_facesnap.models.identity.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
     from comfyui_facesnap.comfy_glue.bundle import FaceSnapBundle
+    from comfyui_facesnap.comfy_glue.conditioning import apply_identity_control
     from comfyui_facesnap.comfy_glue.unet_patches import patch_model_with_injector
 
     presets = opts.ffrnet_preset or list(FFRNET_PRESETS)
@@ -136,13 +137,11 @@ def main():
     pooled = torch.randn(1, 1280, generator=g)
     hint = torch.rand(1, opts.size, opts.size, 3, generator=g)
 
-    def conds(control=None, tokens=None, uncond_tokens=None):
+    def conds(control=None):
         pos, neg = {"pooled_output": pooled}, {"pooled_output": torch.zeros_like(pooled)}
         if control is not None:
-            for d, t in ((pos, tokens), (neg, uncond_tokens)):
+            for d in (pos, neg):
                 d.update(control=control, control_apply_to_uncond=False)
-                if t is not None:
-                    d["cross_attn_controlnet"] = t
         return [[text, pos]], [[torch.zeros_like(text), neg]]
 
     def time_step(label, patcher, positive, negative):
@@ -201,15 +200,12 @@ def main():
         injector = sum(p.numel() for p in heads.parameters())
         print(f"FFRNet {preset}: {backbone / 1e6:.1f} M params + injector {injector / 1e6:.1f} M", flush=True)
         bundle = FaceSnapBundle(mixer, ffrnet, {}, name="benchmark")
-        control = bundle.control.copy().set_cond_hint(hint.movedim(-1, 1), 1.0)
-
-        ffrnet.id_injector = None
-        ffrnet_conds = conds(control, f_mix, uncond)
+        # without an ID-Injector on the MODEL the control computes no heads
+        ffrnet_conds = apply_identity_control(*conds(), bundle.control, f_mix, uncond, hint, 1.0, 0.0, 1.0)
         results[f"c {preset}"] = time_step(f"(c) + FFRNet {preset}, f_mix context", base, *ffrnet_conds)
-        ffrnet.id_injector = heads
-        patched = patch_model_with_injector(base, ffrnet)
+        patched = patch_model_with_injector(base, ffrnet, bundle.key)
         results[f"d {preset}"] = time_step(f"(d) + FFRNet {preset} + ID-Injector", patched, *ffrnet_conds)
-        del ffrnet, heads, bundle, control, patched, ffrnet_conds
+        del ffrnet, heads, bundle, patched, ffrnet_conds
         mm.unload_all_models()
         gc.collect()
 

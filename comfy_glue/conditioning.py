@@ -1,39 +1,63 @@
-"""Put FaceSnap's control and its identity tokens on positive and negative conditioning."""
+"""Attach an identity ControlNet (FaceSnap's FFRNet, InstantID's IdentityNet) to positive and negative conditioning.
+
+``apply_identity_control`` is the one entry point (FaceSnap's apply nodes use it; so can any identity ControlNet
+wrapped as ``control.IdentityControlNet``). The tokens travel on the control object, never on the conditioning:
+``cross_attn_controlnet`` is not set, so stock ControlNets chained before or after keep reading the prompt, and two
+identity controls (two people) each read their own tokens.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from ..models.errors import InvalidInputError
-from .bundle import FaceSnapBundle
+from .control import IdentityControlNet
 
 
-def apply_facesnap_conditioning(positive, negative, bundle: FaceSnapBundle, f_mix: torch.Tensor,
-                                uncond: torch.Tensor, landmark_image: torch.Tensor, strength: float,
-                                start: float, end: float, mask: torch.Tensor | None = None,
-                                uncond_strength: float | None = None):
-    """Set ``control`` + ``cross_attn_controlnet`` on every positive and negative cond, chaining previous ones."""
+def apply_identity_control(positive, negative, control: IdentityControlNet, cond_tokens: torch.Tensor,
+                           uncond_tokens: torch.Tensor, hint: torch.Tensor, strength: float, start: float, end: float,
+                           mask: torch.Tensor | None = None, uncond_strength: float | None = None,
+                           positive_only: bool = False, *, node_id: str = ""):
+    """Chain a configured copy of ``control`` after each cond's existing ControlNet; returns (positive, negative).
+
+    ``cond_tokens``/``uncond_tokens``: (1, T, D) identity tokens for the positive / negative batch chunks.
+    ``hint``: ComfyUI IMAGE (B, H, W, C). ``mask``: (H, W) or (N, H, W) over the whole image, None = everywhere.
+    ``uncond_strength``: strength on the negative (None = ``strength``). ``positive_only``: the control goes on the
+    positive conds only, so it runs on the positive half of the batch only (like diffusers' ``guess_mode``); the
+    negative keeps its own ControlNets. ``node_id`` names the applying node in errors raised while sampling.
+    Positive and negative share one control copy (per previous ControlNet), so ComfyUI batches them together.
+    """
     check_sdxl_conditioning(positive, negative)
-    hint = landmark_image.movedim(-1, 1)
-    cnets = {}
-    out = []
-    for conditioning, tokens in ((positive, f_mix), (negative, uncond)):
-        result = []
+    for name, tokens in (("cond_tokens", cond_tokens), ("uncond_tokens", uncond_tokens)):
+        if tokens.ndim != 3 or tokens.shape[0] != 1:
+            raise InvalidInputError(f"{name} must have shape (1, T, D), got {tuple(tokens.shape)}",
+                                    "encode one identity per apply node")
+    if cond_tokens.shape[-1] != uncond_tokens.shape[-1]:
+        raise InvalidInputError(f"cond tokens are {cond_tokens.shape[-1]} wide, uncond tokens "
+                                f"{uncond_tokens.shape[-1]}", "make both with the same encoder")
+    if mask is not None and mask.ndim == 2:
+        mask = mask[None]
+    settings = dict(cond_tokens=cond_tokens, uncond_tokens=uncond_tokens, uncond_strength=uncond_strength,
+                    positive_only=positive_only, mask=mask, node_id=node_id)
+    hint = hint.movedim(-1, 1)
+    copies = {}
+
+    def attach(conditioning):
+        out = []
         for text, opts in conditioning:
             d = opts.copy()
-            prev = d.get("control")
-            if prev not in cnets:
-                c_net = bundle.control.copy().set_cond_hint(hint, strength, (start, end))
-                c_net.uncond_strength = uncond_strength
-                c_net.mask = mask
-                c_net.set_previous_controlnet(prev)
-                cnets[prev] = c_net
-            d["control"] = cnets[prev]
+            previous = d.get("control")
+            if previous not in copies:
+                c_net = control.copy().set_cond_hint(hint, strength, (start, end))
+                for name, value in settings.items():
+                    setattr(c_net, name, value)
+                copies[previous] = c_net.set_previous_controlnet(previous)
+            d["control"] = copies[previous]
             d["control_apply_to_uncond"] = False
-            d["cross_attn_controlnet"] = tokens
-            result.append([text, d])
-        out.append(result)
-    return out[0], out[1]
+            out.append([text, d])
+        return out
+
+    return attach(positive), (negative if positive_only else attach(negative))
 
 
 def check_sdxl_conditioning(*conditionings) -> None:

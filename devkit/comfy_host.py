@@ -51,25 +51,13 @@ class ComfyHost:
         return asyncio.run(execution.validate_prompt(str(uuid.uuid4()), prompt, None))
 
     def run(self, prompt: dict, expect_success: bool = True):
-        """Validate and execute a graph. Returns the executor; its ``history_result`` holds the UI outputs."""
-        import execution
+        """Validate and execute a graph in a fresh executor (nothing cached from earlier runs). Returns the executor;
+        its ``history_result`` holds the UI outputs."""
+        return self.session().run(prompt, expect_success)
 
-        valid = self.validate(prompt)
-        # validate_prompt stays "valid" while silently dropping outputs whose inputs fail, so check node_errors too.
-        if not valid[0] or valid[3]:
-            raise AssertionError(f"prompt failed validation: {valid[1]} {valid[3]}")
-        server = _StubServer()
-        executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
-        executor.execute(prompt, str(uuid.uuid4()), {}, valid[2])
-        # Errors reach the server only with a client id; the executor's status_messages always keep them.
-        sent = {event for event, _ in server.events}
-        failures = [(event, data) for event, data in executor.status_messages
-                    if event in ("execution_error", "execution_interrupted") and event not in sent]
-        executor.events = server.events + failures
-        if expect_success and not executor.success:
-            errors = [data for event, data in executor.events if event == "execution_error"]
-            raise AssertionError(f"graph failed: {errors}")
-        return executor
+    def session(self) -> "ComfySession":
+        """One executor kept across prompts, as ComfyUI's server keeps it (node outputs and loaded models stay)."""
+        return ComfySession(self)
 
     @staticmethod
     def error_message(executor) -> str:
@@ -77,3 +65,33 @@ class ComfyHost:
             if event == "execution_error":
                 return str(data.get("exception_message", ""))
         return ""
+
+
+class ComfySession:
+    """A persistent ``PromptExecutor``: re-running an edited graph re-executes only the changed nodes."""
+
+    def __init__(self, host: ComfyHost):
+        import execution
+
+        self.host = host
+        self.server = _StubServer()
+        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC,
+                                                 cache_args={"lru": 0, "ram": 0})
+
+    def run(self, prompt: dict, expect_success: bool = True):
+        valid = self.host.validate(prompt)
+        # validate_prompt stays "valid" while silently dropping outputs whose inputs fail, so check node_errors too.
+        if not valid[0] or valid[3]:
+            raise AssertionError(f"prompt failed validation: {valid[1]} {valid[3]}")
+        self.server.events = []
+        executor = self.executor
+        executor.execute(prompt, str(uuid.uuid4()), {}, valid[2])
+        # Errors reach the server only with a client id; the executor's status_messages always keep them.
+        sent = {event for event, _ in self.server.events}
+        failures = [(event, data) for event, data in executor.status_messages
+                    if event in ("execution_error", "execution_interrupted") and event not in sent]
+        executor.events = self.server.events + failures
+        if expect_success and not executor.success:
+            errors = [data for event, data in executor.events if event == "execution_error"]
+            raise AssertionError(f"graph failed: {errors}")
+        return executor

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 from comfy_api.latest import io
 
@@ -12,18 +10,18 @@ import folder_paths
 
 from ..models.errors import InvalidInputError, ModelFileError
 from ..models.identity.face_features import FaceFeatures, arcface_embeddings, face_crop, reference_indices
-from ..models.identity.facesnap_checkpoint import load_facesnap
 from .errors import reports_errors
-from ..comfy_glue.bundle import FaceSnapBundle
-from ..comfy_glue.conditioning import apply_facesnap_conditioning
+from ..comfy_glue.bundle import DTYPE_OPTIONS, FaceSnapBundle, backbone_files, load_bundle
+from ..comfy_glue.conditioning import apply_identity_control
 from ..comfy_glue.unet_patches import check_unet_matches, patch_model_with_injector
 from .image_tensors import to_image_tensor
+from .model_cache import LoadedModels, file_identity
 from .socket_types import FaceFeatures as FaceFeaturesSocket
 from .socket_types import Faces, FaceSnapModel
 
 CATEGORY = "FaceSnap/Identity"
 NO_CONTROLNET = "(FFRNet inside the FaceSnap file)"
-_BUNDLE_CACHE: dict[tuple, FaceSnapBundle] = {}
+_LOADED = LoadedModels("facesnap")
 
 
 def _require_ffrnet(bundle: FaceSnapBundle) -> None:
@@ -46,12 +44,6 @@ def _landmark_inputs():
     ]
 
 
-def _mask(mask):
-    if mask is None:
-        return None
-    return mask if mask.ndim == 3 else mask[None]
-
-
 class FaceSnapModelLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -69,13 +61,16 @@ class FaceSnapModelLoader(io.ComfyNode):
                                default=NO_CONTROLNET,
                                tooltip="Where FFRNet comes from: the FaceSnap file itself, or a diffusers-layout "
                                        "SDXL ControlNet .safetensors in ComfyUI/models/controlnet."),
+                io.Combo.Input("dtype", options=list(DTYPE_OPTIONS), default="auto", optional=True,
+                               tooltip="Precision of the mixer, FFRNet and ID-Injector: auto = what ComfyUI picks for "
+                                       "your device (as for the checkpoint), or fp16 / bf16 / fp32."),
             ],
             outputs=[FaceSnapModel.Output(display_name="facesnap_model")],
         )
 
     @classmethod
     @reports_errors
-    def execute(cls, facesnap_name: str, controlnet_name: str) -> io.NodeOutput:
+    def execute(cls, facesnap_name: str, controlnet_name: str, dtype: str = "auto") -> io.NodeOutput:
         path = folder_paths.get_full_path("facesnap", facesnap_name)
         if path is None:
             dirs = ", ".join(folder_paths.get_folder_paths("facesnap"))
@@ -85,12 +80,10 @@ class FaceSnapModelLoader(io.ComfyNode):
             cn_path = folder_paths.get_full_path("controlnet", controlnet_name)
             if cn_path is None:
                 raise ModelFileError(f"ControlNet {controlnet_name!r} not found", "put it in ComfyUI/models/controlnet")
-        key = (path, os.path.getmtime(path), cn_path)
-        if key not in _BUNDLE_CACHE:
-            _BUNDLE_CACHE.clear()  # one FaceSnap model at a time: they are large
-            mixer, ffrnet, metadata = load_facesnap(path, cn_path, operations=comfy.ops.disable_weight_init)
-            _BUNDLE_CACHE[key] = FaceSnapBundle(mixer, ffrnet, metadata, name=facesnap_name)
-        return io.NodeOutput(_BUNDLE_CACHE[key])
+        key = repr(file_identity(path))  # pairs this file's ID-Injector with its controls
+        bundle = _LOADED.get(dtype, [path, *backbone_files(cn_path)], lambda: load_bundle(
+            path, cn_path, facesnap_name, dtype, key, operations=comfy.ops.disable_weight_init))
+        return io.NodeOutput(bundle)
 
 
 def encode_faces(faces, clip_vision) -> FaceFeatures:
@@ -147,7 +140,7 @@ def _conditioning_outputs():
     return [io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")]
 
 
-def _apply(positive, negative, bundle, features, landmark_image, strength, start, end, mask=None,
+def _apply(node_id, positive, negative, bundle, features, landmark_image, strength, start, end, mask=None,
            uncond_strength=None, uncond_noise=0.0):
     _require_ffrnet(bundle)
     if end < start:
@@ -157,8 +150,8 @@ def _apply(positive, negative, bundle, features, landmark_image, strength, start
     if uncond_noise > 0:
         noise = torch.randn(uncond.shape, generator=torch.Generator().manual_seed(0))
         uncond = uncond + uncond_noise * noise.to(uncond)
-    return apply_facesnap_conditioning(positive, negative, bundle, f_mix, uncond, landmark_image, strength, start,
-                                       end, _mask(mask), uncond_strength)
+    return apply_identity_control(positive, negative, bundle.control, f_mix, uncond, landmark_image, strength, start,
+                                  end, mask, uncond_strength, node_id=node_id)
 
 
 class FaceSnapApplyFFRNet(io.ComfyNode):
@@ -170,8 +163,9 @@ class FaceSnapApplyFFRNet(io.ComfyNode):
             category=CATEGORY,
             description="Adds FaceSnap's FFRNet ControlNet to the conditioning: the landmark image steers the "
                         "face's pose and shape, the fused identity tokens (f_mix) replace the text in its "
-                        "cross-attention. Chains with other ControlNets. The ID-Injector heads, if any, act only on "
-                        "a MODEL patched by Diff-PC ID-Injector.",
+                        "cross-attention. Chains with other ControlNets, which keep reading the prompt, and with "
+                        "further FaceSnap applies (one per person, each with its own mask). The ID-Injector heads, if "
+                        "any, act only on a MODEL patched by Diff-PC ID-Injector with the same FaceSnap file.",
             inputs=[*_conditioning_inputs(), *_landmark_inputs(), _mask_input()],
             outputs=_conditioning_outputs(),
         )
@@ -182,8 +176,8 @@ class FaceSnapApplyFFRNet(io.ComfyNode):
                 end_percent, mask=None) -> io.NodeOutput:
         if strength == 0:
             return io.NodeOutput(positive, negative)
-        return io.NodeOutput(*_apply(positive, negative, facesnap_model, face_features, landmark_image, strength,
-                                     start_percent, end_percent, mask))
+        return io.NodeOutput(*_apply("FaceSnapApplyFFRNet", positive, negative, facesnap_model, face_features,
+                                     landmark_image, strength, start_percent, end_percent, mask))
 
 
 class FaceSnapApplyFFRNetAdvanced(io.ComfyNode):
@@ -211,8 +205,9 @@ class FaceSnapApplyFFRNetAdvanced(io.ComfyNode):
     @reports_errors
     def execute(cls, positive, negative, facesnap_model, face_features, landmark_image, cond_strength, start_percent,
                 end_percent, uncond_strength, uncond_noise, mask=None) -> io.NodeOutput:
-        return io.NodeOutput(*_apply(positive, negative, facesnap_model, face_features, landmark_image, cond_strength,
-                                     start_percent, end_percent, mask, uncond_strength, uncond_noise))
+        return io.NodeOutput(*_apply("FaceSnapApplyFFRNetAdvanced", positive, negative, facesnap_model, face_features,
+                                     landmark_image, cond_strength, start_percent, end_percent, mask, uncond_strength,
+                                     uncond_noise))
 
 
 class DiffPCIDInjector(io.ComfyNode):
@@ -224,8 +219,9 @@ class DiffPCIDInjector(io.ComfyNode):
             category=CATEGORY,
             description="Returns a copy of the MODEL with Diff-PC's ID-Injector: after the middle block and every "
                         "decoder block the UNet features are modulated, y = (1 + phi) * h + mu, with phi and mu "
-                        "computed from FFRNet's features of the current step. Acts only while a FaceSnap FFRNet "
-                        "is active (its strength and start/end window). The input MODEL is not changed.",
+                        "computed by this FaceSnap file's heads from the features of the FFRNets applied with the "
+                        "same file (each with its own strength, mask and start/end window). Chain one per FaceSnap "
+                        "file. The input MODEL is not changed.",
             inputs=[
                 io.Model.Input("model", tooltip="An SDXL model."),
                 FaceSnapModel.Input("facesnap_model", tooltip="FaceSnap weights with ID-Injector heads."),
@@ -240,7 +236,7 @@ class DiffPCIDInjector(io.ComfyNode):
         if not facesnap_model.has_injector:
             raise ModelFileError(f"the FaceSnap file {facesnap_model.name!r} has no ID-Injector heads",
                                  "use FaceSnap weights trained with the ID-Injector, or leave this node out")
-        return io.NodeOutput(patch_model_with_injector(model, facesnap_model.ffrnet))
+        return io.NodeOutput(patch_model_with_injector(model, facesnap_model.ffrnet, facesnap_model.key))
 
 
 class ApplyFaceSnap(io.ComfyNode):
@@ -271,14 +267,14 @@ class ApplyFaceSnap(io.ComfyNode):
                 start_percent, end_percent) -> io.NodeOutput:
         _require_ffrnet(facesnap_model)
         if facesnap_model.has_injector:
-            model = patch_model_with_injector(model, facesnap_model.ffrnet)
+            model = patch_model_with_injector(model, facesnap_model.ffrnet, facesnap_model.key, "ApplyFaceSnap")
         else:
             check_unet_matches(model, facesnap_model.ffrnet)
         if strength == 0:
             return io.NodeOutput(model, positive, negative)
         features = encode_faces(faces, clip_vision)
-        positive, negative = _apply(positive, negative, facesnap_model, features, landmark_image, strength,
-                                    start_percent, end_percent)
+        positive, negative = _apply("ApplyFaceSnap", positive, negative, facesnap_model, features, landmark_image,
+                                    strength, start_percent, end_percent)
         return io.NodeOutput(model, positive, negative)
 
 

@@ -49,7 +49,7 @@ def conditioned(fs, bundle, hint_size=(LATENT * 8, LATENT * 8), start=0.0, end=1
     positive, negative = tiny_conditioning(seed=1)
     hint = torch.rand(1, hint_size[0], hint_size[1], 3, generator=torch.Generator().manual_seed(2))
     f_mix, uncond = bundle.encode(features()), bundle.uncond_tokens()
-    return fs.apply_facesnap_conditioning(positive, negative, bundle, f_mix, uncond, hint, 1.0, start, end, **kw)
+    return fs.apply_identity_control(positive, negative, bundle.control, f_mix, uncond, hint, 1.0, start, end, **kw)
 
 
 def sample(model, positive, negative, steps=2):
@@ -81,16 +81,14 @@ def test_ffrnet_sees_f_mix_on_cond_and_uncond(fs, bundle, base_model):
 
 def test_every_injection_point_is_hit_once_per_unet_call(fs, bundle, base_model, monkeypatch):
     hits, unet_calls = [], []
-    original = fs.apply_at
+    original = fs.IDInjectorPatch.inject
 
-    def recording(point, h, options):
-        hits.append((point, h.shape[1], options.get(fs.INJECTOR_KEY) is not None))
-        return original(point, h, options)
+    def recording(self, point, h, options):
+        hits.append((point, h.shape[1], bool(options.get(fs.FEATURES_KEY))))
+        return original(self, point, h, options)
 
-    from comfyui_facesnap.comfy_glue import unet_patches
-
-    monkeypatch.setattr(unet_patches, "apply_at", recording)
-    model = fs.patch_model_with_injector(base_model, bundle.ffrnet)
+    monkeypatch.setattr(fs.IDInjectorPatch, "inject", recording)
+    model = fs.patch_model_with_injector(base_model, bundle.ffrnet, bundle.key)
     unet = base_model.model.diffusion_model
     hook = unet.register_forward_pre_hook(lambda *a: unet_calls.append(len(hits)))
     try:
@@ -101,9 +99,11 @@ def test_every_injection_point_is_hit_once_per_unet_call(fs, bundle, base_model,
     layout = bundle.ffrnet.id_injector.layout
     expected = [(p, c, True) for p, c in enumerate(layout.target_channels)]
     assert len(unet_calls) == 2 and hits == expected * len(unet_calls)
-    # patching an already patched model does not double the hooks
-    again = fs.patch_model_with_injector(model, bundle.ffrnet)
+    # patching an already patched model with the same file does not double the hooks
+    again = fs.patch_model_with_injector(model, bundle.ffrnet, bundle.key)
     assert len(again.model_options["transformer_options"]["patches"]["output_block_patch"]) == 1
+    assert len(again.get_wrappers(fs.DIFFUSION_MODEL, fs.WRAPPER_KEY)) == 1
+    assert list(fs.find_injector_patch(again).heads) == [bundle.key]
 
 
 def test_zero_heads_are_a_no_op_and_the_input_model_is_untouched(fs, base_model):
@@ -111,41 +111,63 @@ def test_zero_heads_are_a_no_op_and_the_input_model_is_untouched(fs, base_model)
     live = make_bundle(fs, injector_std=0.05)
     unet = base_model.model.diffusion_model
     plain = sample(base_model, *conditioned(fs, zero), steps=1)
-    with_zero = sample(fs.patch_model_with_injector(base_model, zero.ffrnet), *conditioned(fs, zero), steps=1)
+    with_zero = sample(fs.patch_model_with_injector(base_model, zero.ffrnet, zero.key), *conditioned(fs, zero), steps=1)
     torch.testing.assert_close(with_zero, plain, rtol=0, atol=0)
-    with_live = sample(fs.patch_model_with_injector(base_model, live.ffrnet), *conditioned(fs, live), steps=1)
+    with_live = sample(fs.patch_model_with_injector(base_model, live.ffrnet, live.key), *conditioned(fs, live), steps=1)
     assert (with_live - plain).abs().max() > 1e-3
     assert torch.equal(sample(base_model, *conditioned(fs, zero), steps=1), plain)
-    # ComfyUI removes a clone's object patches lazily, when another patcher of the same model is loaded
-    assert not isinstance(unet.output_blocks[-1][-1], fs.InjectorTap)
+    # nothing is replaced or left behind on the shared UNet
+    assert not base_model.object_patches and not unet.out._forward_pre_hooks
+    assert not any(isinstance(layer, torch.nn.Module) and layer._forward_pre_hooks for layer in unet.modules())
     # outside the start/end window the control publishes nothing: same as sampling without FaceSnap at all
-    idle = sample(fs.patch_model_with_injector(base_model, live.ffrnet), *conditioned(fs, live, start=1.0, end=1.0), steps=1)
+    idle = sample(fs.patch_model_with_injector(base_model, live.ffrnet, live.key),
+                  *conditioned(fs, live, start=1.0, end=1.0), steps=1)
     torch.testing.assert_close(idle, sample(base_model, *tiny_conditioning(seed=1), steps=1), rtol=0, atol=0)
 
 
 def _merged_controls(fs, monkeypatch):
+    """(cond_or_uncond, merged middle residual, ID-Injector weight of point 0's source) per control call."""
     merged = []
-    original = fs.FaceSnapControlNet.control_merge
+    original = fs.IdentityControlNet.control_merge
 
     def recording(self, control, control_prev, output_dtype):
+        options = self._call.options
         out = original(self, control, control_prev, output_dtype)
-        options = self._call_options
-        merged.append((options["cond_or_uncond"], out["middle"][0].clone(), options[fs.INJECTOR_KEY][0][1].clone()))
+        features = options[fs.FEATURES_KEY][-1]
+        source = bundle_layout(self).source_indices[0]
+        weight = features.weights[source] * torch.ones_like(features.residuals[source])
+        merged.append((options["cond_or_uncond"], out["middle"][0].clone(), weight))
         return out
 
-    monkeypatch.setattr(fs.FaceSnapControlNet, "control_merge", recording)
+    monkeypatch.setattr(fs.IdentityControlNet, "control_merge", recording)
     return merged
+
+
+def bundle_layout(control):
+    return control.control_model.id_injector.layout
 
 
 def test_separate_uncond_strength(fs, bundle, base_model, monkeypatch):
     merged = _merged_controls(fs, monkeypatch)
     positive, negative = conditioned(fs, bundle, uncond_strength=0.0)
-    sample(fs.patch_model_with_injector(base_model, bundle.ffrnet), positive, negative, steps=1)
+    sample(fs.patch_model_with_injector(base_model, bundle.ffrnet, bundle.key), positive, negative, steps=1)
     order, middle, mu = merged[0]
     assert sorted(order) == [0, 1]
     for row, kind in enumerate(order):
         peak_res, peak_mu = float(middle[row].abs().max()), float(mu[row].abs().max())
         assert (peak_res == 0 and peak_mu == 0) if kind == 1 else (peak_res > 0 and peak_mu > 0)
+
+
+def test_positive_only_runs_the_control_on_the_positive_half(fs, bundle, base_model):
+    seen = []
+    hook = bundle.ffrnet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["context"].clone()), with_kwargs=True)
+    try:
+        sample(base_model, *conditioned(fs, bundle, positive_only=True), steps=1)
+    finally:
+        hook.remove()
+    f_mix = bundle.encode(features())
+    assert len(seen) == 1 and seen[0].shape == (1, 16, 64)
+    torch.testing.assert_close(seen[0][0], f_mix[0])
 
 
 def test_mask_limits_residuals_and_injector(fs, bundle, base_model, monkeypatch):
@@ -211,12 +233,17 @@ def test_previous_controlnets_are_chained(fs, bundle):
     earlier = bundle.control.copy()
     for conditioning in (positive, negative):
         conditioning[0][1]["control"] = earlier
-    f_mix = torch.zeros(1, 16, 64)
-    positive, negative = fs.apply_facesnap_conditioning(positive, negative, bundle, f_mix, f_mix,
-                                                        torch.zeros(1, 64, 64, 3), 1.0, 0.0, 1.0)
+    f_mix, uncond = torch.zeros(1, 16, 64), torch.ones(1, 16, 64)
+    positive, negative = fs.apply_identity_control(positive, negative, bundle.control, f_mix, uncond,
+                                                   torch.zeros(1, 64, 64, 3), 1.0, 0.0, 1.0)
     control = positive[0][1]["control"]
-    assert isinstance(control, fs.FaceSnapControlNet) and control.previous_controlnet is earlier
+    assert isinstance(control, fs.IdentityControlNet) and control.previous_controlnet is earlier
     assert negative[0][1]["control"] is control and positive[0][1]["control_apply_to_uncond"] is False
+    assert control.cond_tokens is f_mix and control.uncond_tokens is uncond
+    assert "cross_attn_controlnet" not in positive[0][1] and "cross_attn_controlnet" not in negative[0][1]
+    only_positive = fs.apply_identity_control(*tiny_conditioning(seed=1), bundle.control, f_mix, uncond,
+                                              torch.zeros(1, 64, 64, 3), 1.0, 0.0, 1.0, positive_only=True)
+    assert "control" in only_positive[0][0][1] and "control" not in only_positive[1][0][1]
 
 
 def test_bad_inputs(fs, bundle, base_model):
@@ -228,14 +255,14 @@ def test_bad_inputs(fs, bundle, base_model):
     sample(base_model, *conditioned(fs, bundle, hint_size=(LATENT * 4, LATENT * 4)), steps=1)
     sd15 = tiny_unet_patcher(seed=0, sd15=True)
     with pytest.raises(InvalidInputError, match=r"SD15.*SDXL"):
-        fs.patch_model_with_injector(sd15, bundle.ffrnet)
-    with pytest.raises(InvalidInputError, match="no ADM vector"):  # FFRNet conditioning sampled with SD1.5
+        fs.patch_model_with_injector(sd15, bundle.ffrnet, bundle.key)
+    with pytest.raises(InvalidInputError, match="SD15"):  # FFRNet conditioning sampled with SD1.5
         sample(sd15, *conditioned(fs, bundle), steps=1)
     positive, negative = tiny_conditioning()
     positive[0][1]["pooled_output"] = torch.zeros(1, 768)
     with pytest.raises(InvalidInputError, match="SD1.5"):
-        fs.apply_facesnap_conditioning(positive, negative, bundle, torch.zeros(1, 16, 64), torch.zeros(1, 16, 64),
-                                       torch.zeros(1, 64, 64, 3), 1.0, 0.0, 1.0)
+        fs.apply_identity_control(positive, negative, bundle.control, torch.zeros(1, 16, 64),
+                                  torch.zeros(1, 16, 64), torch.zeros(1, 64, 64, 3), 1.0, 0.0, 1.0)
 
 
 def test_face_encode_needs_arcface(bundle):

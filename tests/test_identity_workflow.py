@@ -3,30 +3,19 @@ ArcFace, tiny CLIP vision) -> Apply FFRNet -> ID-Injector -> KSampler -> VAE dec
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
-from comfyui_facesnap.devkit.onnx_antelopev2 import make_antelopev2
+from identity_graphs import register_facesnap_folder, setup_face_pipeline
 
 pytestmark = pytest.mark.comfy
-
-from comfy_test_nodes.tiny_models import tiny_facesnap_models  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def host(comfy_host, insightface_images, tmp_path_factory):
-    import folder_paths
-
-    from comfyui_facesnap.models.identity.facesnap_checkpoint import save_facesnap
-
-    shutil.copy(insightface_images / "Tom_Hanks_54745.png", comfy_host.input_dir / "Tom_Hanks_54745.png")
-    insightface_root = make_antelopev2(tmp_path_factory.mktemp("insightface"))
-    folder_paths.add_model_folder_path("insightface", str(insightface_root), is_default=True)
+    setup_face_pipeline(comfy_host, insightface_images, tmp_path_factory.mktemp("insightface"))
     facesnap_dir = tmp_path_factory.mktemp("facesnap")
-    save_facesnap(str(facesnap_dir / "tiny_facesnap.safetensors"), *tiny_facesnap_models(seed=0), {"note": "test"})
     (facesnap_dir / "broken.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!")
-    folder_paths.add_model_folder_path("facesnap", str(facesnap_dir), is_default=True)
+    register_facesnap_folder(facesnap_dir)
     return comfy_host
 
 

@@ -40,25 +40,21 @@ def enable_gradient_checkpointing(module: nn.Module) -> int:
 
 
 class InjectedUNet:
-    """A frozen ComfyUI UNet with the ID-Injector hooks installed (object patch applied in place, permanently)."""
+    """A frozen ComfyUI UNet with the ID-Injector hooks (patches and wrapper passed in its transformer_options)."""
 
     def __init__(self, model, ffrnet: FFRNet | None):
         import comfy.model_patcher
-        import comfy.utils
 
         patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
         self.transformer_options: dict = {}
         if ffrnet is not None and ffrnet.id_injector is not None:
-            from ..comfy_glue.unet_patches import patch_model_with_injector
+            from ..comfy_glue.unet_patches import patch_model_with_injector, unet_transformer_options
 
-            patched = patch_model_with_injector(patcher, ffrnet)
-            for name, obj in patched.object_patches.items():  # e.g. the tap layer after the last decoder block
-                comfy.utils.set_attr(model, name, obj)
-            self.transformer_options = patched.model_options.get("transformer_options", {})
+            self.transformer_options = unet_transformer_options(patch_model_with_injector(patcher, ffrnet, "training"))
         self.unet = model.diffusion_model
 
     def __call__(self, x, timesteps, context, y, control, injector_params=None):
-        from ..comfy_glue.control import INJECTOR_KEY
+        from ..comfy_glue.unet_patches import INJECTOR_KEY
 
         options = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.transformer_options.items()}
         if injector_params is not None:

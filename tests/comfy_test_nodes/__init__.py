@@ -2,7 +2,8 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from .tiny_models import tiny_clip_vision, tiny_conditioning, tiny_unet_patcher, tiny_vae
+from .tiny_models import (foreign_patch, rect_mask, tiny_clip_vision, tiny_conditioning, tiny_face_features,
+                          tiny_stock_controlnet, tiny_unet_patcher, tiny_vae)
 
 
 class FaceSnapTestTinySDXL(io.ComfyNode):
@@ -43,9 +44,58 @@ class FaceSnapTestConditioning(io.ComfyNode):
         return io.NodeOutput(*tiny_conditioning(seed))
 
 
+class FaceSnapTestTinyControlNet(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="FaceSnapTestTinyControlNet", category="testing/facesnap",
+                         inputs=[io.Int.Input("seed", default=0, min=0, max=2**31)],
+                         outputs=[io.ControlNet.Output()])
+
+    @classmethod
+    def execute(cls, seed):
+        return io.NodeOutput(tiny_stock_controlnet(seed))
+
+
+class FaceSnapTestFaceFeatures(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="FaceSnapTestFaceFeatures", category="testing/facesnap",
+                         inputs=[io.Int.Input("seed", default=0, min=0, max=2**31)],
+                         outputs=[io.Custom("FACESNAP_FACE_FEATURES").Output()])
+
+    @classmethod
+    def execute(cls, seed):
+        return io.NodeOutput(tiny_face_features(seed))
+
+
+class FaceSnapTestRectMask(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        ints = [io.Int.Input(name, default=0, min=0, max=4096) for name in ("width", "height", "x", "y", "w", "h")]
+        return io.Schema(node_id="FaceSnapTestRectMask", category="testing/facesnap", inputs=ints,
+                         outputs=[io.Mask.Output()])
+
+    @classmethod
+    def execute(cls, width, height, x, y, w, h):
+        return io.NodeOutput(rect_mask(width, height, x, y, w, h))
+
+
+class FaceSnapTestForeignPatch(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="FaceSnapTestForeignPatch", category="testing/facesnap",
+                         inputs=[io.Model.Input("model"), io.Combo.Input("kind", options=["last_block", "out"])],
+                         outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls, model, kind):
+        return io.NodeOutput(foreign_patch(model, kind))
+
+
 class TestExtension(ComfyExtension):
     async def get_node_list(self):
-        return [FaceSnapTestTinySDXL, FaceSnapTestTinyCLIPVision, FaceSnapTestConditioning]
+        return [FaceSnapTestTinySDXL, FaceSnapTestTinyCLIPVision, FaceSnapTestConditioning, FaceSnapTestTinyControlNet,
+                FaceSnapTestFaceFeatures, FaceSnapTestRectMask, FaceSnapTestForeignPatch]
 
 
 async def comfy_entrypoint():

@@ -79,14 +79,18 @@ def tiny_conditioning(seed: int = 0):
     return positive, negative
 
 
-def tiny_facesnap_models(seed: int = 0, injector_std: float = 0.05, residual_std: float = 0.05):
-    """Mixer + FFRNet(+ injector) with non-zero residuals and (unless injector_std == 0) non-zero heads."""
+def tiny_facesnap_models(seed: int = 0, injector_std: float = 0.05, residual_std: float = 0.05, **config):
+    """Mixer + FFRNet(+ injector) with non-zero residuals and (unless injector_std == 0) non-zero heads.
+    ``config`` overrides ``FFRNetConfig.tiny()`` fields (e.g. injector_kernel_size, layers_per_block)."""
     from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
     from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
 
     torch.manual_seed(seed)
     mixer = FacialAttributeMixer(MixerConfig.tiny(dim=64)).eval()  # CLIP tokens: 5 x 32, as TINY_CLIP_VISION
-    ffrnet = FFRNet(FFRNetConfig.tiny(cross_attention_dim=64)).reset_parameters(generator=torch.Generator().manual_seed(seed))
+    cfg = FFRNetConfig.tiny(cross_attention_dim=64)
+    for name, value in config.items():
+        setattr(cfg, name, value)
+    ffrnet = FFRNet(cfg).reset_parameters(generator=torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for conv in [*ffrnet.controlnet_down_blocks, ffrnet.controlnet_mid_block]:
@@ -94,3 +98,56 @@ def tiny_facesnap_models(seed: int = 0, injector_std: float = 0.05, residual_std
         for head in [*ffrnet.id_injector.phi, *ffrnet.id_injector.mu]:
             head.weight.copy_(torch.randn(head.weight.shape, generator=g) * injector_std)
     return mixer, ffrnet.eval()
+
+
+def tiny_stock_controlnet(seed: int = 0):
+    """A stock ComfyUI ControlNet (comfy.cldm) with the tiny UNet's layout, random non-zero weights."""
+    import comfy.cldm.cldm
+    import comfy.controlnet
+    import comfy.ops
+
+    cfg = dict(TINY_UNET)
+    cfg.pop("out_channels")
+    cfg.update(hint_channels=3, operations=comfy.ops.disable_weight_init, device=CPU)
+    return comfy.controlnet.ControlNet(init_(comfy.cldm.cldm.ControlNet(**cfg), seed), load_device=CPU)
+
+
+def tiny_face_features(seed: int = 0, references: int = 1):
+    """One person's FaceFeatures as FaceSnap Face Encode makes them (512-D ArcFace, 5 x 32 tiny CLIP tokens)."""
+    from comfyui_facesnap.models.identity.face_features import FaceFeatures
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.nn.functional.normalize(torch.randn(references, 512, generator=g), dim=-1)
+    return FaceFeatures(id_embeds=ids, clip_tokens=torch.randn(references, 5, 32, generator=g))
+
+
+def rect_mask(width: int, height: int, x: int, y: int, w: int, h: int) -> torch.Tensor:
+    mask = torch.zeros(1, height, width)
+    mask[:, y:y + h, x:x + w] = 1.0
+    return mask
+
+
+class ForeignLayer(torch.nn.Module):
+    """Another pack's layer added to the last decoder block or before the UNet's output: shifts h a little."""
+
+    calls = 0
+
+    def forward(self, x):
+        type(self).calls += 1
+        return x + 0.05
+
+
+def foreign_patch(model, kind: str):
+    """What another pack might do to the MODEL: wrap the last decoder block (object patch + its own
+    forward_timestep_embed_patch), or the UNet's output layers (object patch)."""
+    from comfy.ldm.modules.diffusionmodules.openaimodel import TimestepEmbedSequential
+
+    m = model.clone()
+    if kind == "last_block":
+        last = f"diffusion_model.output_blocks.{len(m.get_model_object('diffusion_model.output_blocks')) - 1}"
+        m.add_object_patch(last, TimestepEmbedSequential(*m.get_model_object(last), ForeignLayer()))
+        m.set_model_forward_timestep_embed_patch((ForeignLayer, lambda layer, x, *args: layer(x)))
+    else:
+        m.add_object_patch("diffusion_model.out",
+                           torch.nn.Sequential(ForeignLayer(), *m.get_model_object("diffusion_model.out")))
+    return m

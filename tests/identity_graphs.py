@@ -1,0 +1,126 @@
+"""API-format graphs for the identity tests: tiny SDXL + tiny FaceSnap files -> KSampler -> SaveLatent.
+
+Graphs are dicts of node id -> node; helpers add nodes and return the id. ``latent(executor)`` reads the KSampler's
+output from the executor's cache. ``pack_module`` finds this pack's (or the test pack's) module instance that the
+executor runs: ComfyUI imports custom-node packs under their folder path, not as ``comfyui_facesnap``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from comfy_test_nodes.tiny_models import tiny_facesnap_models
+
+NO_CONTROLNET = "(FFRNet inside the FaceSnap file)"
+FACESNAP_FILES = {  # file name -> tiny_facesnap_models arguments
+    "tiny_facesnap.safetensors": dict(seed=0),
+    "tiny_facesnap_copy.safetensors": dict(seed=0),  # the same weights under another name
+    "other_heads.safetensors": dict(seed=1, injector_kernel_size=3),  # another head layout (3x3 heads)
+    "deep_ffrnet.safetensors": dict(seed=2, layers_per_block=2),  # an FFRNet for a deeper UNet than the tiny SDXL
+}
+
+
+def write_facesnap_files(folder) -> None:
+    from comfyui_facesnap.models.identity.facesnap_checkpoint import save_facesnap
+
+    for name, kwargs in FACESNAP_FILES.items():
+        if not (folder / name).exists():
+            save_facesnap(str(folder / name), *tiny_facesnap_models(**kwargs), {"note": "test"})
+
+
+def register_facesnap_folder(folder) -> None:
+    import folder_paths
+
+    write_facesnap_files(folder)
+    folder_paths.add_model_folder_path("facesnap", str(folder), is_default=True)
+
+
+def setup_face_pipeline(host, insightface_images, folder) -> None:
+    """The Tom Hanks photo in ComfyUI's input folder and generated antelopev2 ONNX stand-ins as insightface models."""
+    import shutil
+
+    import folder_paths
+
+    from comfyui_facesnap.devkit.onnx_antelopev2 import make_antelopev2
+
+    shutil.copy(insightface_images / "Tom_Hanks_54745.png", host.input_dir / "Tom_Hanks_54745.png")
+    folder_paths.add_model_folder_path("insightface", str(make_antelopev2(folder)), is_default=True)
+
+
+def pack_module(host, node_id: str, submodule: str):
+    """The executor's instance of ``submodule`` of the pack that registered ``node_id``."""
+    module = host.node_classes[node_id].__module__
+    package = module.rsplit(".nodes.", 1)[0] if ".nodes." in module else module
+    return sys.modules[f"{package}.{submodule}"]
+
+
+def base_graph(steps: int = 2, cfg: float = 4.0) -> dict:
+    """Tiny SDXL and its conditioning, sampled to a latent (the KSampler is node "sampler")."""
+    return {
+        "model": {"class_type": "FaceSnapTestTinySDXL", "inputs": {"seed": 0, "sd15": False}},
+        "cond": {"class_type": "FaceSnapTestConditioning", "inputs": {"seed": 1}},
+        "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "hint": {"class_type": "EmptyImage", "inputs": {"width": 128, "height": 128, "batch_size": 1,
+                                                        "color": 0x406080}},
+        "sampler": {"class_type": "KSampler",
+                    "inputs": {"model": ["model", 0], "seed": 3, "steps": steps, "cfg": cfg, "sampler_name": "euler",
+                               "scheduler": "normal", "positive": ["cond", 0], "negative": ["cond", 1],
+                               "latent_image": ["empty", 0], "denoise": 1.0}},
+        "save": {"class_type": "SaveLatent", "inputs": {"samples": ["sampler", 0], "filename_prefix": "latents/test"}},
+    }
+
+
+def add_loader(g: dict, name: str = "tiny_facesnap.safetensors", node: str = "", **inputs) -> str:
+    node = node or f"load_{name}"
+    g[node] = {"class_type": "FaceSnapModelLoader",
+               "inputs": {"facesnap_name": name, "controlnet_name": NO_CONTROLNET, **inputs}}
+    return node
+
+
+def add_apply(g: dict, loader: str, person: int = 10, strength: float = 1.0, mask: tuple | None = None,
+              node: str = "") -> str:
+    """FaceSnap Apply FFRNet on the sampler's current positive/negative; ``mask`` = (x, y, w, h) in 128x128 px."""
+    node = node or f"apply_{len(g)}"
+    features = f"{node}_person"
+    g[features] = {"class_type": "FaceSnapTestFaceFeatures", "inputs": {"seed": person}}
+    sampler = g["sampler"]["inputs"]
+    inputs = {"positive": sampler["positive"], "negative": sampler["negative"], "facesnap_model": [loader, 0],
+              "face_features": [features, 0], "landmark_image": ["hint", 0], "strength": strength,
+              "start_percent": 0.0, "end_percent": 1.0}
+    if mask is not None:
+        g[f"{node}_mask"] = {"class_type": "FaceSnapTestRectMask",
+                             "inputs": dict(zip(("width", "height", "x", "y", "w", "h"), (128, 128, *mask)))}
+        inputs["mask"] = [f"{node}_mask", 0]
+    g[node] = {"class_type": "FaceSnapApplyFFRNet", "inputs": inputs}
+    sampler.update(positive=[node, 0], negative=[node, 1])
+    return node
+
+
+def add_model_node(g: dict, node: str, class_type: str, **inputs) -> str:
+    """A MODEL -> MODEL node inserted right before the sampler."""
+    g[node] = {"class_type": class_type, "inputs": {"model": g["sampler"]["inputs"]["model"], **inputs}}
+    g["sampler"]["inputs"]["model"] = [node, 0]
+    return node
+
+
+def add_injector(g: dict, loader: str, node: str = "") -> str:
+    return add_model_node(g, node or f"inject_{loader}", "DiffPCIDInjector", facesnap_model=[loader, 0])
+
+
+def add_stock_controlnet(g: dict, node: str = "stock") -> str:
+    g[f"{node}_net"] = {"class_type": "FaceSnapTestTinyControlNet", "inputs": {"seed": 4}}
+    sampler = g["sampler"]["inputs"]
+    g[node] = {"class_type": "ControlNetApplyAdvanced",
+               "inputs": {"positive": sampler["positive"], "negative": sampler["negative"],
+                          "control_net": [f"{node}_net", 0], "image": ["hint", 0], "strength": 1.0,
+                          "start_percent": 0.0, "end_percent": 1.0}}
+    sampler.update(positive=[node, 0], negative=[node, 1])
+    return node
+
+
+def cached(executor, node: str):
+    return executor.caches.outputs.get(node).outputs[0][0]
+
+
+def latent(executor):
+    return cached(executor, "sampler")["samples"].clone()
