@@ -4,28 +4,33 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..models.face_analysis import BACKENDS, load_analyzer
+from ..models.face_analysis import BACKENDS, analyzer_files, load_analyzer
 from ..models.face_analysis.dlib_backend import DETECTORS
 from ..models.face_analysis.insightface_backend import PROVIDERS
-from ..models.face_analysis.landmark_views import FRAMES, faces_to_landmarks, render_landmarks
-from ..models.face_analysis.select import NO_FACE_POLICIES, SELECTIONS, crop_faces
+from ..models.face_analysis.landmark_views import FRAMES, faces_to_landmarks, output_size, render_landmarks
+from ..models.face_analysis.select import NO_FACE_POLICIES, SELECTIONS, cut_crops, plan_crops
 from .errors import node_error, reports_errors
-from .image_tensors import to_image_tensor, to_rgb_uint8
+from .image_tensors import MEMORY_LIMIT_NOTE, ensure_memory, image_bytes, to_image_tensor, to_rgb_uint8
+from .model_cache import LoadedModels, file_identity
 from .model_paths import folder_candidates
+from .reports import show_report
 from .socket_types import FaceAnalyzer, Faces, Landmarks
 
 CATEGORY = "FaceSnap/Face"
-# Loaded analyzers, keyed by their settings, so a graph that runs again does not reload the models.
-_ANALYZER_CACHE: dict[tuple, object] = {}
+_ANALYZERS = LoadedModels("face analyzers")
+
+
+def _roots(backend: str) -> tuple[str, ...]:
+    return tuple(folder_candidates("insightface")) if backend == "insightface" else ()
 
 
 def cached_analyzer(backend: str, provider: str, detector: str):
-    roots = tuple(folder_candidates("insightface")) if backend == "insightface" else ()
-    key = (backend, provider if backend == "insightface" else "CPU", detector if backend == "dlib" else "", roots)
-    if key not in _ANALYZER_CACHE:
-        _ANALYZER_CACHE[key] = load_analyzer(backend, insightface_root=list(roots), provider=provider,
-                                             detector=detector)
-    return _ANALYZER_CACHE[key]
+    """The analyzer for these settings, shared while ComfyUI holds it (see nodes/model_cache.py)."""
+    roots = _roots(backend)
+    settings = (backend, provider if backend == "insightface" else "CPU", detector if backend == "dlib" else "", roots)
+    return _ANALYZERS.get(settings, analyzer_files(backend, roots, detector),
+                          lambda: load_analyzer(backend, insightface_root=list(roots), provider=provider,
+                                                detector=detector))
 
 
 class FaceAnalyzerLoader(io.ComfyNode):
@@ -53,6 +58,11 @@ class FaceAnalyzerLoader(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, backend="dlib", provider="CPU", dlib_detector="hog", **_):
+        """ComfyUI runs the node again when this changes: so edited or replaced model files are loaded again."""
+        return tuple(file_identity(f) for f in analyzer_files(backend, _roots(backend), dlib_detector))
+
+    @classmethod
     @reports_errors
     def execute(cls, backend: str, provider: str, dlib_detector: str) -> io.NodeOutput:
         return io.NodeOutput(cached_analyzer(backend, provider, dlib_detector))
@@ -78,22 +88,28 @@ class FaceCrop(io.ComfyNode):
                 io.Int.Input("index", default=0, min=0, max=255,
                              tooltip="Which face, for the 'index' and 'left_to_right' selections."),
                 io.Int.Input("size", default=512, min=64, max=4096, step=8,
-                             tooltip="Side of the square crops in pixels."),
+                             tooltip=f"Side of the square crops in pixels. {MEMORY_LIMIT_NOTE}"),
                 io.Float.Input("margin", default=0.5, min=0.0, max=4.0, step=0.05,
                                tooltip="Space added on each side of the face box, as a fraction of the face size."),
                 io.Combo.Input("if_no_face", options=list(NO_FACE_POLICIES), default="error",
                                tooltip="error: stop and name the faceless image. skip: pass that image through "
                                        "whole, resized, with no face recorded."),
             ],
-            outputs=[io.Image.Output(display_name="crops"), Faces.Output(display_name="faces")],
+            outputs=[io.Image.Output(display_name="crops"), Faces.Output(display_name="faces"),
+                     io.String.Output(display_name="report",
+                                      tooltip="The images passed through without a face (if no face = skip); also "
+                                              "shown on the node. Empty when every image had its face.")],
         )
 
     @classmethod
     @reports_errors
     def execute(cls, analyzer, image, selection: str, index: int, size: int, margin: float,
                 if_no_face: str) -> io.NodeOutput:
-        crops, faces = crop_faces(analyzer, to_rgb_uint8(image), selection, index, size, margin, if_no_face)
-        return io.NodeOutput(to_image_tensor(crops), faces)
+        plan = plan_crops(analyzer, to_rgb_uint8(image), selection, index, size, margin, if_no_face)
+        ensure_memory(image_bytes(len(plan), size, size), f"{len(plan)} crop(s) of {size} x {size} pixels",
+                      "size, or choose fewer faces (selection)")
+        crops, faces = cut_crops(plan)
+        return io.NodeOutput(to_image_tensor(crops), faces, show_report(plan.warnings))
 
 
 class DrawLandmarks(io.ComfyNode):
@@ -114,7 +130,8 @@ class DrawLandmarks(io.ComfyNode):
                                tooltip="For faces: draw in the crop's frame (crop-sized canvas) or in the source "
                                        "image's frame (image-sized canvas)."),
                 io.Int.Input("width", default=0, min=0, max=8192, step=8, optional=True,
-                             tooltip="Canvas width; 0 = the crop or source size. Set width and height together."),
+                             tooltip="Canvas width; 0 = the crop or source size. Set width and height together. "
+                                     f"{MEMORY_LIMIT_NOTE}"),
                 io.Int.Input("height", default=0, min=0, max=8192, step=8, optional=True,
                              tooltip="Canvas height; 0 = the crop or source size. Set width and height together."),
             ],
@@ -129,6 +146,10 @@ class DrawLandmarks(io.ComfyNode):
             raise node_error(cls.define_schema().node_id, "nothing to draw: neither faces nor landmarks is connected",
                              "connect the faces output of FaceSnap Face Crop, or a landmarks output")
         landmark_set = faces_to_landmarks(faces, frame) if faces is not None else landmarks
+        out_h, out_w = output_size(landmark_set, width, height)
+        ensure_memory(image_bytes(len(landmark_set), out_h, out_w, outputs=2),
+                      f"{len(landmark_set)} control image(s) and overlay(s) of {out_w} x {out_h}",
+                      "width and height (0 keeps the crop or source size), or the size or number of faces upstream")
         controls, overlays = render_landmarks(landmark_set, width, height)
         return io.NodeOutput(to_image_tensor(controls), to_image_tensor(overlays))
 

@@ -19,9 +19,13 @@ T = TypeVar("T")
 
 
 def file_identity(path: str) -> tuple:
-    """(real path, size, mtime in ns): changes whenever the file is replaced or edited."""
+    """(real path, size, mtime in ns): changes whenever the file is replaced or edited. A missing file gives
+    (real path, None, None), so the loader itself reports it."""
     real = os.path.realpath(path)
-    stat = os.stat(real)
+    try:
+        stat = os.stat(real)
+    except OSError:
+        return real, None, None
     return real, stat.st_size, stat.st_mtime_ns
 
 

@@ -6,41 +6,35 @@ from __future__ import annotations
 import dataclasses
 import os
 
-import numpy as np
-import torch
 from comfy_api.latest import io
 
-from ..models.errors import InvalidInputError, ModelFileError, NoFaceError
-from ..models.face_analysis.align import box_to_crop_matrix
-from ..models.face_analysis.landmark_views import faces_to_landmarks
-from ..models.face3d.face_fitting import FitOptions
+from ..models.errors import InvalidInputError, ModelFileError
 from ..models.face3d.ict_download import ICT_DOWNLOAD_BYTES, download_ict_facekit
-from ..models.face3d.landmark_predictor import PredictOptions, fit_references_and_drives, predict
-from ..models.face_analysis.landmarks72 import draw_control_image
+from ..models.face3d.landmark_predictor import (FRAMES, POSE_SOURCES, PredictorSettings, draw_prediction,
+                                                predict_from_faces)
 from ..models.face3d.morphable_model import ICT_FILE_NAME, ict_fetch_hint, load_ict_npz
-from ..models.face3d.rasterizer import render_shaded
-from .errors import node_error, reports_errors
-from .image_tensors import to_image_tensor
-from .model_paths import folder_candidates
+from .errors import reports_errors
+from .image_tensors import MEMORY_LIMIT_NOTE, ensure_memory, gray_to_image_tensor, image_bytes, to_image_tensor
+from .model_cache import LoadedModels, file_identity
+from .model_paths import default_folder, file_options, resolve_model_file, unsafe_name_reason
+from .reports import show_report
 from .socket_types import Faces, Landmarks, MorphableModel
 
 CATEGORY = "FaceSnap/3DMM"
 MODEL_KINDS = ("ICT-FaceKit", "FLAME")
-FRAMES = ("drive crop", "drive image", "canvas")
-POSE_SOURCES = ("drive", "manual")
-_MODEL_CACHE: dict[tuple, object] = {}
+FLAME_FILE, EMBEDDING_FILE, NO_DECA = "generic_model.pkl", "landmark_embedding.npy", "none"
+# input -> extensions its dropdown lists from the 3dmm folders
+FILE_INPUTS = {"ict_file": (".npz",), "flame_file": (".pkl",), "flame_landmarks": (".npy",), "deca_file": (".tar",)}
+RENDER_BYTES_PER_PIXEL = 4  # each render as float32 before it becomes an IMAGE
+# The torch rasterizer's buffers for one render (depth, face ids, weights, candidate pixels): measured 1.47 GB peak
+# for a 4096 x 4096 render of a face covering a third of the canvas.
+RASTER_BYTES_PER_PIXEL = 88
+_MODELS = LoadedModels("3D face models")
 
 
-def find_model_file(name: str, hint: str) -> str:
-    """The first ``name`` in the 3dmm model folders, or a ModelFileError naming the default location."""
-    candidates = folder_candidates("3dmm")
-    for folder in candidates:
-        path = os.path.join(folder, name)
-        if os.path.isfile(path):
-            return path
-    expected = os.path.join(candidates[0], name)
-    others = f" (also searched: {', '.join(candidates[1:])})" if len(candidates) > 1 else ""
-    raise ModelFileError(f"{name} was not found at {expected}{others}", hint)
+def _deca_name(deca_file: str) -> str | None:
+    """The DECA file to load, or None. Workflows saved before deca_file was a dropdown hold "" for none."""
+    return None if deca_file.strip() in ("", NO_DECA) else deca_file
 
 
 def download_ict_model(path: str) -> None:
@@ -51,114 +45,133 @@ def download_ict_model(path: str) -> None:
     download_ict_facekit(path, on_progress=bar.update_absolute)
 
 
-def load_cached(kind: str, ict_file: str, flame_file: str, flame_landmarks: str, download_if_missing: bool = False,
-                deca_file: str = ""):
-    use_deca = deca_file.strip() not in ("", "none")
-    if use_deca and kind != "FLAME":
+def _ict_path(ict_file: str, download_if_missing: bool) -> str:
+    """The ICT-FaceKit file, downloaded first when it is the pack's default name, missing and downloads are on.
+    The download goes only to ComfyUI's default 3dmm folder, under the fixed name ``ICT_FILE_NAME``."""
+    target = os.path.join(default_folder("3dmm"), ICT_FILE_NAME)
+    try:
+        return resolve_model_file("ict_file", "3dmm", ict_file, ict_fetch_hint(target))
+    except ModelFileError:
+        if not (download_if_missing and ict_file == ICT_FILE_NAME):
+            raise
+    download_ict_model(target)
+    return target
+
+
+def model_files(kind: str, ict_file: str, flame_file: str, flame_landmarks: str, deca_file: str,
+                download_if_missing: bool = False) -> list[str]:
+    """The files these loader settings read, resolved inside the 3dmm model folders (downloading ICT-FaceKit first
+    when allowed)."""
+    from ..models.face3d.deca_encoder import DECA_HINT
+    from ..models.face3d.flame_loader import EMBEDDING_HINT, FLAME_HINT
+
+    deca = _deca_name(deca_file)
+    if deca is not None and kind != "FLAME":
         raise InvalidInputError(f"deca_file is set ({deca_file}) but DECA regresses FLAME parameters, not {kind}",
-                                "set model to FLAME, or clear deca_file to fit landmarks")
-    model = _load_model(kind, ict_file, flame_file, flame_landmarks, download_if_missing)
-    if not use_deca:
-        return model
-    from ..models.face3d.deca_encoder import DECA_HINT, load_deca_encoder
-
-    path = find_model_file(deca_file.strip(), DECA_HINT)
-    key = (id(model), path, os.path.getmtime(path))  # the base model stays cached, so its id is never reused
-    if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = dataclasses.replace(model, face_regressor=load_deca_encoder(path))
-    return _MODEL_CACHE[key]
-
-
-def _load_model(kind: str, ict_file: str, flame_file: str, flame_landmarks: str, download_if_missing: bool):
+                                "set model to FLAME, or set deca_file to none to fit landmarks")
     if kind == "ICT-FaceKit":
-        default_path = os.path.join(folder_candidates("3dmm")[0], ict_file)
-        try:
-            paths = (find_model_file(ict_file, ict_fetch_hint(default_path)),)
-        except ModelFileError:
-            if not download_if_missing:
-                raise
-            download_ict_model(default_path)
-            paths = (default_path,)
+        files = [_ict_path(ict_file, download_if_missing)]
     else:
-        from ..models.face3d.flame_loader import EMBEDDING_HINT, FLAME_HINT
+        files = [resolve_model_file("flame_file", "3dmm", flame_file, FLAME_HINT),
+                 resolve_model_file("flame_landmarks", "3dmm", flame_landmarks, EMBEDDING_HINT)]
+    if deca is not None:
+        files.append(resolve_model_file("deca_file", "3dmm", deca, DECA_HINT))
+    return files
 
-        paths = (find_model_file(flame_file, FLAME_HINT), find_model_file(flame_landmarks, EMBEDDING_HINT))
-    key = (kind, *paths, *(os.path.getmtime(p) for p in paths))
-    if key not in _MODEL_CACHE:
-        if kind == "ICT-FaceKit":
-            _MODEL_CACHE[key] = load_ict_npz(paths[0])
-        else:
-            from ..models.face3d.flame_loader import flame_morphable_model
 
-            _MODEL_CACHE[key] = flame_morphable_model(*paths)
-    return _MODEL_CACHE[key]
+def load_model(kind: str, ict_file: str, flame_file: str, flame_landmarks: str, download_if_missing: bool = False,
+               deca_file: str = ""):
+    """The morphable model for these loader settings, shared while ComfyUI holds it (see nodes/model_cache.py)."""
+    files = model_files(kind, ict_file, flame_file, flame_landmarks, deca_file, download_if_missing)
+    return _MODELS.get(kind, files, lambda: _read_model(kind, files))
+
+
+def _read_model(kind: str, files: list[str]):
+    if kind == "ICT-FaceKit":
+        return load_ict_npz(files[0])
+    from ..models.face3d.flame_loader import flame_morphable_model
+
+    model = flame_morphable_model(files[0], files[1])
+    if len(files) == 3:
+        from ..models.face3d.deca_encoder import load_deca_encoder
+
+        model = dataclasses.replace(model, face_regressor=load_deca_encoder(files[2]))
+    return model
 
 
 class MorphableModelLoader(io.ComfyNode):
+    RESOLVED_INPUTS = tuple(FILE_INPUTS)  # checked by resolve_model_file, not against the dropdown
+
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FaceSnap3DMMLoader",
             display_name="FaceSnap 3DMM Loader",
             category=CATEGORY,
-            description="Loads a 3D morphable face model from ComfyUI/models/3dmm. ICT-FaceKit (MIT licence): "
+            description="Loads a 3D morphable face model from ComfyUI/models/3dmm (or the 3dmm paths of "
+                        "extra_model_paths.yaml). ICT-FaceKit (MIT licence): "
                         f"{ICT_FILE_NAME}, downloaded (about 405 MB) and converted once from the "
                         "ICT-VGL/ICT-FaceKit repository when missing, or by hand with scripts/convert_ict_facekit.py. "
                         "FLAME (user-supplied, licence restricts use): "
                         "generic_model.pkl plus DECA's landmark_embedding.npy, read without running pickled code; "
-                        "optionally DECA's deca_model.tar to regress FLAME parameters from the face image.",
+                        "optionally DECA's deca_model.tar to regress FLAME parameters from the face image. "
+                        "Only files in the 3dmm model folders can be chosen.",
             inputs=[
                 io.Combo.Input("model", options=list(MODEL_KINDS), default="ICT-FaceKit",
                                tooltip="ICT-FaceKit: 100 identity modes, 53 ARKit expressions, free for any use. "
                                        "FLAME: the model behind DECA/SMIRK; you must download it yourself."),
-                io.String.Input("ict_file", default=ICT_FILE_NAME,
-                                tooltip="File name of the converted ICT-FaceKit model inside models/3dmm."),
-                io.String.Input("flame_file", default="generic_model.pkl",
-                                tooltip="FLAME 2020/2023 model file inside models/3dmm (only for model = FLAME)."),
-                io.String.Input("flame_landmarks", default="landmark_embedding.npy",
-                                tooltip="DECA/SMIRK landmark embedding inside models/3dmm (only for model = FLAME)."),
+                io.Combo.Input("ict_file", options=file_options("3dmm", FILE_INPUTS["ict_file"], (ICT_FILE_NAME,)),
+                               default=ICT_FILE_NAME,
+                               tooltip=f"The converted ICT-FaceKit model in models/3dmm. {ICT_FILE_NAME} is listed "
+                                       "even before it exists: download_if_missing fetches it."),
+                io.Combo.Input("flame_file", options=file_options("3dmm", FILE_INPUTS["flame_file"], (FLAME_FILE,)),
+                               default=FLAME_FILE,
+                               tooltip="FLAME 2020/2023 model file in models/3dmm (only for model = FLAME)."),
+                io.Combo.Input("flame_landmarks", default=EMBEDDING_FILE,
+                               options=file_options("3dmm", FILE_INPUTS["flame_landmarks"], (EMBEDDING_FILE,)),
+                               tooltip="DECA/SMIRK landmark embedding in models/3dmm (only for model = FLAME)."),
                 io.Boolean.Input("download_if_missing", default=True, optional=True,
-                                 tooltip="ICT-FaceKit only: when ict_file is not in models/3dmm, download the "
+                                 tooltip=f"ICT-FaceKit only: when {ICT_FILE_NAME} is not in models/3dmm, download the "
                                          "upstream model from GitHub once (about 405 MB, with a progress bar) and "
                                          "convert it there. Off: report the missing file instead."),
-                io.String.Input("deca_file", default="", optional=True,
-                                tooltip="FLAME only, optional: DECA's deca_model.tar inside models/3dmm (MPI "
-                                        "non-commercial licence). When set, the predictor regresses shape, expression, "
-                                        "jaw and head pose from each face image with DECA's encoder instead of "
-                                        "fitting landmarks. Empty: fit landmarks."),
+                io.Combo.Input("deca_file", options=file_options("3dmm", FILE_INPUTS["deca_file"], (NO_DECA,)),
+                               default=NO_DECA, optional=True,
+                               tooltip="FLAME only, optional: DECA's deca_model.tar in models/3dmm (MPI "
+                                       "non-commercial licence). When set, the predictor regresses shape, expression, "
+                                       "jaw and head pose from each face image with DECA's encoder instead of "
+                                       "fitting landmarks. none: fit landmarks."),
             ],
             outputs=[MorphableModel.Output(display_name="3dmm")],
         )
 
     @classmethod
+    def fingerprint_inputs(cls, model=None, ict_file="", flame_file="", flame_landmarks="", deca_file=NO_DECA,
+                           **_):
+        """ComfyUI runs the node again when this changes: so an edited or replaced model file is loaded again."""
+        try:
+            return tuple(file_identity(f) for f in model_files(model, ict_file, flame_file, flame_landmarks,
+                                                                deca_file))
+        except Exception as err:  # the node itself reports the problem when it runs
+            return repr(err)
+
+    @classmethod
+    def validate_inputs(cls, ict_file=None, flame_file=None, flame_landmarks=None, deca_file=None):
+        """Runs in ComfyUI's prompt validation instead of its dropdown check for these inputs (which would refuse a
+        not yet downloaded or legacy value): refuses paths from their text alone. The files are resolved when the
+        node runs, for the model kind chosen."""
+        values = {"ict_file": ict_file, "flame_file": flame_file, "flame_landmarks": flame_landmarks,
+                  "deca_file": None if deca_file is None or _deca_name(deca_file) is None else deca_file}
+        for name, value in values.items():
+            reason = unsafe_name_reason(value) if value else None  # empty: reported when the model needs it
+            if reason is not None:
+                return f"{name} {value!r} {reason}: choose a file of the 3dmm model folders from the dropdown"
+        return True
+
+    @classmethod
     @reports_errors
     def execute(cls, model: str, ict_file: str, flame_file: str, flame_landmarks: str,
-                download_if_missing: bool = True, deca_file: str = "") -> io.NodeOutput:
-        return io.NodeOutput(load_cached(model, ict_file, flame_file, flame_landmarks, download_if_missing, deca_file))
-
-
-def _valid_rows(points: np.ndarray) -> np.ndarray:
-    return np.isfinite(points).all(axis=(1, 2))
-
-
-def _regressed_fits(model, reference, reference_rows: np.ndarray, drive, frame: str):
-    """Reference and drive parameters from the model's face regressor (DECA); references share their mean shape."""
-    from ..models.face3d.deca_encoder import regress_faces
-
-    rows = np.nonzero(reference_rows)[0]
-    ref_fit = regress_faces(model, model.face_regressor, [reference.images[i] for i in rows],
-                            np.stack([reference.records[i].landmarks[:68] for i in rows]))
-    ref_fit.alpha = ref_fit.alpha.mean(0, keepdim=True).expand_as(ref_fit.alpha)
-    if drive is None:
-        return ref_fit, None
-    in_crop = frame == "drive crop" and drive.crop_boxes and drive.crop_size > 0
-    matrices = [box_to_crop_matrix(box, drive.crop_size) for box in drive.crop_boxes] if in_crop else None
-    return ref_fit, regress_faces(model, model.face_regressor, list(drive.images),
-                                  np.stack([r.landmarks[:68] for r in drive.records]), matrices)
-
-
-def _gray_to_rgb(images: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(images).unsqueeze(-1).expand(-1, -1, -1, 3).contiguous()
+                download_if_missing: bool = True, deca_file: str = NO_DECA) -> io.NodeOutput:
+        return io.NodeOutput(load_model(model, ict_file, flame_file, flame_landmarks, download_if_missing, deca_file))
 
 
 class LandmarkPredictor(io.ComfyNode):
@@ -171,7 +184,8 @@ class LandmarkPredictor(io.ComfyNode):
             description="Fits the 3D face model to the reference faces (one person; several photos sharpen the face "
                         "shape) and to each drive face, then combines the reference's face shape with the drive's "
                         "pose and expression (or a pose you choose). Outputs the 72-point landmarks, their FFRNet "
-                        "control image, the monochrome 3D face render (Diff-PC control) and an overlay preview.",
+                        "control image, the monochrome 3D face render (Diff-PC control), an overlay preview and a "
+                        "report of what was adjusted (also shown on the node).",
             inputs=[
                 MorphableModel.Input("model", tooltip="A face model from FaceSnap 3DMM Loader."),
                 Faces.Input("reference", tooltip="Faces of the person whose face shape to keep (FaceSnap Face Crop). "
@@ -180,11 +194,13 @@ class LandmarkPredictor(io.ComfyNode):
                             tooltip="Faces that give the pose and expression; one prediction per face. Optional "
                                     "when pose source is manual."),
                 io.Combo.Input("pose_source", options=list(POSE_SOURCES), default="drive",
-                               tooltip="drive: pose from each drive face. manual: the yaw/pitch/roll below (also used "
-                                       "when the drive image has no face)."),
+                               tooltip="drive: pose and expression from each drive face; a drive image without a "
+                                       "face (Face Crop's 'skip') takes the manual yaw/pitch/roll below and the "
+                                       "reference's expression, and the report says so. manual: the yaw/pitch/roll "
+                                       "below for one prediction."),
                 io.Float.Input("yaw", default=0.0, min=-90.0, max=90.0, step=1.0,
                                tooltip="Manual pose: degrees, positive turns the nose to the image right. "
-                                       "Clamped to ±75° with a warning."),
+                                       "Clamped to ±75° (the report says so)."),
                 io.Float.Input("pitch", default=0.0, min=-90.0, max=90.0, step=1.0,
                                tooltip="Manual pose: degrees, positive tilts the face up. Clamped to ±45°."),
                 io.Float.Input("roll", default=0.0, min=-90.0, max=90.0, step=1.0,
@@ -202,7 +218,7 @@ class LandmarkPredictor(io.ComfyNode):
                                        "or the full photo's pixels. canvas: centred on a width x height canvas "
                                        "(always used for a manual pose without drive faces)."),
                 io.Int.Input("width", default=1024, min=64, max=4096, step=8,
-                             tooltip="Canvas width for frame = canvas."),
+                             tooltip=f"Canvas width for frame = canvas. {MEMORY_LIMIT_NOTE}"),
                 io.Int.Input("height", default=1024, min=64, max=4096, step=8,
                              tooltip="Canvas height for frame = canvas."),
             ],
@@ -211,6 +227,9 @@ class LandmarkPredictor(io.ComfyNode):
                 io.Image.Output(display_name="control_image"),
                 io.Image.Output(display_name="render"),
                 io.Image.Output(display_name="overlay"),
+                io.String.Output(display_name="report",
+                                 tooltip="What was adjusted: clamped angles, drive images without a face (which "
+                                         "took the manual pose), references without a face. Empty when nothing."),
             ],
         )
 
@@ -219,55 +238,18 @@ class LandmarkPredictor(io.ComfyNode):
     def execute(cls, model, reference, pose_source: str, yaw: float, pitch: float, roll: float,
                 keep_reference_expression: bool, expression_strength: float, neutral_reference: bool, frame: str,
                 width: int, height: int, drive=None) -> io.NodeOutput:
-        node_id = cls.define_schema().node_id
-        ref_points = np.stack([r.landmarks for r in reference.records]) if len(reference) else np.zeros((0, 72, 2))
-        ref_rows = _valid_rows(ref_points)
-        ref_points = ref_points[ref_rows]
-        if len(ref_points) == 0:
-            raise NoFaceError("the reference has no face", "use a reference photo with a clearly visible face")
-        drive_set, manual = None, None
-        if pose_source == "drive":
-            if drive is None:
-                raise node_error(node_id, "pose source is 'drive' but no drive faces are connected",
-                                 "connect drive faces, or set pose source to manual")
-            drive_set = faces_to_landmarks(drive, "crop" if frame == "drive crop" else "image")
-            valid = _valid_rows(drive_set.points)
-            if not valid.any():
-                raise NoFaceError("no face was found in the drive image(s)",
-                                  "use a drive photo with a visible face, or set pose source to manual")
-            if not valid.all():
-                missing = [int(i) for i in np.nonzero(~valid)[0]]
-                raise NoFaceError(f"drive item(s) {missing} have no face",
-                                  "remove those images, or set pose source to manual to use the yaw/pitch/roll")
-        else:
-            manual = torch.tensor([[yaw, pitch, roll]], dtype=torch.float32)
-
-        if model.face_regressor is not None:
-            ref_fit, drv_fit = _regressed_fits(model, reference, ref_rows, None if drive_set is None else drive, frame)
-        else:
-            ref_fit, drv_fit = fit_references_and_drives(
-                model, torch.from_numpy(ref_points), torch.zeros(len(ref_points), dtype=torch.long),
-                None if drive_set is None else torch.from_numpy(drive_set.points), neutral_reference, FitOptions())
-        options = PredictOptions(keep_source_expression=keep_reference_expression,
-                                 expression_strength=expression_strength)
-        on_canvas = frame == "canvas" or drive_set is None
-        result = predict(model, ref_fit, drv_fit, options, manual_angles=manual,
-                         drive_sizes=None if drive_set is None else drive_set.canvas_sizes,
-                         canvas_size=(height, width) if on_canvas else None,
-                         backgrounds=None if drive_set is None else drive_set.backgrounds)
-        landmarks = result.landmarks
-        sizes = set(landmarks.canvas_sizes)
-        if len(sizes) > 1:
-            raise node_error(node_id, f"the drive images have different sizes {sorted(sizes)}",
-                             "use frame = drive crop or canvas so every output has one size")
-        out_h, out_w = landmarks.canvas_sizes[0]
-        renders = [render_shaded(v, model.triangles, out_h, out_w) for v in result.vertices]
-        controls, overlays = [], []
-        for points, render, background in zip(landmarks.points, renders, landmarks.backgrounds):
-            controls.append(draw_control_image(points, out_h, out_w))
-            base = background if background is not None else (render.numpy()[..., None] * 255).astype(np.uint8).repeat(3, 2)
-            overlays.append(draw_control_image(points, out_h, out_w, canvas=base))
-        return io.NodeOutput(landmarks, to_image_tensor(controls), _gray_to_rgb(renders), to_image_tensor(overlays))
+        settings = PredictorSettings(pose_source, (yaw, pitch, roll), keep_reference_expression, expression_strength,
+                                     neutral_reference, frame, (height, width))
+        prediction = predict_from_faces(model, reference, drive, settings)
+        count, (out_h, out_w) = len(prediction.landmarks), prediction.landmarks.canvas_sizes[0]
+        lower = "width and height (frame = canvas)" if frame == "canvas" else \
+            "the number of drive faces, or use frame = drive crop with a smaller Face Crop size"
+        ensure_memory(image_bytes(count, out_h, out_w, outputs=3) + count * out_h * out_w * RENDER_BYTES_PER_PIXEL
+                      + out_h * out_w * RASTER_BYTES_PER_PIXEL, f"{count} prediction(s) of {out_w} x {out_h}", lower)
+        controls, renders, overlays = draw_prediction(model, prediction)
+        report = show_report(prediction.warnings)
+        return io.NodeOutput(prediction.landmarks, to_image_tensor(controls), gray_to_image_tensor(renders),
+                             to_image_tensor(overlays), report)
 
 
 NODES = [MorphableModelLoader, LandmarkPredictor]

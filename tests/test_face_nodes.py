@@ -145,7 +145,7 @@ def portrait_tensor(insightface_images, channels: int) -> torch.Tensor:
 @pytest.mark.parametrize("channels", [1, 4])
 def test_grayscale_and_rgba_images(dlib_analyzer, insightface_images, channels):
     image = portrait_tensor(insightface_images, channels)
-    crops, faces = face_nodes().FaceCrop.execute(dlib_analyzer, image, "largest", 0, 64, 0.5, "error").result
+    crops, faces = face_nodes().FaceCrop.execute(dlib_analyzer, image, "largest", 0, 64, 0.5, "error").result[:2]
     assert crops.shape == (1, 64, 64, 3) and len(faces) == 1
 
 
@@ -156,7 +156,7 @@ def test_batch_with_faceless_image(dlib_analyzer, insightface_images):
     mask = Image.open(insightface_images / "mask_black.jpg").convert("RGB").resize(portrait.shape[2:0:-1])
     batch = torch.cat([portrait, torch.from_numpy(np.asarray(mask, np.float32) / 255.0)[None], portrait])
     nodes = face_nodes()
-    crops, faces = nodes.FaceCrop.execute(dlib_analyzer, batch, "largest", 0, 64, 0.5, "skip").result
+    crops, faces = nodes.FaceCrop.execute(dlib_analyzer, batch, "largest", 0, 64, 0.5, "skip").result[:2]
     assert crops.shape == (3, 64, 64, 3) and [r.image_index for r in faces.records] == [0, 1, 2]
     control, overlay = nodes.DrawLandmarks.execute(faces=faces).result
     assert control.shape == overlay.shape == (3, 64, 64, 3)
@@ -168,7 +168,7 @@ def test_batch_with_faceless_image(dlib_analyzer, insightface_images):
 def test_one_pixel_image(dlib_analyzer):
     nodes = face_nodes()
     pixel = torch.full((1, 1, 1, 3), 0.5)
-    crops, faces = nodes.FaceCrop.execute(dlib_analyzer, pixel, "largest", 0, 64, 0.5, "skip").result
+    crops, faces = nodes.FaceCrop.execute(dlib_analyzer, pixel, "largest", 0, 64, 0.5, "skip").result[:2]
     assert crops.shape == (1, 64, 64, 3) and len(faces) == 1
     with pytest.raises(Exception, match=r"\[FaceSnapFaceCrop\] no face found in image 0"):
         nodes.FaceCrop.execute(dlib_analyzer, pixel, "largest", 0, 64, 0.5, "error")

@@ -161,17 +161,25 @@ def test_files_that_do_not_convert_are_discarded(server, tmp_path):
 
 @pytest.mark.comfy
 def test_loader_node_downloads_when_missing(server, tmp_path, monkeypatch):
+    from comfyui_facesnap.devkit.workflow_files import model_folders_restored
     from comfyui_facesnap.nodes import predictor_nodes
     from comfyui_facesnap.nodes.errors import FaceSnapNodeError
 
     folder = tmp_path / "3dmm"
-    monkeypatch.setattr(predictor_nodes, "folder_candidates", lambda name: [str(folder)])
     monkeypatch.setattr(predictor_nodes, "download_ict_facekit",
                         functools.partial(download_ict_facekit, base_url=server.url, **FAST))
     loader = predictor_nodes.MorphableModelLoader
-    with pytest.raises(FaceSnapNodeError, match="download_if_missing"):
-        loader.execute("ICT-FaceKit", "ict_face_narrow.npz", "generic_model.pkl", "landmark_embedding.npy",
-                       download_if_missing=False)
-    assert not server.requests
-    model = loader.execute("ICT-FaceKit", "ict_face_narrow.npz", "generic_model.pkl", "landmark_embedding.npy")[0]
+    with model_folders_restored() as folder_paths:
+        folder_paths.add_model_folder_path("3dmm", str(folder), is_default=True)
+        with pytest.raises(FaceSnapNodeError, match="download_if_missing"):
+            loader.execute("ICT-FaceKit", "ict_face_narrow.npz", "generic_model.pkl", "landmark_embedding.npy",
+                           download_if_missing=False)
+        # downloads go only to the default 3dmm folder, under the pack's own file name
+        for outside in (str(tmp_path / "elsewhere" / "ict_face_narrow.npz"), "../elsewhere/ict_face_narrow.npz",
+                        "sub/ict_face_narrow.npz"):
+            with pytest.raises(FaceSnapNodeError, match="ict_file"):
+                loader.execute("ICT-FaceKit", outside, "generic_model.pkl", "landmark_embedding.npy")
+        assert not server.requests and not (tmp_path / "elsewhere").exists() and not folder.exists()
+        model = loader.execute("ICT-FaceKit", "ict_face_narrow.npz", "generic_model.pkl", "landmark_embedding.npy")[0]
     assert model.num_id == 100 and (folder / "ict_face_narrow.npz").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["3dmm"]

@@ -111,7 +111,7 @@ def test_real_photos_keep_reference_proportions_and_drive_pose(ict, t1_faces):
 
 
 def test_outputs_and_manual_pose_on_canvas(ict, t1_faces):
-    landmarks, control, render, overlay = run_predictor(ict, t1_faces[2], None, pose_source="manual", yaw=30.0,
+    landmarks, control, render, overlay, _ = run_predictor(ict, t1_faces[2], None, pose_source="manual", yaw=30.0,
                                                         pitch=-10.0, frame="canvas", width=320, height=256)
     assert landmarks.canvas_sizes == [(256, 320)]
     assert control.shape == render.shape == overlay.shape == (1, 256, 320, 3)
@@ -128,7 +128,7 @@ def test_extreme_manual_angle_is_clamped_with_a_warning(ict, t1_faces, caplog):
     assert angles[0, 0] < 80.0
 
 
-def test_drive_without_face_gives_a_clear_error_or_uses_the_manual_pose(ict, t1_faces, insightface_images):
+def test_drive_without_face_uses_the_manual_pose(ict, t1_faces, insightface_images):
     import cv2
 
     from comfyui_facesnap.models.face_analysis import FaceSet, load_analyzer
@@ -137,8 +137,11 @@ def test_drive_without_face_gives_a_clear_error_or_uses_the_manual_pose(ict, t1_
 
     blank = cv2.imread(str(insightface_images / "mask_black.jpg"))[:, :, ::-1].copy()
     _, no_face = crop_faces(load_analyzer("dlib"), [blank], on_no_face="skip")
-    with pytest.raises(FaceSnapNodeError, match=r"FaceSnapLandmarkPredictor.*no face.*\n.*manual"):
-        run_predictor(ict, t1_faces[2], no_face, frame="drive crop")
+    landmarks, control, _, _, report = run_predictor(ict, t1_faces[2], no_face, frame="drive crop", yaw=25.0)
+    assert np.isfinite(landmarks.points).all() and landmarks.canvas_sizes == [(512, 512)]
+    assert report.startswith("drive item 0 has no face: the manual pose (yaw 25°")
+    _, angles = _fit_ratio_and_angles(ict, landmarks.points)
+    assert abs(angles[0, 0] - 25.0) < 4.0
     result = run_predictor(ict, t1_faces[2], no_face, pose_source="manual", frame="canvas")
     assert np.isfinite(result[0].points).all()
     with pytest.raises(FaceSnapNodeError, match="reference has no face"):
@@ -156,5 +159,5 @@ def test_missing_model_file_names_the_path(host):
     expected = str(pathlib.Path(folder_paths.get_folder_paths("3dmm")[0]) / "not_there.npz")
     assert "FaceSnap3DMMLoader" in str(err.value) and expected in str(err.value)
     assert "ICT-VGL/ICT-FaceKit" in str(err.value) and "convert_ict_facekit.py" in str(err.value)
-    with pytest.raises(FaceSnapNodeError, match="generic_model.pkl was not found"):
+    with pytest.raises(FaceSnapNodeError, match="flame_file generic_model.pkl was not found"):
         nodes_module().MorphableModelLoader.execute("FLAME", "", "generic_model.pkl", "landmark_embedding.npy")

@@ -24,10 +24,12 @@ from torch import nn
 from ..errors import InvalidInputError, ModelFileError
 from ..face_analysis.align import crop_square
 from .face_fitting import FitResult, axis_angle_to_matrix
+from .file_errors import code_reference, refused_code_error, safe_reason
 from .morphable_model import MorphableModel
 
 DECA_HINT = ("download deca_model.tar from DECA (github.com/yfeng95/DECA, MPI non-commercial licence) into "
-             "ComfyUI/models/3dmm, or leave deca_file empty to fit landmarks instead")
+             "ComfyUI/models/3dmm, or set deca_file to none to fit landmarks instead")
+DECA_KIND = "DECA's deca_model.tar (a PyTorch checkpoint of tensors)"
 DECA_SPLITS = {"shape": 100, "tex": 50, "exp": 50, "pose": 6, "cam": 3, "light": 27}
 DECA_OUTPUTS = sum(DECA_SPLITS.values())
 CROP_SIZE = 224
@@ -100,15 +102,12 @@ def load_deca_encoder(path: str | pathlib.Path) -> DecaEncoder:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        refused = [line for line in lines if "global" in line.lower()]
-        if refused:  # torch's restricted unpickler met a class or function outside its allow-list
-            raise ModelFileError(f"{path} was not loaded: it holds objects other than tensors, so it may run code "
-                                 f"({refused[0]})", DECA_HINT) from err
-        reason = next((line for line in lines if "Unsupported operand" in line), lines[-1] if lines else "")
-        raise ModelFileError(f"{path} is not a PyTorch checkpoint ({reason})", DECA_HINT) from err
+        if code_reference(err) is not None:  # torch's restricted unpickler met a class or function
+            raise refused_code_error(path, err, DECA_KIND, DECA_HINT) from err
+        raise ModelFileError(f"{path} is not {DECA_KIND} (it is damaged or a different kind of file)",
+                             DECA_HINT) from err
     except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise ModelFileError(f"{path} is not a PyTorch checkpoint ({type(err).__name__}: {err})", DECA_HINT) from err
+        raise ModelFileError(f"{path} is not {DECA_KIND} (unreadable: {safe_reason(err)})", DECA_HINT) from err
     if not isinstance(checkpoint, dict) or "E_flame" not in checkpoint:
         found = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ModelFileError(f"{path} is not DECA's deca_model.tar (no 'E_flame' entry; found {found})", DECA_HINT)

@@ -20,6 +20,7 @@ import pickle
 import numpy as np
 
 from ..errors import ModelFileError
+from .file_errors import code_reference, refused_code_error, safe_reason
 from .flame_articulation import flame_articulation
 from .morphable_model import MorphableModel, frame_normalisation, normalised_model
 
@@ -27,6 +28,8 @@ FLAME_HINT = ("download FLAME 2020 or 2023 from https://flame.is.tue.mpg.de (fre
               "restrictions) and place generic_model.pkl in ComfyUI/models/3dmm")
 EMBEDDING_HINT = ("copy landmark_embedding.npy from DECA (github.com/yfeng95/DECA, data/) or SMIRK (assets/) into "
                   "ComfyUI/models/3dmm")
+FLAME_KIND = "the FLAME 2020/2023 generic_model.pkl (arrays of the face model)"
+EMBEDDING_KIND = "DECA's landmark_embedding.npy (landmark indices and weights)"
 FLAME_SHAPE_COMPONENTS = 300
 FLAME_KEYS = ("v_template", "f", "shapedirs")
 
@@ -94,13 +97,15 @@ def _plain(value):
     return value
 
 
-def _unpickle(path: pathlib.Path, data: bytes, hint: str):
+def _unpickle(path: pathlib.Path, data: bytes, hint: str, kind: str):
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
     except pickle.UnpicklingError as err:
-        raise ModelFileError(f"{path} was not loaded: {err}", hint) from err
+        if code_reference(err) is not None:
+            raise refused_code_error(path, err, kind, hint) from err
+        raise ModelFileError(f"{path} is not {kind} (it is damaged or a different kind of file)", hint) from err
     except (EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError, KeyError, RuntimeError) as err:
-        raise ModelFileError(f"{path} is not a readable pickle ({type(err).__name__}: {err})", hint) from err
+        raise ModelFileError(f"{path} is not {kind} (unreadable: {safe_reason(err)})", hint) from err
 
 
 def load_flame_pkl(path: str | pathlib.Path) -> dict[str, np.ndarray]:
@@ -108,7 +113,7 @@ def load_flame_pkl(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     path = pathlib.Path(path)
     if not path.is_file():
         raise ModelFileError(f"the FLAME model was not found at {path}", FLAME_HINT)
-    raw = _unpickle(path, path.read_bytes(), FLAME_HINT)
+    raw = _unpickle(path, path.read_bytes(), FLAME_HINT, FLAME_KIND)
     if not isinstance(raw, dict) or not all(k in raw for k in FLAME_KEYS):
         found = sorted(raw)[:8] if isinstance(raw, dict) else type(raw).__name__
         raise ModelFileError(f"{path} is not a FLAME model (expected the keys {', '.join(FLAME_KEYS)}; found {found})",
@@ -136,7 +141,7 @@ def load_landmark_embedding(path: str | pathlib.Path) -> dict[str, np.ndarray]:
         data = f.read()
     if header[2] != np.dtype(object):
         raise ModelFileError(f"{path} holds a plain {header[2]} array, not DECA's landmark embedding dict", EMBEDDING_HINT)
-    raw = _unpickle(path, data, EMBEDDING_HINT)
+    raw = _unpickle(path, data, EMBEDDING_HINT, EMBEDDING_KIND)
     if isinstance(raw, np.ndarray) and raw.dtype == object and raw.size == 1:
         raw = raw.item()
     if not isinstance(raw, dict) or "full_lmk_faces_idx" not in raw or "full_lmk_bary_coords" not in raw:

@@ -13,11 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, NoFaceError
+from ..face_analysis.align import box_to_crop_matrix
+from ..face_analysis.landmark_views import faces_to_landmarks
+from ..face_analysis.landmarks72 import LandmarkSet, draw_control_image
+from ..face_analysis.record import FaceSet
 from .face_fitting import FitOptions, FitResult, euler_to_matrix, fit_landmarks, matrix_to_euler, project
 from .flame_articulation import JAW_JOINT
-from ..face_analysis.landmarks72 import LandmarkSet
 from .morphable_model import MorphableModel
+from .rasterizer import render_shaded
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +80,15 @@ def fit_references_and_drive(model: MorphableModel, references, drives, neutral_
     return ref_fit.select(slice(0, None, per)), drv_fit
 
 
-def clamp_angles(angles: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-    """Clamp (M, 3) yaw/pitch/roll to ``ANGLE_LIMITS`` and say what was clamped."""
+def clamp_angles(angles: torch.Tensor, labels: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Clamp (M, 3) yaw/pitch/roll to ``ANGLE_LIMITS`` and say what was clamped (``labels`` name the M faces)."""
     limits = torch.tensor(list(ANGLE_LIMITS.values()))
     clamped = torch.maximum(torch.minimum(angles, limits), -limits)
     warnings = []
     for i, j in zip(*torch.nonzero(clamped != angles, as_tuple=True)):
         name = list(ANGLE_LIMITS)[int(j)]
-        warnings.append(f"face {int(i)}: {name} {float(angles[i, j]):.0f}° clamped to {float(clamped[i, j]):.0f}° "
+        label = labels[int(i)] if labels is not None else f"face {int(i)}"
+        warnings.append(f"{label}: {name} {float(angles[i, j]):.0f}° clamped to {float(clamped[i, j]):.0f}° "
                         f"(the landmark model is reliable up to ±{ANGLE_LIMITS[name]:.0f}°)")
     for w in warnings:
         log.warning("FaceSnap landmark predictor: %s", w)
@@ -108,14 +113,14 @@ def _expression_joint_pose(model: MorphableModel, fit: FitResult, count: int, st
 
 def predict(model: MorphableModel, source: FitResult, drive: FitResult | None, options: PredictOptions,
             manual_angles=None, drive_sizes: list[tuple[int, int]] | None = None,
-            canvas_size: tuple[int, int] | None = None, backgrounds=None) -> Prediction:
+            canvas_size: tuple[int, int] | None = None, backgrounds=None, labels: list[str] | None = None) -> Prediction:
     """Combine [shape_src, pose_drv, expr_drv] for every drive face (or every manual pose).
 
     ``source`` holds the reference fits; identity comes from the first (all references share it), the source
     expression from the first as well; for an articulated model (FLAME) a fit's jaw rotation (``joint_pose``, e.g.
     regressed by DECA) goes with its expression. ``manual_angles`` (M, 3) yaw/pitch/roll replaces the drive's
     rotation; with no drive the face is placed on ``canvas_size``. ``drive_sizes`` are the (height, width) of the
-    drive images.
+    drive images; ``labels`` name the predicted faces in warnings.
     """
     if drive is None and manual_angles is None:
         raise InvalidInputError("neither a drive face nor a manual pose was given",
@@ -129,7 +134,7 @@ def predict(model: MorphableModel, source: FitResult, drive: FitResult | None, o
         angles = torch.as_tensor(manual_angles, dtype=torch.float32).reshape(-1, 3).expand(count, -1)
     else:
         angles = matrix_to_euler(drive.rotation)
-    angles, warnings = clamp_angles(angles)
+    angles, warnings = clamp_angles(angles, labels)
     rotation = euler_to_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
     if drive is not None and manual_angles is None and not warnings:
         rotation = drive.rotation  # exact, no round trip through Euler angles
@@ -152,3 +157,148 @@ def predict(model: MorphableModel, source: FitResult, drive: FitResult | None, o
     verts = torch.cat([project(mesh, rotation, scale, translation), scale.view(-1, 1, 1) * rotated[..., 2:3]], -1)
     landmarks = LandmarkSet(points.detach().numpy().astype(np.float32), sizes, backgrounds)
     return Prediction(landmarks, verts, angles, warnings)
+
+
+# ---- from detected faces to the node's outputs --------------------------------------------------------------------
+FRAMES = ("drive crop", "drive image", "canvas")
+POSE_SOURCES = ("drive", "manual")
+
+
+@dataclass
+class PredictorSettings:
+    """The Landmark Predictor node's widgets. ``canvas_size`` is (height, width)."""
+
+    pose_source: str = "drive"
+    manual_angles: tuple[float, float, float] = (0.0, 0.0, 0.0)  # yaw, pitch, roll in degrees
+    keep_reference_expression: bool = False
+    expression_strength: float = 1.0
+    neutral_reference: bool = False
+    frame: str = "drive crop"
+    canvas_size: tuple[int, int] = (1024, 1024)
+
+
+def _finite_rows(points: np.ndarray) -> np.ndarray:
+    return np.isfinite(points).all(axis=(1, 2))
+
+
+def _subset(faces: FaceSet, rows) -> FaceSet:
+    rows = [int(i) for i in rows]
+    return FaceSet(records=[faces.records[i] for i in rows], images=[faces.images[i] for i in rows],
+                   crop_boxes=[faces.crop_boxes[i] for i in rows] if faces.crop_boxes else [],
+                   crop_size=faces.crop_size)
+
+
+def _regressed_fits(model: MorphableModel, reference: FaceSet, drive: FaceSet | None, frame: str):
+    """Reference and drive parameters from the model's face regressor (DECA); references share their mean shape."""
+    from .deca_encoder import regress_faces
+
+    ref_fit = regress_faces(model, model.face_regressor, list(reference.images),
+                            np.stack([r.landmarks[:68] for r in reference.records]))
+    ref_fit.alpha = ref_fit.alpha.mean(0, keepdim=True).expand_as(ref_fit.alpha)
+    if drive is None:
+        return ref_fit, None
+    in_crop = frame == "drive crop" and drive.crop_boxes and drive.crop_size > 0
+    matrices = [box_to_crop_matrix(box, drive.crop_size) for box in drive.crop_boxes] if in_crop else None
+    return ref_fit, regress_faces(model, model.face_regressor, list(drive.images),
+                                  np.stack([r.landmarks[:68] for r in drive.records]), matrices)
+
+
+def _fits(model: MorphableModel, reference: FaceSet, drive: FaceSet | None, drive_points, settings: PredictorSettings):
+    """Reference and drive fits: regressed when the model carries a face regressor (DECA), else landmark fitting."""
+    if model.face_regressor is not None:
+        return _regressed_fits(model, reference, drive, settings.frame)
+    ref_points = torch.from_numpy(np.stack([r.landmarks for r in reference.records]))
+    return fit_references_and_drives(model, ref_points, torch.zeros(len(ref_points), dtype=torch.long),
+                                     None if drive_points is None else torch.from_numpy(drive_points),
+                                     settings.neutral_reference, FitOptions())
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InvalidInputError(f"unknown {name} {value!r}", f"use one of {', '.join(choices)}")
+
+
+def _merge(parts: list[tuple[list[int], Prediction]], count: int) -> Prediction:
+    """Predictions for disjoint item lists -> one prediction in item order."""
+    order = [None] * count
+    for items, part in parts:
+        for row, item in enumerate(items):
+            order[item] = (part, row)
+    landmarks = LandmarkSet(np.stack([p.landmarks.points[r] for p, r in order]),
+                            [p.landmarks.canvas_sizes[r] for p, r in order],
+                            [p.landmarks.backgrounds[r] for p, r in order])
+    return Prediction(landmarks, torch.stack([p.vertices[r] for p, r in order]),
+                      torch.stack([p.angles[r] for p, r in order]), [w for _, p in parts for w in p.warnings])
+
+
+def predict_from_faces(model: MorphableModel, reference: FaceSet, drive: FaceSet | None,
+                       settings: PredictorSettings) -> Prediction:
+    """The Landmark Predictor: the reference's face shape with each drive face's pose and expression, or with the
+    manual pose. A drive item without a face (Face Crop's "skip") takes the manual pose and the reference's
+    expression, centred on that item's frame; ``warnings`` says which items did, and which were clamped."""
+    _check_choice("pose source", settings.pose_source, POSE_SOURCES)
+    _check_choice("frame", settings.frame, FRAMES)
+    ref_rows = _finite_rows(np.stack([r.landmarks for r in reference.records])) if len(reference) else np.zeros(0, bool)
+    if not ref_rows.any():
+        raise NoFaceError("the reference has no face", "use a reference photo with a clearly visible face")
+    warnings = [f"reference item {i} has no face and was left out" for i in np.nonzero(~ref_rows)[0]]
+    reference = _subset(reference, np.nonzero(ref_rows)[0])
+    options = PredictOptions(keep_source_expression=settings.keep_reference_expression,
+                             expression_strength=settings.expression_strength)
+    manual = torch.tensor([settings.manual_angles], dtype=torch.float32)
+    canvas = tuple(settings.canvas_size)
+    if settings.pose_source == "manual":
+        ref_fit, _ = _fits(model, reference, None, None, settings)
+        result = predict(model, ref_fit, None, options, manual_angles=manual, canvas_size=canvas, labels=["manual pose"])
+        result.warnings[:0] = warnings
+        return result
+    if drive is None:
+        raise InvalidInputError("pose source is 'drive' but no drive faces are connected",
+                                "connect drive faces, or set pose source to manual")
+    drive_set = faces_to_landmarks(drive, "crop" if settings.frame == "drive crop" else "image")
+    on_canvas = settings.frame == "canvas"
+    valid = _finite_rows(drive_set.points)
+    with_face, without_face = np.nonzero(valid)[0].tolist(), np.nonzero(~valid)[0].tolist()
+    parts = []
+    if with_face:
+        ref_fit, drv_fit = _fits(model, reference, _subset(drive, with_face), drive_set.points[with_face], settings)
+        parts.append((with_face, predict(
+            model, ref_fit, drv_fit, options, drive_sizes=[drive_set.canvas_sizes[i] for i in with_face],
+            canvas_size=canvas if on_canvas else None, backgrounds=[drive_set.backgrounds[i] for i in with_face],
+            labels=[f"drive item {i}" for i in with_face])))
+    else:
+        ref_fit, _ = _fits(model, reference, None, None, settings)
+    for item in without_face:
+        size = canvas if on_canvas else drive_set.canvas_sizes[item]
+        part = predict(model, ref_fit, None, options, manual_angles=manual, canvas_size=size,
+                       labels=[f"drive item {item}"])
+        if not on_canvas:
+            part.landmarks.backgrounds = [drive_set.backgrounds[item]]
+        parts.append(([item], part))
+        yaw, pitch, roll = settings.manual_angles
+        warnings.append(f"drive item {item} has no face: the manual pose (yaw {yaw:.0f}°, pitch {pitch:.0f}°, roll "
+                        f"{roll:.0f}°) and the reference's expression were used")
+    result = _merge(parts, len(drive_set))
+    result.warnings[:0] = warnings
+    sizes = set(result.landmarks.canvas_sizes)
+    if len(sizes) > 1:
+        raise InvalidInputError(f"the drive images have different sizes {sorted(sizes)}",
+                                "use frame = drive crop or canvas so every output has one size")
+    return result
+
+
+def draw_prediction(model: MorphableModel, prediction: Prediction) -> tuple[list[np.ndarray], list[torch.Tensor],
+                                                                            list[np.ndarray]]:
+    """Control images (72 points on black), monochrome 3D renders (H, W) in [0, 1], and overlays (the points over
+    the drive photo, or over the render where there is no photo), all at the first item's canvas size."""
+    out_h, out_w = prediction.landmarks.canvas_sizes[0]
+    controls, renders, overlays = [], [], []
+    for points, verts, background in zip(prediction.landmarks.points, prediction.vertices,
+                                         prediction.landmarks.backgrounds):
+        render = render_shaded(verts, model.triangles, out_h, out_w)
+        if background is None:
+            background = (render.numpy()[..., None] * 255).astype(np.uint8).repeat(3, 2)
+        controls.append(draw_control_image(points, out_h, out_w))
+        renders.append(render)
+        overlays.append(draw_control_image(points, out_h, out_w, canvas=background))
+    return controls, renders, overlays

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import InvalidInputError, ModelFileError
 from ..face_analysis.landmarks72 import extras_from_ibug68
+from .file_errors import safe_reason
 
 if TYPE_CHECKING:
     from .deca_encoder import DecaEncoder
@@ -47,6 +48,15 @@ def ict_manual_hint(path: pathlib.Path | str) -> str:
         f"get ICT-FaceKit (MIT licence) from {ICT_UPSTREAM}, then convert it with "
         f"`python scripts/convert_ict_facekit.py <ICT-FaceKit>/FaceXModel {path}`, or copy an already converted "
         f"{ICT_FILE_NAME} to {path}"
+    )
+
+
+def ict_invalid_hint(path: pathlib.Path | str) -> str:
+    """The fix for a file that is there but is not the converted model."""
+    return (
+        f"this must be the ICT-FaceKit face model as the pack converts it ({ICT_FILE_NAME}: an .npz archive of plain "
+        f"arrays, about 4.7 MB). Remove {path}, then load {ICT_FILE_NAME} with download_if_missing on in FaceSnap "
+        f"3DMM Loader (it downloads and converts ICT-FaceKit once); or by hand: {ict_manual_hint(path)}"
     )
 
 
@@ -242,20 +252,35 @@ def load_ict_npz(path: str | pathlib.Path) -> MorphableModel:
     path = pathlib.Path(path)
     if not path.is_file():
         raise ModelFileError(f"the ICT-FaceKit face model was not found at {path}", ict_fetch_hint(path))
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        what = "a Python pickle, which the pack never loads" if magic[:1] == b"\x80" else "not an .npz archive"
+        raise ModelFileError(f"{path} is not a converted ICT-FaceKit model: it is {what}", ict_invalid_hint(path))
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in ICT_ARRAYS}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise ModelFileError(f"{path} is not a valid converted ICT-FaceKit model ({err})", ict_fetch_hint(path)) from err
+    except KeyError as err:
+        raise ModelFileError(f"{path} is not a converted ICT-FaceKit model (it has no array {err})",
+                             ict_invalid_hint(path)) from err
+    except ValueError as err:  # numpy refuses object arrays (allow_pickle=False) or cannot parse an array
+        what = "holds object arrays (pickled Python objects), which the pack never loads" if "allow_pickle" in \
+            str(err) else f"holds an unreadable array ({safe_reason(err)})"
+        raise ModelFileError(f"{path} is not a converted ICT-FaceKit model: it {what}", ict_invalid_hint(path)) from err
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ModelFileError(f"{path} is not a converted ICT-FaceKit model: it is damaged ({safe_reason(err)})",
+                             ict_invalid_hint(path)) from err
     for key, ndim in ICT_ARRAYS.items():
         if arrays[key].ndim != ndim:
-            raise ModelFileError(f"{path}: array '{key}' has {arrays[key].ndim} dimensions, expected {ndim}", ict_fetch_hint(path))
+            raise ModelFileError(f"{path}: array '{key}' has {arrays[key].ndim} dimensions, expected {ndim}",
+                                 ict_invalid_hint(path))
     neutral = arrays["neutral"]
     if neutral.shape[0] <= max(ICT_LMK68) or arrays["tris"].max() >= neutral.shape[0] or \
             arrays["id_basis"].shape[1:] != neutral.shape or arrays["exp_basis"].shape[1:] != neutral.shape:
-        raise ModelFileError(f"{path}: array shapes do not match the ICT-FaceKit narrow face topology", ict_fetch_hint(path))
+        raise ModelFileError(f"{path}: array shapes do not match the ICT-FaceKit narrow face topology",
+                             ict_invalid_hint(path))
     if not all(np.isfinite(arrays[k].astype(np.float32)).all() for k in ("neutral", "id_basis", "exp_basis")):
-        raise ModelFileError(f"{path} contains non-finite numbers (corrupt download?)", ict_fetch_hint(path))
+        raise ModelFileError(f"{path} contains non-finite numbers (corrupt download?)", ict_invalid_hint(path))
     names = [str(n) for n in arrays["exp_names"]]
     keep = [i for i, n in enumerate(names) if not n.startswith(NON_LANDMARK_EXPRESSIONS)]
     lmk = np.array(ICT_LMK68, np.int64)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, MissingDependencyError
 from .record import FaceRecord, FaceSet
 
 BACKENDS = ("insightface", "dlib")
@@ -41,4 +41,28 @@ def load_analyzer(backend: str = "dlib", insightface_root: str | os.PathLike | S
     raise InvalidInputError(f"unknown face backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "FaceRecord", "FaceSet", "load_analyzer"]
+def analyzer_files(backend: str, insightface_root: Sequence[str | os.PathLike] = (), detector: str = "hog") -> list[str]:
+    """The weight files ``load_analyzer`` would read for these settings (those that exist), so that a cache can
+    notice an edited or replaced file. Never raises: a missing file or package is reported by ``load_analyzer``."""
+    import pathlib
+
+    if backend == "dlib":
+        from .dlib_backend import DLIB_FILES, dlib_model_dir
+
+        try:
+            folder = dlib_model_dir()
+        except MissingDependencyError:
+            return []
+        needed = ["shape68", "descriptor"] + (["cnn"] if detector == "cnn" else [])
+        return [str(folder / DLIB_FILES[k]) for k in needed]
+    if backend == "insightface":
+        from .insightface_backend import PACK_NAME
+
+        for root in insightface_root:
+            folder = pathlib.Path(root).expanduser() / "models" / PACK_NAME
+            if folder.is_dir():
+                return sorted(str(p) for p in folder.glob("*.onnx"))
+    return []
+
+
+__all__ = ["BACKENDS", "FaceRecord", "FaceSet", "analyzer_files", "load_analyzer"]

@@ -33,21 +33,25 @@ def faces_to_landmarks(faces: FaceSet, frame: str = "crop") -> LandmarkSet:
     return LandmarkSet(np.stack(points), [(size, size)] * len(points), backgrounds)
 
 
-def render_landmarks(landmarks: LandmarkSet, width: int = 0,
-                     height: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Control images (landmarks on black) and overlays (on the photo, or black when there is none).
-
-    The output size is ``width`` x ``height`` when both are > 0; otherwise the first item's canvas, so that the whole
-    batch has one size (a ComfyUI IMAGE batch must). Points are scaled from each item's canvas to the output size.
-    """
+def output_size(landmarks: LandmarkSet, width: int = 0, height: int = 0) -> tuple[int, int]:
+    """The (height, width) ``render_landmarks`` draws at: ``width`` x ``height`` when both are > 0, otherwise the
+    first item's canvas, so that the whole batch has one size (a ComfyUI IMAGE batch must)."""
     if len(landmarks) == 0:
         raise InvalidInputError("the landmark set is empty", "connect a node that outputs landmarks")
     if (width > 0) != (height > 0):
         raise InvalidInputError(f"set both width and height, or neither (got {width} x {height})",
                                 "use 0 for both to keep the source size")
+    return (height, width) if width > 0 else landmarks.canvas_sizes[0]
+
+
+def render_landmarks(landmarks: LandmarkSet, width: int = 0,
+                     height: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Control images (landmarks on black) and overlays (on the photo, or black when there is none), at
+    ``output_size``. Points are scaled from each item's canvas to the output size.
+    """
     import cv2
 
-    out_h, out_w = (height, width) if width > 0 else landmarks.canvas_sizes[0]
+    out_h, out_w = output_size(landmarks, width, height)
     controls, overlays = [], []
     for points, (canvas_h, canvas_w), background in zip(landmarks.points, landmarks.canvas_sizes,
                                                          landmarks.backgrounds):

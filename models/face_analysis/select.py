@@ -9,6 +9,7 @@ for a placeholder is plain black (``draw_control_image`` draws nothing for non-f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -62,35 +63,67 @@ def _missing_face_message(image_index: int, found: int, selection: str, index: i
     return f"image {image_index} of the batch has {found} face(s), so face index {index} ({selection}) does not exist"
 
 
-def crop_faces(analyzer, images: Sequence[np.ndarray], selection: str = "largest", index: int = 0, size: int = 512,
-               margin: float = 0.5, on_no_face: str = "error") -> tuple[list[np.ndarray], FaceSet]:
-    """Detect, select and crop faces in a batch of RGB uint8 images.
+@dataclass
+class CropPlan:
+    """The faces chosen in a batch and the squares to cut around them, before any crop is allocated."""
 
-    Returns the square crops (``size`` px, each around one selected face, ``margin`` x the face size added on each
-    side; parts past the image border are black) and the FaceSet describing them, in the same order: image by image,
-    and within an image in selection order.
+    records: list[FaceRecord]
+    images: list[np.ndarray]
+    boxes: list[np.ndarray]
+    size: int
+    warnings: list[str]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def plan_crops(analyzer, images: Sequence[np.ndarray], selection: str = "largest", index: int = 0, size: int = 512,
+               margin: float = 0.5, on_no_face: str = "error") -> CropPlan:
+    """Detect and select faces in a batch of RGB uint8 images, and place a square crop around each.
+
+    Images come out in order, and within an image the faces in selection order. With ``on_no_face="skip"`` an image
+    without a (selected) face gets a placeholder record and a letterbox box, and a warning says so.
     """
     if on_no_face not in NO_FACE_POLICIES:
         raise InvalidInputError(f"unknown no-face policy {on_no_face!r}", f"use one of {', '.join(NO_FACE_POLICIES)}")
     if size < 1 or margin < 0:
         raise InvalidInputError(f"crop size must be >= 1 and margin >= 0, got {size} and {margin}",
                                 "use a positive size and a non-negative margin")
-    crops, records, sources, boxes = [], [], [], []
+    if len(images) == 0:
+        raise InvalidInputError("the image batch is empty", "connect at least one image")
+    plan = CropPlan([], [], [], size, [])
     for image_index, image in enumerate(images):
         faces = analyzer.detect(image, image_index=image_index)
         chosen = select_faces(faces, selection, index)
         if not chosen:
+            missing = _missing_face_message(image_index, len(faces), selection, index)
             if on_no_face == "error":
-                raise NoFaceError(_missing_face_message(image_index, len(faces), selection, index),
-                                  "use an image with a clearly visible face, change the face selection/index, "
-                                  "or set 'if no face' to skip")
-            box = centred_whole_image_box(*image.shape[:2])
-            chosen_pairs = [(no_face_record(image_index, analyzer.name), box)]
+                raise NoFaceError(missing, "use an image with a clearly visible face, change the face "
+                                           "selection/index, or set 'if no face' to skip")
+            plan.warnings.append(f"{missing}: passed through whole, with no face recorded")
+            chosen_pairs = [(no_face_record(image_index, analyzer.name), centred_whole_image_box(*image.shape[:2]))]
         else:
             chosen_pairs = [(record, square_box(record.bbox, margin)) for record in chosen]
         for record, box in chosen_pairs:
-            crops.append(crop_square(image, box, size))
-            records.append(record)
-            sources.append(image)
-            boxes.append(box)
-    return crops, FaceSet(records=records, images=sources, crop_boxes=boxes, crop_size=size)
+            plan.records.append(record)
+            plan.images.append(image)
+            plan.boxes.append(box)
+    return plan
+
+
+def cut_crops(plan: CropPlan) -> tuple[list[np.ndarray], FaceSet]:
+    """The square crops of a plan (parts past the image border are black) and the FaceSet describing them."""
+    crops = [crop_square(image, box, plan.size) for image, box in zip(plan.images, plan.boxes)]
+    return crops, FaceSet(records=list(plan.records), images=list(plan.images), crop_boxes=list(plan.boxes),
+                          crop_size=plan.size)
+
+
+def crop_faces(analyzer, images: Sequence[np.ndarray], selection: str = "largest", index: int = 0, size: int = 512,
+               margin: float = 0.5, on_no_face: str = "error") -> tuple[list[np.ndarray], FaceSet]:
+    """Detect, select and crop faces in a batch of RGB uint8 images (``plan_crops`` then ``cut_crops``).
+
+    Returns the square crops (``size`` px, each around one selected face, ``margin`` x the face size added on each
+    side; parts past the image border are black) and the FaceSet describing them, in the same order: image by image,
+    and within an image in selection order.
+    """
+    return cut_crops(plan_crops(analyzer, images, selection, index, size, margin, on_no_face))
