@@ -8,10 +8,11 @@ COMPUTED (no GPU; what this script prints everywhere):
   * Parameter counts come from the real modules built on the meta device: ComfyUI's SDXL UNet (the config that
     ComfyUI's own ``model_detection`` derives from an SDXL ControlNet layout, i.e. ``comfy.supported_models.SDXL``),
     IdentityNet as ComfyUI's ControlNet loader builds it (``comfy.cldm.cldm.ControlNet``), the pack's FFRNet, Mixer
-    and ID-Injector, InstantID's Resampler (diffusers' ``IPAdapterPlusImageProjection`` with InstantID's published
-    config), CLIP-ViT-H from ComfyUI's ``clip_vision_config_h.json``. The IP pairs are one 2048->C projection pair per
-    cross-attention of that UNet (C = the layer's width, as in InstantID's ``ip-adapter.bin``). Weight bytes = count
-    x storage size (all tensors in the storage dtype, as ComfyUI's loaders store them).
+    and ID-Injector, the pack's InstantID Resampler (``models/identity/instantid/resampler.py``, InstantID's
+    published config) and IP-attention projections (``ip_attention.py``: one 2048->C ``to_k_ip``/``to_v_ip`` pair per
+    SDXL cross-attention, C = the layer's width, as in InstantID's ``ip-adapter.bin``), CLIP-ViT-H from ComfyUI's
+    ``clip_vision_config_h.json``. Weight bytes = count x storage size (all tensors in the storage dtype, as
+    ComfyUI's loaders store them).
   * Activations: the peak of live tensor bytes (weights and inputs excluded) during one sampling step at a 128²
     latent, counted on the meta device by following every tensor the real forward passes allocate and free: the
     ControlNet (when present), then ComfyUI's UNet with the control residuals (and the ID-Injector's phi/mu, held for
@@ -34,7 +35,7 @@ sampling step (KSampler's path, CFG 5, both halves) with every network of the co
 weights), through ComfyUI's sampler and its stock ControlNet object. Without CUDA this section prints "not run".
 
     python benchmarks/memory.py [--cuda] [--latent 128]
-Needs the ComfyUI host (COMFYUI_PATH, default ~/.cache/comfyui-facesnap/comfyui) and diffusers (dev requirement).
+Needs the ComfyUI host (COMFYUI_PATH, default ~/.cache/comfyui-facesnap/comfyui).
 """
 
 from __future__ import annotations
@@ -117,10 +118,12 @@ def build_networks(compute_dtype=None) -> dict[str, Network]:
     import comfy.clip_model
     import comfy.ops
     import torch
-    from diffusers.models.embeddings import IPAdapterPlusImageProjection
 
     from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
     from comfyui_facesnap.models.identity.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.instantid.ip_attention import IPAttentionLayers
+    from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
+    from comfyui_facesnap.models.identity.instantid.unet_sites import instantid_layer_sites
 
     meta = torch.device("meta")
     dtype = compute_dtype or torch.float16
@@ -128,23 +131,20 @@ def build_networks(compute_dtype=None) -> dict[str, Network]:
     nets = {}
     unet = family.get_model({}, device=meta).diffusion_model.to(dtype)
     nets["sdxl_unet"] = network("SDXL UNet", unet, keep=True)
-    ip_pairs = [m.to_k for name, m in unet.named_modules() if name.endswith("attn2")]
-    ip_params = sum(2 * config["context_dim"] * k.out_features for k in ip_pairs)
-    nets["ip_attention"] = Network(f"InstantID IP projections ({len(ip_pairs)} pairs)", ip_params,
-                                   2 * config["context_dim"] * max(k.out_features for k in ip_pairs))
+    ops = comfy.ops.disable_weight_init
     with meta:
-        cn_config = dict(config, hint_channels=3, operations=comfy.ops.disable_weight_init, device=meta)
+        ip = IPAttentionLayers(instantid_layer_sites(config), config["context_dim"], ops)
+        nets["ip_attention"] = network(f"InstantID IP projections ({len(ip)} pairs)", ip)
+        cn_config = dict(config, hint_channels=3, operations=ops, device=meta)
         cn_config.pop("out_channels")  # as comfy/controlnet.py builds a diffusers ControlNet
         nets["identitynet"] = network("IdentityNet (SDXL ControlNet)", comfy.cldm.cldm.ControlNet(**cn_config).to(dtype),
                                       keep=True)
         for preset in FFRNET_PRESETS:
-            ffrnet = FFRNet(FFRNetConfig.preset(preset), comfy.ops.disable_weight_init).to(dtype)
+            ffrnet = FFRNet(FFRNetConfig.preset(preset), ops).to(dtype)
             nets[f"ffrnet_{preset}"] = network(f"FFRNet {preset} + ID-Injector", ffrnet, keep=True)
-        nets["mixer"] = network("Attribute Mixer", FacialAttributeMixer(MixerConfig(), comfy.ops.disable_weight_init),
-                                encode_only=True)
-        nets["resampler"] = network("InstantID Resampler", IPAdapterPlusImageProjection(  # InstantID's published config
-            embed_dims=512, output_dims=2048, hidden_dims=1280, depth=4, dim_head=64, heads=20, num_queries=16,
-            ffn_ratio=4), encode_only=True)
+        nets["mixer"] = network("Attribute Mixer", FacialAttributeMixer(MixerConfig(), ops), encode_only=True)
+        nets["resampler"] = network("InstantID Resampler", Resampler(ResamplerConfig.instantid(), ops),
+                                    encode_only=True)
         clip_config = json.loads((pathlib.Path(comfy.clip_model.__file__).parent / "clip_vision_config_h.json").read_text())
         nets["clip_vit_h"] = network("CLIP-ViT-H", comfy.clip_model.CLIPVisionModelProjection(
             clip_config, dtype, meta, comfy.ops.manual_cast), encode_only=True)

@@ -1,4 +1,5 @@
-"""The FACESNAP_MODEL payload: the Facial Attribute Mixer and FFRNet, each managed by ComfyUI, in one dtype."""
+"""The FACESNAP_MODEL payload: the Facial Attribute Mixer and FFRNet (with the ID-Injector heads inside it), each
+built from ComfyUI's operations and managed by ComfyUI, stored in one dtype and computed in another where needed."""
 
 from __future__ import annotations
 
@@ -10,32 +11,14 @@ import torch
 import comfy.model_management
 import comfy.model_patcher
 
-from ..models.errors import InvalidInputError
 from ..models.identity.attribute_mixer import FacialAttributeMixer
 from ..models.identity.face_features import FaceFeatures
 from ..models.identity.facesnap_checkpoint import DIFFUSERS_WEIGHT_NAMES, load_facesnap
 from ..models.identity.ffrnet import FFRNet
 from .control import wrap_identity_model
+from .weight_dtypes import DTYPE_OPTIONS, build_managed, choose_weight_dtypes, dtype_option, file_dtype
 
-DTYPE_OPTIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def dtype_option(option: str) -> torch.dtype | None:
-    """The dtype named by a loader option (None = auto); anything else is refused."""
-    if option not in DTYPE_OPTIONS:
-        raise InvalidInputError(f"unknown dtype {option!r}", f"choose one of {', '.join(DTYPE_OPTIONS)}")
-    return DTYPE_OPTIONS[option]
-
-
-def choose_dtype(option: str, device: torch.device, params: int, file_dtype: torch.dtype | None) -> torch.dtype:
-    """The dtype the FaceSnap modules are stored and computed in: the chosen one, or for "auto" what ComfyUI's own
-    loaders pick for the device (``unet_dtype``, then ``unet_manual_cast`` where the device cannot compute in it:
-    without manual-cast layers the weights are stored in the compute dtype)."""
-    chosen = dtype_option(option)
-    if chosen is not None:
-        return chosen
-    dtype = comfy.model_management.unet_dtype(device, model_params=params, weight_dtype=file_dtype)
-    return comfy.model_management.unet_manual_cast(dtype, device) or dtype
+__all__ = ["DTYPE_OPTIONS", "FaceSnapBundle", "backbone_files", "dtype_option", "load_bundle"]  # loaders import these
 
 
 def backbone_files(controlnet_path: str | None) -> list[str]:
@@ -57,18 +40,22 @@ class FaceSnapBundle:
     def __init__(self, mixer: FacialAttributeMixer, ffrnet: FFRNet | None, metadata: dict, name: str = "",
                  dtype: str = "auto", key: str | None = None):
         device = comfy.model_management.get_torch_device()
-        modules = [m for m in (mixer, ffrnet) if m is not None]
-        params = sum(p.numel() for m in modules for p in m.parameters())
-        file_dtype = next((ffrnet or mixer).parameters()).dtype
-        self.dtype = choose_dtype(dtype, device, params, file_dtype)
-        self.mixer = mixer.to(self.dtype)
-        self.ffrnet = ffrnet.to(self.dtype) if ffrnet is not None else None
+        offload = comfy.model_management.unet_offload_device()
+        self.dtypes = choose_weight_dtypes(dtype, device, file_dtype(mixer, ffrnet))
+        self.dtype = self.dtypes.compute
+        self.mixer = build_managed(lambda ops, compute: FacialAttributeMixer(mixer.config, ops, compute), mixer,
+                                   self.dtypes).to(offload)
+        self.ffrnet = None
+        if ffrnet is not None:
+            self.ffrnet = build_managed(lambda ops, compute: FFRNet(ffrnet.config, ops, compute), ffrnet,
+                                        self.dtypes).to(offload)
         self.metadata = metadata
         self.name = name
         self.key = key or f"{name or 'facesnap'}#{uuid.uuid4().hex}"
-        self.mixer_patcher = comfy.model_patcher.ModelPatcher(
-            mixer, load_device=device, offload_device=comfy.model_management.unet_offload_device())
-        self.control = wrap_identity_model(self.ffrnet) if self.ffrnet is not None else None
+        self.mixer_patcher = comfy.model_patcher.ModelPatcher(self.mixer, load_device=device, offload_device=offload)
+        self.control = None
+        if self.ffrnet is not None:  # its ModelPatcher is the control's control_model_wrapped (get_models())
+            self.control = wrap_identity_model(self.ffrnet, manual_cast_dtype=self.dtypes.manual_cast)
         if self.has_injector:
             self.control.injector_key = self.key
 
@@ -92,8 +79,8 @@ class FaceSnapBundle:
         return self._run_mixer(torch.zeros(1, 1, c.id_dim), torch.zeros(1, 1, c.clip_tokens, c.clip_dim))
 
 
-def load_bundle(path: str, controlnet_path: str | None, name: str, dtype: str, key: str, operations=None):
+def load_bundle(path: str, controlnet_path: str | None, name: str, dtype: str, key: str):
     """Load a FaceSnap file (and its diffusers backbone) into a bundle; ``key`` = the file's identity."""
     dtype_option(dtype)  # refuse a bad option before reading the files
-    mixer, ffrnet, metadata = load_facesnap(path, controlnet_path, operations=operations)
+    mixer, ffrnet, metadata = load_facesnap(path, controlnet_path)
     return FaceSnapBundle(mixer, ffrnet, metadata, name=name, dtype=dtype, key=key)

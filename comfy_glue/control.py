@@ -239,7 +239,11 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
         return torch.cat(chunks)
 
 
-def wrap_identity_model(model: torch.nn.Module) -> IdentityControlNet:
+def wrap_identity_model(model: torch.nn.Module, manual_cast_dtype: torch.dtype | None = None) -> IdentityControlNet:
     """An identity model (FFRNet, or a ControlNet of that signature) as a ComfyUI-managed ControlNet on the UNet's
-    device. The model keeps its dtype: the loader chose it (``bundle.choose_dtype``)."""
-    return IdentityControlNet(model, load_device=comfy.model_management.get_torch_device())
+    device, as ComfyUI's ControlNet loader wraps its own: the model goes into a ModelPatcher (offloaded to
+    ``unet_offload_device``) that ``get_models()`` hands to the sampler, so model management loads it, streams it
+    layer by layer (low-VRAM partial load) or evicts it like the UNet. ``manual_cast_dtype``: the compute dtype when
+    the weights are stored in another one (``weight_dtypes.WeightDtypes.manual_cast``)."""
+    return IdentityControlNet(model, load_device=comfy.model_management.get_torch_device(),
+                              manual_cast_dtype=manual_cast_dtype)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from comfy_api.latest import io
 
-import comfy.ops
 import folder_paths
 
 from ..models.errors import InvalidInputError, ModelFileError
@@ -62,8 +61,10 @@ class FaceSnapModelLoader(io.ComfyNode):
                                tooltip="Where FFRNet comes from: the FaceSnap file itself, or a diffusers-layout "
                                        "SDXL ControlNet .safetensors in ComfyUI/models/controlnet."),
                 io.Combo.Input("dtype", options=list(DTYPE_OPTIONS), default="auto", optional=True,
-                               tooltip="Precision of the mixer, FFRNet and ID-Injector: auto = what ComfyUI picks for "
-                                       "your device (as for the checkpoint), or fp16 / bf16 / fp32."),
+                               tooltip="Storage precision of the mixer, FFRNet and ID-Injector weights: auto = what "
+                                       "ComfyUI picks for your device (as for a ControlNet), or fp16 / bf16 / fp32 / "
+                                       "fp8_e4m3fn. Layers compute in fp16/bf16 (fp32 on a CPU) where the device "
+                                       "cannot compute in the storage dtype; fp8 halves the fp16 weight memory."),
             ],
             outputs=[FaceSnapModel.Output(display_name="facesnap_model")],
         )
@@ -82,7 +83,7 @@ class FaceSnapModelLoader(io.ComfyNode):
                 raise ModelFileError(f"ControlNet {controlnet_name!r} not found", "put it in ComfyUI/models/controlnet")
         key = repr(file_identity(path))  # pairs this file's ID-Injector with its controls
         bundle = _LOADED.get(dtype, [path, *backbone_files(cn_path)], lambda: load_bundle(
-            path, cn_path, facesnap_name, dtype, key, operations=comfy.ops.disable_weight_init))
+            path, cn_path, facesnap_name, dtype, key))
         return io.NodeOutput(bundle)
 
 

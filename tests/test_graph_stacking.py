@@ -395,5 +395,5 @@ def test_a_changed_backbone_file_is_loaded_again(host, backbone_files):
 def test_a_bad_dtype_is_a_named_error(host):
     loader = host.node_classes["FaceSnapModelLoader"]
     node_error = pack_module(host, "FaceSnapModelLoader", "nodes.errors").FaceSnapNodeError
-    with pytest.raises(node_error, match=r"\[FaceSnapModelLoader\] unknown dtype 'fp8'"):
+    with pytest.raises(node_error, match=r"\[FaceSnapModelLoader\] dtype = 'fp8' is not one of its choices"):
         loader.execute("tiny_facesnap.safetensors", "(FFRNet inside the FaceSnap file)", dtype="fp8")

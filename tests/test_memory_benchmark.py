@@ -9,7 +9,6 @@ import torch
 
 from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
 
-pytest.importorskip("diffusers")
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "memory.py"
 
 
@@ -61,7 +60,9 @@ def test_computed_report_on_full_size_modules(memory):
     assert nets["identitynet"].params == nets["ffrnet_sdxl"].params - sum(
         p.numel() for p in nets["ffrnet_sdxl"].module.id_injector.parameters())  # IdentityNet = FFRNet's backbone
     assert nets["ip_attention"].name.endswith("(70 pairs)") and nets["clip_vit_h"].params == 632_076_800
-    assert nets["resampler"].params == 81_978_624 and 1.7e8 < nets["mixer"].params < 1.8e8
+    assert nets["resampler"].params == 81_978_624 and 1.7e8 < nets["mixer"].params < 1.8e8  # diffusers' count too
+    assert nets["ip_attention"].params == sum(2 * 2048 * m.to_k.out_features  # a 2048->C pair per cross-attention
+                                              for n, m in nets["sdxl_unet"].module.named_modules() if n.endswith("attn2"))
 
     labels = ("SDXL", "SDXL + FFRNet sdxl_light + heads", "SDXL + InstantID + CLIP-ViT-H")
     configs = {label: memory.configurations()[label] for label in labels}

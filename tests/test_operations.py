@@ -235,3 +235,24 @@ def test_lowvram_partial_load_streams_every_layer_with_identical_outputs(network
         patcher.unpatch_model(cpu)
     assert not model.model_lowvram
     assert not any(m.comfy_cast_weights or hasattr(m, "prev_comfy_cast_weights") for _, m in layers)
+
+
+@pytest.mark.comfy
+@torch.no_grad()
+def test_deca_encoder_builds_its_convs_and_linears_from_operations_with_decas_keys():
+    """DECA's E_flame runs inside ComfyUI (the landmark predictor): its 53 convolutions and 2 linears come from
+    ``operations`` (batch norms stay torch.nn's: ComfyUI's operations have none); keys and outputs unchanged."""
+    import comfy.ops
+
+    from comfyui_facesnap.models.face3d.deca_encoder import DecaEncoder
+
+    torch.manual_seed(0)
+    reference = DecaEncoder().eval()
+    ops = comfy.ops.disable_weight_init
+    encoder = DecaEncoder(ops)
+    assert [(k, v.shape) for k, v in encoder.state_dict().items()] == [(k, v.shape) for k, v in reference.state_dict().items()]
+    encoder.load_state_dict(reference.state_dict())
+    layers = [m for m in encoder.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert len(layers) == 55 and all(type(m) in (ops.Conv2d, ops.Linear) for m in layers)
+    crops = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(encoder.eval()(crops), reference(crops), atol=0, rtol=0)

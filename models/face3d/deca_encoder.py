@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import InvalidInputError, ModelFileError
 from ..face_analysis.align import crop_square
 from .face_fitting import FitResult, axis_angle_to_matrix
+from ..identity.operations import resolve_operations
 from .file_errors import code_reference, refused_code_error, safe_reason
 from .morphable_model import MorphableModel
 
@@ -40,17 +41,18 @@ LANDMARK_BOX_MARGIN = 1.1  # DECA enlarges the landmarks' box by this before the
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, operations=None):
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        conv = resolve_operations(operations).Conv2d
+        self.conv1 = conv(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = conv(planes, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.conv3 = conv(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.downsample = None
         if stride != 1 or inplanes != planes * 4:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 4, 1, stride=stride, bias=False),
+            self.downsample = nn.Sequential(conv(inplanes, planes * 4, 1, stride=stride, bias=False),
                                             nn.BatchNorm2d(planes * 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,14 +65,15 @@ class Bottleneck(nn.Module):
 class ResNet50Features(nn.Module):
     """ResNet-50 up to the global average pool: (B, 3, 224, 224) -> (B, 2048)."""
 
-    def __init__(self):
+    def __init__(self, operations=None):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.conv1 = resolve_operations(operations).Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
         inplanes, stages = 64, []
         for planes, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
-            layer = [Bottleneck(inplanes, planes, stride)] + [Bottleneck(planes * 4, planes) for _ in range(blocks - 1)]
+            layer = [Bottleneck(inplanes, planes, stride, operations)]
+            layer += [Bottleneck(planes * 4, planes, operations=operations) for _ in range(blocks - 1)]
             stages.append(nn.Sequential(*layer))
             inplanes = planes * 4
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
@@ -82,19 +85,22 @@ class ResNet50Features(nn.Module):
 
 
 class DecaEncoder(nn.Module):
-    """DECA's ``E_flame``; state-dict keys match DECA's (``encoder.layer1.0.conv1.weight``, ``layers.2.bias``)."""
+    """DECA's ``E_flame``; state-dict keys match DECA's (``encoder.layer1.0.conv1.weight``, ``layers.2.bias``).
+    ``operations``: the ``Conv2d`` and ``Linear`` classes (``models/identity/operations.py``; default torch.nn; ComfyUI
+    passes ``comfy.ops``). The batch norms stay torch.nn's: ComfyUI's operations have none."""
 
-    def __init__(self):
+    def __init__(self, operations=None):
         super().__init__()
-        self.encoder = ResNet50Features()
-        self.layers = nn.Sequential(nn.Linear(2048, 1024), nn.ReLU(), nn.Linear(1024, DECA_OUTPUTS))
+        linear = resolve_operations(operations).Linear
+        self.encoder = ResNet50Features(operations)
+        self.layers = nn.Sequential(linear(2048, 1024), nn.ReLU(), linear(1024, DECA_OUTPUTS))
 
     def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, 224, 224) RGB in [0, 1] -> DECA's parameter groups."""
         return dict(zip(DECA_SPLITS, self.layers(self.encoder(crops)).split(list(DECA_SPLITS.values()), dim=1)))
 
 
-def load_deca_encoder(path: str | pathlib.Path) -> DecaEncoder:
+def load_deca_encoder(path: str | pathlib.Path, operations=None) -> DecaEncoder:
     """``E_flame`` from DECA's ``deca_model.tar`` without running pickled code. Raises ModelFileError naming the path."""
     path = pathlib.Path(path)
     if not path.is_file():
@@ -112,7 +118,7 @@ def load_deca_encoder(path: str | pathlib.Path) -> DecaEncoder:
         found = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ModelFileError(f"{path} is not DECA's deca_model.tar (no 'E_flame' entry; found {found})", DECA_HINT)
     state = {k.removeprefix("module."): v for k, v in checkpoint["E_flame"].items()}
-    encoder = DecaEncoder()
+    encoder = DecaEncoder(operations)
     expected = encoder.state_dict()
     missing = sorted(set(expected) - set(state))
     wrong = sorted(k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape))

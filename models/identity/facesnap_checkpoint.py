@@ -137,7 +137,8 @@ def save_facesnap(path: str, mixer: FacialAttributeMixer, ffrnet: FFRNet | None,
 def load_facesnap(path: str, controlnet_path: str | None = None, operations=None):
     """-> (mixer, ffrnet_or_None, metadata). ``controlnet_path`` supplies the backbone when the file has none
     (a diffusers ControlNet folder or .safetensors); the file's injector heads are attached to it.
-    ``operations``: layer classes for FFRNet (see ``FFRNet``); ComfyUI passes ``comfy.ops``."""
+    ``operations``: layer classes of the mixer, FFRNet and the heads (``operations.py``; default torch.nn). The modules
+    hold the file's dtype; ComfyUI's glue rebuilds them in its storage dtype (``comfy_glue/weight_dtypes.py``)."""
     tensors, metadata = _read(path)
     name = os.path.basename(path)
     if metadata.get("facesnap_format") != FORMAT_VERSION or "mixer_config" not in metadata:
@@ -153,7 +154,7 @@ def load_facesnap(path: str, controlnet_path: str | None = None, operations=None
     mixer_base = f"a mixer of width {mixer_cfg.dim}"
     with torch.device("meta"):
         _validate(FacialAttributeMixer(mixer_cfg), tensors, "mixer.", path, mixer_base, "another mixer layout")
-    mixer = _build(lambda: FacialAttributeMixer(mixer_cfg), tensors, "mixer.")
+    mixer = _build(lambda: FacialAttributeMixer(mixer_cfg, operations), tensors, "mixer.")
 
     ffrnet = None
     if ffr_cfg is not None and any(k.startswith("ffrnet.") for k in tensors):
@@ -222,7 +223,7 @@ def load_diffusers_controlnet(path: str, id_injector: bool = False, injector_ker
     ffrnet = _build(lambda: FFRNet(FFRNetConfig.from_diffusers(config, id_injector=False), operations), tensors, "")
     if id_injector:
         ffrnet.config = cfg
-        dtype = ffrnet.dtype
+        dtype = ffrnet.conv_in.weight.dtype  # the file's (``ffrnet.dtype`` is the compute dtype)
         from .id_injector import IDInjector
 
         ffrnet.id_injector = IDInjector(cfg.injector_layout(), operations).to(dtype)
