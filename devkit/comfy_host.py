@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import pathlib
 import uuid
 
@@ -59,7 +60,10 @@ class ComfyHost:
         if not valid[0] or valid[3]:
             raise AssertionError(f"prompt failed validation: {valid[1]} {valid[3]}")
         server = _StubServer()
-        executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+        # cache_args appeared after ComfyUI 0.3.48, the oldest host the pack supports
+        accepts = inspect.signature(execution.PromptExecutor).parameters
+        options = {"cache_args": {"lru": 0, "ram": 0}} if "cache_args" in accepts else {}
+        executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, **options)
         executor.execute(prompt, str(uuid.uuid4()), {}, valid[2])
         # Errors reach the server only with a client id; the executor's status_messages always keep them.
         sent = {event for event, _ in server.events}
