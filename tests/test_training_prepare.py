@@ -90,11 +90,26 @@ def test_shards_hold_valid_samples(prepared):
         assert meta["face_fraction"] >= 0.02
         emb = s["arcface.npy"]
         assert emb.shape == (512,) and abs(np.linalg.norm(emb) - 1) < 1e-4
+        assert meta["arcface_norm"] > 0  # emb * arcface_norm: the raw embedding InstantID's Resampler reads
         if meta["identity"] == "anna":
             assert meta["caption"] == "a smiling woman, studio light"
         else:
             assert meta["caption"] == "a photo of a person"
     assert identities == {"anna", "bert", "carl"}
+
+
+def test_arcface_embedder_gives_the_raw_embedding_as_unit_vector_and_norm(inputs, arcface_onnx):
+    from comfyui_facesnap.models.face_analysis import load_analyzer
+    from comfyui_facesnap.models.face_analysis.align import arcface_crop
+    from comfyui_facesnap.training.arcface_onnx import ArcFaceEmbedder
+
+    rgb = cv2.imread(str(inputs / "bert" / "a.png"))[:, :, ::-1].copy()
+    (face,) = load_analyzer("dlib").detect(rgb, with_embedding=False)
+    embedder = ArcFaceEmbedder(str(arcface_onnx))
+    unit, norm = embedder.embed(rgb, face.kps5)
+    raw = embedder.model.get_feat(arcface_crop(rgb[:, :, ::-1].copy(), face.kps5, 112)).ravel()
+    assert abs(np.linalg.norm(unit) - 1) < 1e-5 and norm > 0
+    np.testing.assert_allclose(unit * norm, raw, rtol=1e-4, atol=1e-5)
 
 
 def test_stored_landmarks_match_the_face_in_the_crop(prepared):
