@@ -48,6 +48,9 @@ def check_warm_start_config(cfg: Config) -> None:
                          f"{init!r} is neither a keyword nor an existing path")
     if m.instantid_controlnet and init != "instantid":
         log.warning("model.instantid_controlnet is set but unused: model.ffrnet_init is %r, not instantid", init)
+    if init != "unet" and (m.ffrnet_preset or m.ffrnet_overrides):
+        log.warning("model.ffrnet_preset / ffrnet_overrides shape a copy of the UNet only: FFRNet takes the layout "
+                    "of the ControlNet it starts from")
     if d.weight < 0 or d.decay_steps < 0:
         raise ValueError(f"distill.weight ({d.weight}) and distill.decay_steps ({d.decay_steps}) must be >= 0")
     if d.weight > 0 and not m.instantid_ip_adapter:
