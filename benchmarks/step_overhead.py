@@ -20,15 +20,17 @@ meta tensor cannot answer); every attention implementation does the same two mat
 
 Timing (unless ``--flops-only``): every configuration is built once, then the rounds interleave them (a, b, c, ...,
 then again) and the minimum over rounds is reported, so noise from other jobs hits all configurations alike. On the
-CPU the ratios use the process's CPU time (wall time is printed too); on a GPU, wall time. On the CPU the control
-networks' encoder weights share storage with the UNet's tensors of the same name and shape (random weights either
-way, identical arithmetic), so every configuration fits in memory at once. (e)/(f) are timed only when the control
-object has issue 8's ``positive_only`` option.
+CPU the ratios use the process's CPU time with one torch thread by default (wall time is printed too): with two
+threads on a busy 2-core machine, threads waiting for each other inflated CPU time many-fold; on a GPU, wall time.
+On the CPU the control networks' encoder weights share storage with the UNet's tensors of the same name and shape
+(random weights either way, identical arithmetic), so every configuration fits in memory at once. (e)/(f) are
+timed only when the control object has issue 8's ``positive_only`` option.
 
-    python benchmarks/step_overhead.py --flops-only [--size 1024]        # seconds, any machine
+    python benchmarks/step_overhead.py --flops-only                     # seconds, any machine
     python benchmarks/step_overhead.py --size 1024 --dtype fp16 --rounds 5  # timings on a GPU
-The last three lines are the paper's full ``sdxl`` preset, from FLOPs at --size: ``ratio ffrnet/unet``,
-``ratio injector/ffrnet`` and ``ratio ffrnet_positive_only/unet``.
+The last three lines are the paper's full ``sdxl`` preset, from FLOPs at 1024x1024 (the paper's size):
+``ratio ffrnet/unet``, ``ratio injector/ffrnet`` and ``ratio ffrnet_positive_only/unet``. With timings at another
+--size, FLOPs at that size are printed beside the times as well.
 Needs the ComfyUI host (COMFYUI_PATH, default ~/.cache/comfyui-facesnap/comfyui).
 """
 
@@ -311,14 +313,67 @@ def interleaved_times(configs: dict, timer: Timer, rounds: int, warmup: int, dev
 
 
 # ---- main -------------------------------------------------------------------------------------------------------
+PAPER_SIZE = 1024  # FaceSnap's Table 1 setting: 1024x1024
+
+
+def print_flops(size: int, steps: dict, seconds: float) -> None:
+    print(f"FLOPs per sampling step at {size}x{size} (CFG batch of 2), torch.utils.flop_counter on the meta device "
+          f"({seconds:.1f} s):")
+    for key, value in steps.items():
+        print(f"  {label(key):<60} {value / 1e12:8.3f} TFLOP   x{value / steps['a']:.3f} of (a)")
+
+
+def count_steps(size: int, presets) -> dict:
+    import torch
+
+    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+
+    started = time.time()
+    flops = network_flops(size, sdxl_unet_config(torch.float32),
+                          {p: FFRNetConfig.preset(p, id_injector=True) for p in presets})
+    steps = step_flops(flops, presets)
+    print_flops(size, steps, time.time() - started)
+    return steps
+
+
+def time_configurations(opts, size: int, presets, steps: dict) -> dict:
+    import torch
+
+    import comfy.model_management as mm
+    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+
+    device = mm.get_torch_device()
+    dtype = getattr(torch, DTYPES[opts.dtype or ("fp16" if device.type == "cuda" else "fp32")])
+    if device.type == "cpu":
+        torch.set_num_threads(opts.threads)
+    print(f"\ntiming: device {device}, dtype {dtype}, {size}x{size}, {opts.steps} step(s), {opts.warmup} warm-up + "
+          f"{opts.rounds} interleaved rounds, min kept; torch threads {torch.get_num_threads()}", flush=True)
+    configs = build_timed_configurations(size, sdxl_unet_config(dtype),
+                                         {p: FFRNetConfig.preset(p, id_injector=True) for p in presets}, device)
+    if any(f"e {p}" not in configs for p in presets):
+        print("(e)/(f) not timed: this checkout's control object has no positive_only option yet (issue 8); "
+              "their FLOPs are above", flush=True)
+    latent = torch.zeros(1, 4, size // 8, size // 8)
+    times = interleaved_times(configs, Timer(latent, opts.steps, device), opts.rounds, opts.warmup, device)
+    basis = "wall" if device.type == "cuda" else "CPU"
+    print(f"\nmin over {opts.rounds} rounds ({basis} time is the ratio's basis):")
+    for key, (best, _, walls) in times.items():
+        print(f"  {label(key):<60} {basis} {best:7.2f} s  x{best / times['a'][0]:.3f} of (a)   "
+              f"FLOPs x{steps[key] / steps['a']:.3f}   (wall runs {', '.join(f'{w:.2f}' for w in walls)})")
+    return {key: value[0] for key, value in times.items()}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=None, help="image side in pixels (default: 1024 for FLOPs only, "
-                                                                "512 with timings)")
-    parser.add_argument("--flops-only", action="store_true", help="count FLOPs only (seconds at any size)")
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels for the timings")
+    parser.add_argument("--flops-only", action="store_true",
+                        help=f"count FLOPs only, at {PAPER_SIZE}x{PAPER_SIZE} (seconds, any machine)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds over all configurations (min is kept)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--steps", type=int, default=1, help="sampling steps per timed run")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for CPU timings (default 1: with more, threads that wait for each other "
+                             "on a busy machine inflate the process's CPU time)")
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default fp32 CPU, fp16 GPU)")
     parser.add_argument("--cpu", action="store_true", help="force the CPU even when CUDA is available")
     parser.add_argument("--ffrnet-preset", nargs="+", metavar="PRESET",
@@ -328,55 +383,29 @@ def main(argv=None):
     import torch
 
     boot(cpu=opts.cpu or not torch.cuda.is_available())
-    import comfy.model_management as mm
-    from comfyui_facesnap.models.identity.ffrnet import FFRNET_PRESETS, FFRNetConfig
+    from comfyui_facesnap.models.identity.ffrnet import FFRNET_PRESETS
 
     timed_presets = opts.ffrnet_preset or list(FFRNET_PRESETS)
     if not set(timed_presets) <= set(FFRNET_PRESETS):
         parser.error(f"--ffrnet-preset: choose from {', '.join(FFRNET_PRESETS)}")
-    size = opts.size or (1024 if opts.flops_only else 512)
-    torch.set_grad_enabled(False)
+    with torch.no_grad():  # not set_grad_enabled(False): main() also runs inside the test process
+        steps = count_steps(PAPER_SIZE, FFRNET_PRESETS)
+        times = {}
+        if not opts.flops_only:
+            timed_steps = steps if opts.size == PAPER_SIZE else count_steps(opts.size, FFRNET_PRESETS)
+            times = time_configurations(opts, opts.size, timed_presets, timed_steps)
 
-    started = time.time()
-    flops = network_flops(size, sdxl_unet_config(torch.float32),
-                          {p: FFRNetConfig.preset(p, id_injector=True) for p in FFRNET_PRESETS})
-    steps = step_flops(flops, FFRNET_PRESETS)
-    print(f"FLOPs per sampling step at {size}x{size} (CFG batch of 2), torch.utils.flop_counter on the meta device "
-          f"({time.time() - started:.1f} s):")
-    for key, value in steps.items():
-        print(f"  {label(key):<60} {value / 1e12:8.3f} TFLOP   x{value / steps['a']:.3f} of (a)")
-
-    times = {}
-    if not opts.flops_only:
-        device = mm.get_torch_device()
-        dtype = getattr(torch, DTYPES[opts.dtype or ("fp16" if device.type == "cuda" else "fp32")])
-        print(f"\ntiming: device {device}, dtype {dtype}, {size}x{size}, {opts.steps} step(s), {opts.warmup} warm-up + "
-              f"{opts.rounds} interleaved rounds, min kept; torch threads {torch.get_num_threads()}", flush=True)
-        configs = build_timed_configurations(size, sdxl_unet_config(dtype),
-                                             {p: FFRNetConfig.preset(p, id_injector=True) for p in timed_presets}, device)
-        missing = [p for p in timed_presets if f"e {p}" not in configs]
-        if missing:
-            print("(e)/(f) not timed: this checkout's control object has no positive_only option yet (issue 8); "
-                  "their FLOPs are above", flush=True)
-        latent = torch.zeros(1, 4, size // 8, size // 8)
-        times = interleaved_times(configs, Timer(latent, opts.steps, device), opts.rounds, opts.warmup, device)
-        basis = "wall" if device.type == "cuda" else "CPU"
-        print(f"\nmin over {opts.rounds} rounds ({basis} time is the ratio's basis):")
-        for key, (best, wall, walls) in times.items():
-            print(f"  {label(key):<60} {basis} {best:7.2f} s  x{best / times['a'][0]:.3f} of (a)   "
-                  f"FLOPs x{steps[key] / steps['a']:.3f}   (wall runs {', '.join(f'{w:.2f}' for w in walls)})")
-
-    print()
+    print(f"\nratios per preset; FLOPs at {PAPER_SIZE}x{PAPER_SIZE}"
+          + (f", times at {opts.size}x{opts.size}" if times else "") + ":")
     for preset in FFRNET_PRESETS:
         ratios = headline_ratios(steps, preset)
         line = (f"[{preset}] FLOPs: ratio ffrnet/unet {ratios[0]:.3f}, ratio injector/ffrnet {ratios[1]:.4f}, "
                 f"ratio ffrnet_positive_only/unet {ratios[2]:.3f}")
         if f"c {preset}" in times:
-            t = {k: v[0] for k, v in times.items()}
-            line += f"; timed: ffrnet/unet {t[f'c {preset}'] / t['a']:.3f}, injector/ffrnet " \
-                    f"{t[f'd {preset}'] / t[f'c {preset}']:.3f}"
-            if f"e {preset}" in t:
-                line += f", ffrnet_positive_only/unet {t[f'e {preset}'] / t['a']:.3f}"
+            line += (f"; timed: ffrnet/unet {times[f'c {preset}'] / times['a']:.3f}, injector/ffrnet "
+                     f"{times[f'd {preset}'] / times[f'c {preset}']:.3f}")
+            if f"e {preset}" in times:
+                line += f", ffrnet_positive_only/unet {times[f'e {preset}'] / times['a']:.3f}"
         print(line)
     ffrnet_unet, injector_ffrnet, positive_only_unet = headline_ratios(steps, "sdxl")
     print(f"ratio ffrnet/unet: {ffrnet_unet:.3f}")

@@ -54,7 +54,8 @@ class ComfyClient:
             with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as response:
                 return response.read()
         except urllib.error.HTTPError as err:
-            raise ServerError(f"{self.url}{path} answered {err.code}: {err.read().decode(errors='replace')[:2000]}") from err
+            body = err.read().decode(errors="replace")[:2000]
+            raise ServerError(f"{self.url}{path} answered {err.code}: {body}") from err
         except urllib.error.URLError as err:
             raise ServerError(f"cannot reach ComfyUI at {self.url} ({err.reason})") from err
 

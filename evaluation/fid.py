@@ -97,7 +97,8 @@ class FidScore:
             from torchmetrics.image.fid import FrechetInceptionDistance
         except ImportError as err:
             raise MissingDependencyError(f"FID needs torchmetrics ({err})", INSTALL_FIX) from err
-        self.metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False)
+        self.device = next(iter(extractor.parameters()), torch.empty(0)).device
+        self.metric = FrechetInceptionDistance(feature=extractor, reset_real_features=False).to(self.device)
 
     def add(self, images: Sequence[np.ndarray] | torch.Tensor, real: bool) -> None:
         """RGB uint8 (H, W, 3) images of any sizes (the Inception resizes them), or an already batched tensor in
@@ -106,7 +107,7 @@ class FidScore:
             torch.from_numpy(np.ascontiguousarray(image, np.uint8)).permute(2, 0, 1)[None] for image in images]
         with torch.no_grad():
             for batch in batches:
-                self.metric.update(batch, real=real)
+                self.metric.update(batch.to(self.device), real=real)
 
     def compute(self) -> float:
         return float(self.metric.compute())

@@ -37,6 +37,8 @@ def run_evaluation(client: ComfyClient, runs: Sequence[ModeRun], people: dict[st
     controls = {run.label: run.mode.pose_control(run.template) for run in runs}
     rows = score_images(out_dir, generations, analysed, controls, drive_params, scorers)
     fid = fid_by_mode(out_dir, generations, analysed, scorers.fid_extractor) if scorers.fid_extractor else {}
+    if scorers.fid_extractor is not None and (not fid or None in fid.values()):
+        scorers.notes["FID"] = "needs at least 2 reference photos and 2 images per row (n/a where missing)"
     summary = summarise(rows, fid, controls, scorers.facesim_name)
     settings = dict(settings, generated=sum(not g.resumed for g in generations),
                     resumed=sum(g.resumed for g in generations))

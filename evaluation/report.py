@@ -19,6 +19,11 @@ def _fmt(value, digits: int = 1, unit: str = "") -> str:
     return NOT_RUN if value is None else f"{value:.{digits}f}{unit}"
 
 
+def _fmt_fid(value) -> str:
+    """One decimal as the papers print FID; small values (tiny test models) keep three significant digits."""
+    return NOT_RUN if value is None else f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
 def markdown_table(summary: dict[str, dict], facesim_name: str, notes: dict[str, str], settings: dict) -> str:
     facesim_note = ("ArcFace (antelopev2 glintr100) cosine x 100, as the papers' FaceSim / Sim"
                     if facesim_name == "FaceSim" else
@@ -31,7 +36,8 @@ def markdown_table(summary: dict[str, dict], facesim_name: str, notes: dict[str,
     ]
     for mode, s in summary.items():
         lines.append(f"| {mode} | {_fmt(s['CLIP-T'])} | {_fmt(s['CLIP-face'])} | {_fmt(s[facesim_name])} | "
-                     f"{_fmt(s['FID'])} | {_fmt(s['seconds_per_image'], 1, 's')} | {_fmt(s['peak_vram_gb'], 1, 'GB')} |")
+                     f"{_fmt_fid(s['FID'])} | {_fmt(s['seconds_per_image'], 1, 's')} | "
+                     f"{_fmt(s['peak_vram_gb'], 1, 'GB')} |")
     lines += [
         "",
         "Face control and shape (Diff-PC), through the pack's 3DMM fit",

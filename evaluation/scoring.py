@@ -116,7 +116,8 @@ def score_images(out_dir: pathlib.Path, generations: Sequence[Generation], peopl
     found = [i for i, f in enumerate(faces) if f is not None]
     clip_t = clip_face = None
     if scorers.clip is not None:
-        clip_t = clip_score(scorers.clip.image_features(images), scorers.clip.text_features([g.prompt for g in generations]))
+        texts = scorers.clip.text_features([g.prompt for g in generations])
+        clip_t = clip_score(scorers.clip.image_features(images), texts)
         if found:
             crops = scorers.clip.image_features([face_crop(images[i], faces[i]) for i in found])
             clip_face = {i: float((100.0 * crops[k] @ people[generations[i].person].clip.T).mean())
@@ -152,10 +153,10 @@ def score_images(out_dir: pathlib.Path, generations: Sequence[Generation], peopl
 def fid_by_mode(out_dir: pathlib.Path, generations: Sequence[Generation], people: dict[str, Person],
                 extractor: torch.nn.Module) -> dict[str, float | None]:
     """FID of each mode's images against all reference photos (None with fewer than 2 images on a side)."""
-    fid = FidScore(extractor)
     photos = [photo for person in people.values() for photo in person.photos]
     if len(photos) < 2:
         return {}
+    fid = FidScore(extractor)
     fid.add(photos, real=True)
     result = {}
     for mode in dict.fromkeys(g.mode for g in generations):

@@ -139,3 +139,29 @@ def test_timed_configurations_run_interleaved_through_the_sampler(step, tiny_con
                                    warmup=0, device=torch.device("cpu"))
     assert set(times) == set(configs) and all(len(walls) == 2 and best > 0 for best, _, walls in times.values())
     mm.unload_all_models()
+
+
+@pytest.mark.comfy
+def test_main_times_interleaved_and_ends_with_the_three_flop_ratios(step, tiny_configs, monkeypatch, capsys):
+    """The whole script on tiny networks (the tiny UNet stands in for SDXL, the tiny FFRNet for both presets)."""
+    import comfy.model_management as mm
+    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+
+    unet_cfg, ffrnet_cfgs = tiny_configs
+    monkeypatch.setattr(step, "sdxl_unet_config", lambda dtype: dict(unet_cfg, dtype=dtype))
+    monkeypatch.setattr(step, "PAPER_SIZE", 64)
+    monkeypatch.setattr(FFRNetConfig, "preset", classmethod(lambda cls, name, id_injector=True: ffrnet_cfgs["tiny"]))
+    threads = torch.get_num_threads()
+    try:
+        step.main(["--size", "32", "--rounds", "2", "--warmup", "0"])
+    finally:
+        torch.set_num_threads(threads)
+        mm.unload_all_models()
+    assert torch.is_grad_enabled()  # the script leaves the process's grad mode alone
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "2 interleaved rounds, min kept; torch threads 1" in "\n".join(lines)
+    assert [line.split(":")[0] for line in lines[-3:]] == [
+        "ratio ffrnet/unet", "ratio injector/ffrnet", "ratio ffrnet_positive_only/unet"]
+    assert any(line.startswith("[sdxl_light] FLOPs: ratio ffrnet/unet") and "timed:" in line for line in lines)
+    ffrnet_unet, injector_ffrnet, positive_unet = (float(line.split(": ")[1]) for line in lines[-3:])
+    assert ffrnet_unet > positive_unet > 1.0 and injector_ffrnet > 1.0

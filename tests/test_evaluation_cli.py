@@ -22,7 +22,7 @@ import pytest
 from comfyui_facesnap.models.errors import ModelFileError
 from evaluation_fixtures import write_random_inception, write_tiny_clip
 
-pytestmark = pytest.mark.comfy
+pytestmark = [pytest.mark.comfy, pytest.mark.slow]
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "facesnap_eval.py"
@@ -134,6 +134,8 @@ def test_cli_generates_scores_and_resumes(setup, monkeypatch):
     assert len(rows) == 8 and {r["person"] for r in rows} == {"ann", "ben"}
     import cv2
 
+    ours, baseline = (cv2.imread(str(out / "images" / mode / "ann" / "p00_s7.png")) for mode in ("tiny_workflow", "sdxl"))
+    assert ours.shape == (128, 128, 3) and np.abs(ours.astype(int) - baseline).max() > 0  # the identity path acts
     sheet = cv2.imread(str(out / "contact_sheet.png"))
     assert sheet.shape[:2] == (4 * (192 + 22), 3 * 192)  # (mode, person) rows x (reference + 2 prompts)
 

@@ -260,3 +260,17 @@ def test_finished_images_are_not_generated_again(tmp_path):
     assert again.queued == ["another prompt"]
     sidecar = json.loads((tmp_path / "images" / "wf" / "ann" / "p00_s1.json").read_text())
     assert sidecar["prompt"] == "another prompt"
+
+
+def test_markdown_table_follows_table_1_and_names_what_was_not_run():
+    from comfyui_facesnap.evaluation.report import markdown_table
+
+    row = {"CLIP-T": 32.61, "CLIP-face": 81.44, "FaceSim": 73.58, "FID": 205.63, "seconds_per_image": 6.08,
+           "peak_vram_gb": 18.14, "Pose": None, "Expr": None, "Shape": 0.21, "control": None, "faces_found": 9,
+           "images": 10}
+    table = markdown_table({"facesnap_portrait": row}, "FaceSim", {"Pose": "--no-3dmm"}, {})
+    lines = table.splitlines()
+    assert lines[2] == "| Method | CLIP-T↑ | CLIP-face↑ | FaceSim↑ | FID↓ | Time↓ | VRAM↓ |"
+    assert lines[4] == "| facesnap_portrait | 32.6 | 81.4 | 73.6 | 205.6 | 6.1s | 18.1GB |"
+    assert "| facesnap_portrait | none | n/a | n/a | 0.210 | 9/10 |" in lines
+    assert "- Pose: not run: --no-3dmm" in lines and "ArcFace (antelopev2 glintr100)" in table
