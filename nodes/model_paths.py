@@ -1,12 +1,14 @@
 """The pack's model folders, registered with ComfyUI so that ``extra_model_paths.yaml`` entries are honoured.
 
-=============  ==========================================  ==========================================
-folder name    default location                            holds
-=============  ==========================================  ==========================================
-facesnap       ComfyUI/models/facesnap                     this pack's trained weights (.safetensors)
-insightface    ComfyUI/models/insightface                  models/antelopev2/*.onnx (as InstantID uses)
-3dmm           ComfyUI/models/3dmm                         ICT-FaceKit / FLAME morphable models
-=============  ==========================================  ==========================================
+===================  ==========================================  ==========================================
+folder name          default location                            holds
+===================  ==========================================  ==========================================
+facesnap             ComfyUI/models/facesnap                     this pack's trained weights (.safetensors)
+insightface          ComfyUI/models/insightface                  models/antelopev2/*.onnx (as InstantID uses)
+3dmm                 ComfyUI/models/3dmm                         ICT-FaceKit / FLAME morphable models
+instantid            ComfyUI/models/instantid                    InstantID's ip-adapter.bin (as cubiq's pack)
+facesnap_identities  ComfyUI/models/facesnap_identities          saved identities (FaceSnap Save Identity)
+===================  ==========================================  ==========================================
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ FOLDERS = {
     "facesnap": {".safetensors"},
     "insightface": {".onnx"},
     "3dmm": {".npz", ".pkl", ".npy", ".safetensors"},
+    "instantid": {".bin", ".safetensors"},
+    "facesnap_identities": {".safetensors"},
 }
 
 
