@@ -2,8 +2,8 @@
 
 from comfy_api.latest import ComfyExtension, io
 
-from .tiny_models import (foreign_patch, rect_mask, tiny_clip_vision, tiny_conditioning, tiny_face_features,
-                          tiny_stock_controlnet, tiny_unet_patcher, tiny_vae)
+from .tiny_models import (foreign_attn2, foreign_patch, rect_mask, tiny_clip_vision, tiny_conditioning,
+                          tiny_face_features, tiny_stock_controlnet, tiny_unet_patcher, tiny_vae)
 
 
 class FaceSnapTestTinySDXL(io.ComfyNode):
@@ -92,10 +92,21 @@ class FaceSnapTestForeignPatch(io.ComfyNode):
         return io.NodeOutput(foreign_patch(model, kind))
 
 
+class FaceSnapTestForeignAttn2(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="FaceSnapTestForeignAttn2", category="testing/facesnap",
+                         inputs=[io.Model.Input("model")], outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls, model):
+        return io.NodeOutput(foreign_attn2(model))
+
+
 class TestExtension(ComfyExtension):
     async def get_node_list(self):
         return [FaceSnapTestTinySDXL, FaceSnapTestTinyCLIPVision, FaceSnapTestConditioning, FaceSnapTestTinyControlNet,
-                FaceSnapTestFaceFeatures, FaceSnapTestRectMask, FaceSnapTestForeignPatch]
+                FaceSnapTestFaceFeatures, FaceSnapTestRectMask, FaceSnapTestForeignPatch, FaceSnapTestForeignAttn2]
 
 
 async def comfy_entrypoint():
