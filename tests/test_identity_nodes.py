@@ -4,6 +4,8 @@ and names that would leave the identity folder."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from identity_graphs import add_apply, add_loader, base_graph, cached, latent, pack_module, register_facesnap_folder
@@ -175,3 +177,20 @@ def test_save_keeps_existing_files_unless_told_to_overwrite(host, identities):
     load = pack_module(host, "FaceSnapSaveIdentity", "models.identity.identity").load_identity
     (now, _), (second, _) = (load(str(identities / n)) for n in ("carol.safetensors", "carol_00001.safetensors"))
     assert torch.equal(now.cond, second.cond)
+
+
+def test_a_rewritten_identity_file_is_loaded_again_in_a_running_server(host, identities):
+    identity = pack_module(host, "FaceSnapSaveIdentity", "models.identity.identity")
+    people = [identity.Identity(cond=torch.full((1, 4, 8), float(i)), uncond=torch.zeros(1, 4, 8),
+                                encoder="facesnap-mixer") for i in (1, 2)]
+    load = {"load": {"class_type": "FaceSnapLoadIdentity", "inputs": {"identity_name": "dave.safetensors"}},
+            "blend": {"class_type": "FaceSnapBlendIdentities",
+                      "inputs": {"identity_a": ["load", 0], "identity_b": ["load", 0], "weight": 0.5}},
+            "save": {"class_type": "FaceSnapSaveIdentity", "inputs": {"identity": ["blend", 0], "name": "copy",
+                                                                      "overwrite": True}}}
+    session = host.session()
+    identity.save_identity(str(identities / "dave.safetensors"), people[0])
+    assert torch.equal(cached(session.run(copy.deepcopy(load)), "load").cond, people[0].cond)
+    identity.save_identity(str(identities / "dave.safetensors"), people[1])  # replaced while the server runs
+    again = session.run(copy.deepcopy(load))  # a server gets each prompt fresh (the executor writes into it)
+    assert torch.equal(cached(again, "load").cond, people[1].cond), "the node must notice the new file"

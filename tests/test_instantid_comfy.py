@@ -363,10 +363,12 @@ def test_full_size_published_files_load_through_the_loader_node(host, tmp_path, 
     instantid.mkdir()
     torch.save(zero_views(published_shapes()), instantid / "ip-adapter.bin")
     with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in diffusers.ControlNetModel(**identitynet_config()).state_dict().items()}
+        reference = diffusers.ControlNetModel(**identitynet_config())
+    shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     if layout == "folder":  # InstantID's ControlNetModel/ folder, placed in models/controlnet
         name = "InstantID/diffusion_pytorch_model.safetensors"
-        (controlnet / "InstantID" / "config.json").write_text(json.dumps(identitynet_config(), default=list))
+        reference.save_config(controlnet / "InstantID")  # every field, as diffusers writes config.json
+        assert "_class_name" in json.loads((controlnet / "InstantID" / "config.json").read_text())
     else:  # renamed single file without config: the layout is inferred from the shapes
         name = "instantid_identitynet.safetensors"
     write_sparse_safetensors(controlnet / name, shapes, "F16")
