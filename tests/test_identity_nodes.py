@@ -194,3 +194,15 @@ def test_a_rewritten_identity_file_is_loaded_again_in_a_running_server(host, ide
     identity.save_identity(str(identities / "dave.safetensors"), people[1])  # replaced while the server runs
     again = session.run(copy.deepcopy(load))  # a server gets each prompt fresh (the executor writes into it)
     assert torch.equal(cached(again, "load").cond, people[1].cond), "the node must notice the new file"
+
+
+def test_apply_identity_advanced_runs_ffrnet_on_the_positive_only(host, monkeypatch):
+    ffrnet = pack_module(host, "FaceSnapApplyIdentity", "models.identity.ffrnet").FFRNet
+    contexts = []
+    forward = ffrnet.forward
+    monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: contexts.append(k["context"].float())
+                        or forward(self, *a, **k))
+    executor = host.run(mixer_graph(advanced=True, positive_only=True))
+    identity = cached(executor, "mixer")
+    rows = [row for context in contexts for row in context]
+    assert rows and all(torch.allclose(row, identity.cond[0], atol=1e-5) for row in rows)
