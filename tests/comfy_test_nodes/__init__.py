@@ -4,8 +4,8 @@ import hashlib
 
 from comfy_api.latest import ComfyExtension, io
 
-from .tiny_models import (foreign_patch, rect_mask, tiny_clip_vision, tiny_conditioning, tiny_face_features,
-                          tiny_stock_controlnet, tiny_unet_patcher, tiny_vae)
+from .tiny_models import (foreign_attn2, foreign_patch, rect_mask, tiny_clip_vision, tiny_conditioning,
+                          tiny_face_features, tiny_stock_controlnet, tiny_unet_patcher, tiny_vae)
 
 
 class FaceSnapTestTinySDXL(io.ComfyNode):
@@ -110,10 +110,22 @@ class FaceSnapTestTextConditioning(io.ComfyNode):
         return io.NodeOutput(*tiny_conditioning(seed))
 
 
+class FaceSnapTestForeignAttn2(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="FaceSnapTestForeignAttn2", category="testing/facesnap",
+                         inputs=[io.Model.Input("model")], outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls, model):
+        return io.NodeOutput(foreign_attn2(model))
+
+
 class TestExtension(ComfyExtension):
     async def get_node_list(self):
         return [FaceSnapTestTinySDXL, FaceSnapTestTinyCLIPVision, FaceSnapTestConditioning, FaceSnapTestTinyControlNet,
-                FaceSnapTestFaceFeatures, FaceSnapTestRectMask, FaceSnapTestForeignPatch, FaceSnapTestTextConditioning]
+                FaceSnapTestFaceFeatures, FaceSnapTestRectMask, FaceSnapTestForeignPatch, FaceSnapTestTextConditioning,
+                FaceSnapTestForeignAttn2]
 
 
 async def comfy_entrypoint():
