@@ -71,6 +71,7 @@ def _free_port() -> int:
 def _fsdp_ema_worker(rank: int, port: int) -> None:
     """One of two FSDP processes: EMA of the shards, then the full averaged tensors, compared with an unsharded run."""
     import copy
+    import datetime
     import functools
     import os
 
@@ -125,6 +126,9 @@ def _fsdp_ema_worker(rank: int, port: int) -> None:
         for name, value in gather().items():  # the trained weights are back in place
             torch.testing.assert_close(value, reference.state_dict()[name])
     finally:
+        # neither process tears gloo down while the other still talks to it (it aborts otherwise); a rank that
+        # failed above makes the other fail here within a minute instead of hanging
+        dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
         dist.destroy_process_group()
 
 

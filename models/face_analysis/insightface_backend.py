@@ -119,15 +119,17 @@ class InsightFaceAnalyzer:
                 continue
             face = self._face_type(bbox=bbox, kps=kps.astype(np.float32), det_score=float(det[4]))
             points3d = self.models["landmark_3d_68"].get(bgr, face).astype(np.float32)
-            embedding = None
+            embedding = norm = None
             if with_embedding:
                 # arcface_crop is insightface's norm_crop, bit for bit, without its deprecated skimage call
                 recognition = self.models["recognition"]
                 crop = arcface_crop(bgr, face.kps, recognition.input_size[0])
                 raw = recognition.get_feat(crop).ravel().astype(np.float32)
-                embedding = raw / max(float(np.linalg.norm(raw)), 1e-12)
+                norm = float(np.linalg.norm(raw))
+                embedding = raw / max(norm, 1e-12)
             pose = tuple(float(a) for a in face["pose"])
             records.append(FaceRecord(bbox=bbox, score=float(det[4]), kps5=face.kps,
                                       landmarks=from_ibug68(points3d[:, :2]), backend=self.name, embedding=embedding,
+                                      embedding_norm=norm,
                                       landmarks_3d=points3d, pose=pose, image_index=image_index))
         return largest_first(records)
