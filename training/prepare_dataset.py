@@ -146,7 +146,7 @@ def process_image(item: InputImage, cfg: PrepConfig, models: dict) -> list[tuple
     if len(faces) > 1:
         raise SkipImage("several faces", f"{len(faces)} faces")
     face = faces[0]
-    embedding, norm = face.embedding, None  # insightface: its norm comes with FaceRecord.embedding_norm (h8)
+    embedding, norm = face.embedding, face.embedding_norm
     if embedding is None and "arcface" in models:
         embedding, norm = models["arcface"].embed(rgb, face.kps5)
     rng = np.random.default_rng([cfg.seed, int(item.digest[:12], 16)])
