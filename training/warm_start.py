@@ -2,7 +2,7 @@
 
 IdentityNet is an SDXL ControlNet whose cross-attention was trained on the Resampler's 16 x 2048 tokens of a face.
 Started from it, FFRNet already reads tokens of that kind; the distillation term pulls the mixer's f_mix (which
-starts as noise to FFRNet) into the same token space first, so the diffusion loss does not have to discover it:
+starts random) into the same token space first, so the diffusion loss does not have to discover it:
 
     L_distill = || f_mix - R(e) ||^2 / || R(e) ||^2    per sample, R = the frozen Resampler, e = the raw ArcFace
 
@@ -10,8 +10,8 @@ Why this distance: FFRNet's keys and values are linear in the tokens, so what Id
 magnitude and per-channel gain and offset (the Resampler's ``norm_out``), which a cosine or an MSE of re-normalised
 tokens would leave free. The mixer ends in an affine LayerNorm like ``norm_out``, so it can match the raw tokens
 exactly. Dividing by the target's energy makes the term scale-free (it is 1 for f_mix = 0, whatever the gains of
-the user's file), so lambda_distill means the same for any file. Tokens are matched in order; IdentityNet's cross-attention ignores token order and the mixer's queries are
-free to take the Resampler's order.
+the user's file), so lambda_distill means the same for any file. Tokens are matched in order: IdentityNet's
+cross-attention ignores token order, and the mixer's learnable queries are free to take the Resampler's.
 
 The Resampler reads insightface's raw embedding (not L2-normalised), as InstantID's pipeline feeds it. Shards store
 the normalised one (``arcface.npy``) and its norm (``arcface_norm`` in the sample's json); the teacher gets their
