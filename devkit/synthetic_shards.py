@@ -25,11 +25,12 @@ def mean_face_68(center: tuple[float, float], size: float) -> np.ndarray:
 
 
 def write_synthetic_shards(root: pathlib.Path, identities: int = 2, per_identity: int = 3, size: int = 256, seed: int = 0,
-                           caption: str | None = None) -> pathlib.Path:
+                           caption: str | None = None, arcface_norm: bool = True) -> pathlib.Path:
     """Each identity is a face-coloured ellipse with its own hue and a fixed random embedding.
 
     Captions name the person unless ``caption`` gives one shared caption (then only the identity features tell
-    the people apart)."""
+    the people apart). ``arcface_norm``: store a raw-embedding norm per person (20, 23, ...), as prepare does;
+    False writes shards as they were before prepare stored it."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     crop_cfg = CropConfig(size=size, min_short_side=64, face_crop_size=64)
@@ -47,6 +48,8 @@ def write_synthetic_shards(root: pathlib.Path, identities: int = 2, per_identity
                 crop = make_crop(photo, bbox, pts, kps5, crop_cfg, rng)
                 meta = {"caption": caption or f"person {person}", "identity": f"id{person}", "landmarks": crop.landmarks.tolist(),
                         "kps5": crop.kps5.tolist(), "face_kps5": crop.face_kps5.tolist(), "bbox": crop.bbox.tolist()}
+                if arcface_norm:
+                    meta["arcface_norm"] = 20.0 + 3.0 * person
                 writer.write(f"p{person}s{k}", {
                     "image.jpg": encode_image(crop.image, "jpg"), "face.jpg": encode_image(crop.face, "jpg"),
                     "mask.png": encode_image(crop.mask, "png"),

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 from conftest import COMFY, PACK_ROOT
-from training_fixtures import write_synthetic_shards
+from training_fixtures import write_synthetic_shards, write_tiny_identitynet, write_tiny_ip_adapter
 
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
 SCRIPT = PACK_ROOT / "scripts" / "facesnap_train.py"
@@ -46,19 +46,26 @@ def test_cli_rejects_a_bad_shard_index(tmp_path):
     assert result.returncode != 0 and "--shard-index must be in [0, 2)" in result.stderr
 
 
-def test_two_process_ddp_run_checkpoints_every_rank(tmp_path):
-    """DDP on CPU (gloo) through torch.distributed.run, the launcher `accelerate launch` uses."""
+@pytest.mark.parametrize("warm_start", [False, True], ids=["unet", "instantid"])
+def test_two_process_ddp_run_checkpoints_every_rank(tmp_path, warm_start):
+    """DDP on CPU (gloo) through torch.distributed.run, the launcher `accelerate launch` uses; also with the InstantID
+    warm start (f_mix leaves the DDP-wrapped forward for the distillation term)."""
     import json
 
     shards = write_synthetic_shards(tmp_path / "shards")
+    warm = []
+    if warm_start:
+        warm = ["model.ffrnet_init=instantid", f"model.instantid_controlnet={write_tiny_identitynet(tmp_path)}",
+                f"model.instantid_ip_adapter={write_tiny_ip_adapter(tmp_path / 'ip-adapter.bin')}", "distill.weight=1"]
     env = dict(os.environ, COMFYUI_PATH=str(COMFY), OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
     # --standalone: the rendezvous takes a free port, so parallel runs and a busy machine cannot collide
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
            "train", "--config", str(PACK_ROOT / "training" / "configs" / "tiny.yaml"), f"data.shards={shards}",
-           f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2"]
+           f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2", *warm]
     result = subprocess.run(cmd, cwd=PACK_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ckpt = tmp_path / "run" / "checkpoints" / "step_00000002"
     state = json.loads((ckpt / "state.json").read_text())
     assert state["world_size"] == 2 and state["micro_step"] == 2
+    assert bool(state["distill_teacher"]) == warm_start
     assert (ckpt / "rng_rank0.safetensors").exists() and (ckpt / "rng_rank1.safetensors").exists()

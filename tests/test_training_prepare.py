@@ -90,11 +90,55 @@ def test_shards_hold_valid_samples(prepared):
         assert meta["face_fraction"] >= 0.02
         emb = s["arcface.npy"]
         assert emb.shape == (512,) and abs(np.linalg.norm(emb) - 1) < 1e-4
+        assert meta["arcface_norm"] > 0  # emb * arcface_norm: the raw embedding InstantID's Resampler reads
         if meta["identity"] == "anna":
             assert meta["caption"] == "a smiling woman, studio light"
         else:
             assert meta["caption"] == "a photo of a person"
     assert identities == {"anna", "bert", "carl"}
+
+
+def test_arcface_embedder_gives_the_raw_embedding_as_unit_vector_and_norm(inputs, arcface_onnx):
+    from comfyui_facesnap.models.face_analysis import load_analyzer
+    from comfyui_facesnap.models.face_analysis.align import arcface_crop
+    from comfyui_facesnap.training.arcface_onnx import ArcFaceEmbedder
+
+    rgb = cv2.imread(str(inputs / "bert" / "a.png"))[:, :, ::-1].copy()
+    (face,) = load_analyzer("dlib").detect(rgb, with_embedding=False)
+    embedder = ArcFaceEmbedder(str(arcface_onnx))
+    unit, norm = embedder.embed(rgb, face.kps5)
+    raw = embedder.model.get_feat(arcface_crop(rgb[:, :, ::-1].copy(), face.kps5, 112)).ravel()
+    assert abs(np.linalg.norm(unit) - 1) < 1e-5 and norm > 0
+    np.testing.assert_allclose(unit * norm, raw, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # insightface's own norm_crop, used as the reference
+def test_insightface_samples_keep_the_raw_embedding(insightface_images, tmp_path):
+    """The insightface backend (antelopev2 stand-ins, which find one face anywhere): arcface.npy x arcface_norm is
+    insightface's own ``Face.embedding``, the raw vector InstantID's Resampler reads."""
+    from insightface.app.common import Face
+    from insightface.model_zoo import model_zoo
+
+    from comfyui_facesnap.models.face_analysis import load_analyzer
+    from comfyui_facesnap.training.shards import decode_field
+
+    root = make_antelopev2(tmp_path / "insightface")
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "t1.jpg").write_bytes((insightface_images / "t1.jpg").read_bytes())
+    cfg = prep.PrepConfig(inputs=[str(tmp_path / "photos")], output=str(tmp_path / "out"), backend="insightface",
+                          insightface_root=str(root))
+    (item,), _ = prep.list_inputs(cfg)
+    analyzer = load_analyzer("insightface", insightface_root=root, provider="CPU")
+    (_, fields), = prep.process_image(item, cfg, {"analyzer": analyzer})
+    meta, unit = decode_field("json", fields["json"]), decode_field("arcface.npy", fields["arcface.npy"])
+
+    bgr = cv2.imread(item.path)
+    (record,) = analyzer.detect(bgr[:, :, ::-1].copy())
+    face = Face(bbox=record.bbox, kps=record.kps5, det_score=record.score)
+    model_zoo.get_model(str(root / "models" / "antelopev2" / "glintr100.onnx"),
+                        providers=["CPUExecutionProvider"]).get(bgr, face)  # insightface's own path
+    assert abs(meta["arcface_norm"] - 1.0) > 0.05  # the stand-in's raw embedding is not unit length
+    np.testing.assert_allclose(unit * meta["arcface_norm"], face.embedding, rtol=1e-5, atol=1e-5)
 
 
 def test_stored_landmarks_match_the_face_in_the_crop(prepared):

@@ -5,7 +5,12 @@ import math
 import pytest
 import torch
 from test_identity_workflow import graph, host  # noqa: F401  (the identity workflow's host fixture, reused)
-from training_fixtures import single_thread, tiny_config, write_synthetic_shards  # noqa: F401 (autouse fixture)
+from training_fixtures import (  # noqa: F401 (autouse fixture)
+    single_thread,
+    tiny_config,
+    train_killed_then_resumed,
+    write_synthetic_shards,
+)
 
 from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.training.losses import masked_diffusion_loss
@@ -72,21 +77,7 @@ def test_kill_and_resume_reproduce_the_loss_sequence(shards, tmp_path, monkeypat
 
     steps = ["train.max_steps=4", "train.checkpoint_every=2", "train.text_dropout=0.5", "train.feature_dropout=0.5"]
     reference = Trainer(tiny_config(shards, tmp_path / "a", *steps)).train()
-
-    crashing = Trainer(tiny_config(shards, tmp_path / "b", *steps))
-    real = crashing.compute_loss
-    calls = []
-
-    def killed_at_step_3(batch):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return real(batch)
-
-    monkeypatch.setattr(crashing, "compute_loss", killed_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
-        crashing.train()
-    resumed = Trainer(tiny_config(shards, tmp_path / "b", *steps)).train()
+    resumed = train_killed_then_resumed(lambda: Trainer(tiny_config(shards, tmp_path / "b", *steps)), monkeypatch)
     assert resumed == reference[2:]
 
 

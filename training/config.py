@@ -25,7 +25,9 @@ class ModelConfig:
     mixer_preset: str = "sdxl"  # sdxl | tiny
     ffrnet_preset: str = ""  # "" = a full copy of the base's encoder (the paper) | sdxl_light (2 of 10 layers)
     ffrnet_overrides: dict = field(default_factory=dict)  # FFRNetConfig fields over the config derived from the UNet
-    ffrnet_init: str = "unet"  # unet | path to a diffusers SDXL ControlNet safetensors
+    ffrnet_init: str = "unet"  # unet | instantid (from instantid_controlnet) | path to a diffusers SDXL ControlNet
+    instantid_controlnet: str = ""  # InstantID's IdentityNet: diffusers ControlNetModel folder or .safetensors
+    instantid_ip_adapter: str = ""  # InstantID's ip-adapter.bin (or .safetensors): its Resampler teaches f_mix
     id_injector: bool = True
     train_id_injector: bool = True
 
@@ -51,6 +53,14 @@ class IDLossConfig:
     every: int = 1  # compute it every N steps (it costs a VAE decode)
     face_gate: str = "none"  # none | dlib | insightface: Diff-PC's M_det, no ID loss where no face is detected
     face_gate_root: str = ""  # insightface: the folder holding models/antelopev2
+
+
+@dataclass
+class DistillConfig:
+    """lambda_distill * || f_mix - Resampler(raw ArcFace) ||^2 / || Resampler(raw ArcFace) ||^2 (see warm_start.py)."""
+
+    weight: float = 0.0  # lambda_distill; 0 = off
+    decay_steps: int = 0  # 0 = constant weight; N = linear decay to 0 at step N (the Resampler then stops running)
 
 
 @dataclass
@@ -82,6 +92,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     id_loss: IDLossConfig = field(default_factory=IDLossConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict:
@@ -116,12 +127,24 @@ def _merge(into: dict, update: dict) -> dict:
     return into
 
 
+def _read_yaml(path: pathlib.Path, chain: tuple[str, ...] = ()) -> dict:
+    """A YAML config with its ``preset: <name>`` (``configs/<name>.yaml``, which may name a preset too) under it."""
+    data = yaml.safe_load(path.read_text()) or {}
+    preset = data.pop("preset", None)
+    if not preset:
+        return data
+    if preset in chain:
+        raise ValueError(f"preset {preset!r} inherits itself ({' -> '.join((*chain, preset))})")
+    parent = CONFIG_DIR / f"{preset}.yaml"
+    if not parent.is_file():
+        shipped = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith("accelerate_"))
+        raise ValueError(f"{path}: unknown preset {preset!r}; shipped presets: {shipped}")
+    return _merge(_read_yaml(parent, (*chain, preset)), data)
+
+
 def load_config(path: str | pathlib.Path, overrides: list[str] | None = None) -> Config:
     """YAML file (``preset: <name>`` inherits ``configs/<name>.yaml``), then ``section.key=value`` overrides."""
-    data = yaml.safe_load(pathlib.Path(path).read_text()) or {}
-    preset = data.pop("preset", None)
-    if preset:
-        data = _merge(yaml.safe_load((CONFIG_DIR / f"{preset}.yaml").read_text()) or {}, data)
+    data = _read_yaml(pathlib.Path(path))
     for item in overrides or []:
         dotted, _, raw = item.partition("=")
         *parents, leaf = dotted.split(".")

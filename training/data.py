@@ -84,6 +84,8 @@ class ShardDataset(torch.utils.data.Dataset):
         arcface = ref.get("arcface.npy")
         item["has_arcface"] = arcface is not None
         item["arcface"] = torch.from_numpy(arcface).float() if arcface is not None else torch.zeros(512)
+        # the raw embedding's norm (for InstantID's Resampler); 0 in shards prepared before it was stored
+        item["arcface_norm"] = torch.tensor(float(ref_meta.get("arcface_norm", 0.0)) if arcface is not None else 0.0)
         if "clip.npy" in ref:
             item["clip"] = torch.from_numpy(ref["clip.npy"].astype(np.float32))
         return item

@@ -61,14 +61,37 @@ def init_from_unet(ffrnet: FFRNet, unet: torch.nn.Module, unet_config: dict) -> 
     return copied
 
 
-def init_from_controlnet(path: str, id_injector: bool, cross_attention_dim: int) -> FFRNet:
-    """Start from a diffusers SDXL ControlNet (folder or .safetensors); the ID-Injector heads start at zero."""
+# What a ControlNet must share with the base UNet for its residuals to fit: (FFRNetConfig field, what it is).
+LAYOUT_FIELDS = (("in_channels", "latent channels"), ("block_out_channels", "encoder channels"),
+                 ("layers_per_block", "res blocks per level"), ("down_block_types", "down blocks"),
+                 ("projection_class_embeddings_input_dim", "ADM width"))
+
+
+def init_from_controlnet(path: str, id_injector: bool, unet_config: dict, setting: str = "model.ffrnet_init") -> FFRNet:
+    """Start from a diffusers SDXL ControlNet (folder or .safetensors), e.g. InstantID's IdentityNet; the ID-Injector
+    heads start at zero. It must attend to tokens as wide as the base's text context (the mixer's width) and have
+    the base UNet's encoder layout; errors name the config ``setting`` that gave the path."""
     from ..models.identity.facesnap_checkpoint import load_diffusers_controlnet
 
-    ffrnet = load_diffusers_controlnet(path, id_injector=id_injector)
-    if ffrnet.config.cross_attention_dim != cross_attention_dim:
+    try:
+        ffrnet = load_diffusers_controlnet(path, id_injector=id_injector)
+    except ModelFileError as err:
+        raise ModelFileError(f"{setting}: {err.message}", err.fix) from err
+    width = unet_config["context_dim"]
+    if ffrnet.config.cross_attention_dim != width:
         raise ModelFileError(
-            f"{path} attends to {ffrnet.config.cross_attention_dim}-wide tokens, the mixer emits {cross_attention_dim}",
-            "use an SDXL ControlNet (2048-wide cross-attention) or set model.mixer.dim to match",
+            f"{setting}: {path} attends to {ffrnet.config.cross_attention_dim}-wide tokens; the base UNet and the "
+            f"mixer use {width}-wide ones", "use an SDXL ControlNet (2048-wide cross-attention) such as InstantID's IdentityNet",
         )
+    expected = ffrnet_config_from_unet(unet_config, id_injector)
+    for name, what in LAYOUT_FIELDS:
+        got, want = (_plain(getattr(c, name)) for c in (ffrnet.config, expected))
+        if got != want:
+            raise ModelFileError(f"{setting}: {path} has {what} {got}, the base UNet {want}: it is a ControlNet for "
+                                 "another base model", "use a ControlNet made for this base (SDXL)")
+    log.info("FFRNet initialised from the ControlNet %s (ID-Injector heads at zero)", path)
     return ffrnet.float()
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value

@@ -71,11 +71,14 @@ class FaceSnapTrainingModel(nn.Module):
         self.mixer = mixer
         self.ffrnet = ffrnet
 
-    def forward(self, unet: InjectedUNet, z_t, timesteps, context, y, hint, id_embeds, clip_tokens):
+    def forward(self, unet: InjectedUNet, z_t, timesteps, context, y, hint, id_embeds, clip_tokens, return_f_mix=False):
+        """The UNet's noise prediction; with ``return_f_mix`` also the mixer's tokens (returned from here, so that
+        a loss on them reaches the mixer through DDP/FSDP like the diffusion loss does)."""
         f_mix = self.mixer(id_embeds[:, None], clip_tokens[:, None])
         control = self.ffrnet(z_t, hint, timesteps, f_mix, y)
         params = self.ffrnet.injector_params(control) if self.ffrnet.id_injector is not None else None
-        return unet(z_t, timesteps, context, y, control, params)
+        eps = unet(z_t, timesteps, context, y, control, params)
+        return (eps, f_mix) if return_f_mix else eps
 
 
 def _plain_name(name: str) -> str:

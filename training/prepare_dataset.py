@@ -146,9 +146,9 @@ def process_image(item: InputImage, cfg: PrepConfig, models: dict) -> list[tuple
     if len(faces) > 1:
         raise SkipImage("several faces", f"{len(faces)} faces")
     face = faces[0]
-    embedding = face.embedding
+    embedding, norm = face.embedding, face.embedding_norm
     if embedding is None and "arcface" in models:
-        embedding = models["arcface"].embed(rgb, face.kps5)
+        embedding, norm = models["arcface"].embed(rgb, face.kps5)
     rng = np.random.default_rng([cfg.seed, int(item.digest[:12], 16)])
     samples, skipped = [], None
     for k in range(cfg.crops_per_image):
@@ -170,6 +170,8 @@ def process_image(item: InputImage, cfg: PrepConfig, models: dict) -> list[tuple
             "rotation": round(crop.rotation, 3),
             "backend": face.backend,
         }
+        if norm is not None:  # the raw embedding is arcface.npy * arcface_norm (InstantID's Resampler reads it)
+            meta["arcface_norm"] = float(norm)
         fields = {
             "image.jpg": encode_image(crop.image, "jpg"),
             "face.jpg": encode_image(crop.face, "jpg"),

@@ -7,7 +7,9 @@ Fields written by ``prepare_dataset``:
 ``face.jpg``     the face region of that crop, square, for the CLIP image encoder
 ``mask.png``     face mask (L, 0/255) used by the masked diffusion loss
 ``control.png``  the 72-point landmark control image (``models.landmarks72``)
-``json``         caption, identity, landmarks (72, 2), bbox, kps5, source, augmentation
+``json``         caption, identity, landmarks (72, 2), bbox, kps5, source, augmentation, and ``arcface_norm``:
+                 the norm of the raw ArcFace output (``arcface.npy`` times it is insightface's ``Face.embedding``,
+                 which InstantID's Resampler reads)
 ``arcface.npy``  (512,) float32 L2-normalised ArcFace embedding (when an ArcFace model ran)
 ``clip.npy``     (257, 1280) float16 CLIP-ViT-H penultimate tokens of ``face.jpg`` (optional)
 ===============  ====================================================================

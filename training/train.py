@@ -2,7 +2,8 @@
 
 Frozen: the SDXL UNet, VAE and text encoders (and CLIP-vision / the face-recognition net when used).
 Trainable: the Facial Attribute Mixer and FFRNet; the ID-Injector heads too when ``model.train_id_injector``.
-Loss: masked diffusion loss (FaceSnap Eq. 3) + lambda_id * ID loss (Eq. 4-5; Diff-PC's x0 variant Eq. 19-20).
+Loss: masked diffusion loss (FaceSnap Eq. 3) + lambda_id * ID loss (Eq. 4-5; Diff-PC's x0 variant Eq. 19-20)
+(+ lambda_distill * the distance of f_mix to InstantID's Resampler tokens, for a warm start: ``warm_start.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .distributed import fill_deepspeed_config
 from .ffrnet_init import ffrnet_config_for_base, init_from_controlnet, init_from_unet
 from .losses import detection_gate, id_loss, latent_mask, masked_diffusion_loss, predicted_x0
 from .modules import EMA, FaceSnapTrainingModel, InjectedUNet, enable_gradient_checkpointing
+from .warm_start import check_warm_start_config, distill_weight, distillation_loss, load_teacher, raw_arcface
 
 log = logging.getLogger("facesnap.train")
 
@@ -36,6 +38,8 @@ class Frozen:
     face_model: torch.nn.Module | None
     lightning: InjectedUNet | None
     face_gate: object = None  # a face analyzer (.detect) for Diff-PC's M_det, or None
+    teacher: torch.nn.Module | None = None  # InstantID's Resampler, for the distillation term
+    teacher_key: str = ""  # its weights fingerprint, kept in checkpoints
 
 
 def mixer_config(cfg: Config) -> MixerConfig:
@@ -54,8 +58,11 @@ def build_trainable(cfg: Config, base: FrozenBase) -> tuple[FacialAttributeMixer
                                       cfg.model.ffrnet_overrides)
         ffrnet = FFRNet(fcfg).reset_parameters()
         init_from_unet(ffrnet, base.unet, base.unet_config)
+    elif cfg.model.ffrnet_init == "instantid":  # IdentityNet (warm start)
+        ffrnet = init_from_controlnet(cfg.model.instantid_controlnet, cfg.model.id_injector, base.unet_config,
+                                      "model.instantid_controlnet")
     else:
-        ffrnet = init_from_controlnet(cfg.model.ffrnet_init, cfg.model.id_injector, mcfg.dim)
+        ffrnet = init_from_controlnet(cfg.model.ffrnet_init, cfg.model.id_injector, base.unet_config)
     if ffrnet.id_injector is not None and not cfg.model.train_id_injector:
         ffrnet.id_injector.requires_grad_(False)
     return mixer, ffrnet
@@ -81,7 +88,9 @@ def build_frozen(cfg: Config, base: FrozenBase, ffrnet: FFRNet, mcfg: MixerConfi
         lightning = InjectedUNet(load_lightning_unet(cfg.id_loss.lightning_unet), ffrnet)
     elif cfg.id_loss.mode not in ("none", "x0"):
         raise ValueError(f"id_loss.mode must be none, x0 or lightning, not {cfg.id_loss.mode!r}")
-    return Frozen(base, InjectedUNet(base.model, ffrnet), clip, face_model, lightning, load_face_gate(cfg))
+    teacher, teacher_key = load_teacher(cfg, base.unet_config, mcfg) if cfg.distill.weight > 0 else (None, "")
+    return Frozen(base, InjectedUNet(base.model, ffrnet), clip, face_model, lightning, load_face_gate(cfg),
+                  teacher, teacher_key)
 
 
 def load_face_gate(cfg: Config):
@@ -126,6 +135,7 @@ class Trainer:
             log_with="tensorboard", project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         )
         torch.manual_seed(t.seed + self.accelerator.process_index)
+        check_warm_start_config(cfg)
         # The base is loaded (and rejected if it is not SDXL) before any data, optimizer or output is touched.
         self.base = load_base(cfg.base.kind, cfg.base.path, cfg.base.seed)
         self.mixer, self.ffrnet = build_trainable(cfg, self.base)
@@ -154,6 +164,8 @@ class Trainer:
             self.frozen.clip.to(self.device)
         if self.frozen.face_model is not None:
             self.frozen.face_model.to(self.device)
+        if self.frozen.teacher is not None:
+            self.frozen.teacher.to(self.device)
         self.alphas = self.base.alphas_cumprod().to(self.device)
         self.step = 0
         self.micro_step = 0
@@ -204,7 +216,8 @@ class Trainer:
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
         hint = batch["control"].to(self.device)
         with self.accelerator.autocast():
-            eps = self.model(self.frozen.unet, z_t, t.float(), context, y, hint, id_embeds, clip_tokens)
+            eps, f_mix = self.model(self.frozen.unet, z_t, t.float(), context, y, hint, id_embeds, clip_tokens,
+                                    return_f_mix=True)
         mask = latent_mask(batch["mask"].to(self.device), z0.shape[-2:]) if cfg.train.masked_loss else None
         loss_diff = masked_diffusion_loss(eps, noise, mask)
         logs = {"loss/diffusion": loss_diff.detach()}
@@ -216,8 +229,26 @@ class Trainer:
                 logs["loss/id"] = l_id.detach()
                 if self.frozen.face_gate is not None:
                     logs["id/face_detected"] = torch.tensor(self._last_face_rate)
+        weight = distill_weight(cfg.distill, self.step)
+        if self.frozen.teacher is not None and weight > 0:
+            l_distill = self._distill_loss(batch, id_embeds, f_mix)
+            if l_distill is not None:
+                loss = loss + weight * l_distill
+                logs["loss/distill"] = l_distill.detach()
+                logs["distill/weight"] = torch.tensor(weight)
         logs["loss/total"] = loss.detach()
         return loss, logs
+
+    def _distill_loss(self, batch, id_embeds, f_mix) -> torch.Tensor | None:
+        """Mean distance of f_mix to the Resampler tokens over the samples whose ArcFace reached the mixer (the
+        feature dropout zeroes it in the others, where f_mix carries no identity to compare)."""
+        raw = raw_arcface(batch, self.device)
+        keep = id_embeds.ne(0).any(dim=-1)
+        if not keep.any():
+            return None
+        with torch.no_grad():
+            target = self.frozen.teacher(raw[keep])
+        return distillation_loss(f_mix[keep], target).mean()
 
     def _id_loss(self, batch, z_t, t, eps, cond) -> torch.Tensor | None:
         c = self.cfg.id_loss
@@ -272,6 +303,7 @@ class Trainer:
         if resume is not None:
             state = load_checkpoint(acc, resume, self.model, self.optimizer, self.scheduler, self.ema)
             self.step, self.micro_step = state["step"], state["micro_step"]
+            self._check_same_teacher(state.get("distill_teacher", ""), resume)
             log.info("resumed from %s at step %d", resume, self.step)
         if acc.is_main_process:
             acc.init_trackers("facesnap", config=_flat_hparams(self.cfg))
@@ -305,10 +337,17 @@ class Trainer:
                 self.log_samples(batch)
             if self.step % t.checkpoint_every == 0 or self.step == end:
                 save_checkpoint(acc, t.output_dir, self.step, self.model, self.optimizer, self.scheduler, self.ema,
-                                {"micro_step": self.micro_step, "config": self.cfg.to_dict(), "model_configs": self.model_configs()},
-                                t.keep_checkpoints)
+                                {"micro_step": self.micro_step, "config": self.cfg.to_dict(), "model_configs": self.model_configs(),
+                                 "distill_teacher": self.frozen.teacher_key}, t.keep_checkpoints)
         acc.end_training()
         return losses
+
+    def _check_same_teacher(self, saved: str, checkpoint) -> None:
+        """A resumed run distils from the same Resampler weights (a silent swap would change the objective)."""
+        if saved and self.frozen.teacher_key and saved != self.frozen.teacher_key:
+            raise ValueError(f"{checkpoint} was trained towards another Resampler (weights {saved}, this "
+                             f"model.instantid_ip_adapter: {self.frozen.teacher_key}): set the ip-adapter file of "
+                             "that run, or start a new train.output_dir")
 
     def model_configs(self) -> dict:
         return {"mixer": self.mixer.config.to_dict(), "ffrnet": self.ffrnet.config.to_dict()}
