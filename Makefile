@@ -19,7 +19,7 @@ demo: setup
 clean-host:
 	rm -rf "$(CACHE)"
 
-# --- artist release (issue 6) ---
+# --- node docs, pinned ids, example workflows, browser test ---
 .PHONY: docs pin-ids workflows browser-test
 
 docs: setup

@@ -1,4 +1,4 @@
-"""Memory of the face nodes at large widget values, through ComfyUI's real executor (issue 10, item 11).
+"""Memory of the face nodes at large widget values, through ComfyUI's real executor.
 
 Each scenario runs in a fresh process: boot ComfyUI, load the pack, then run one graph through one persistent
 ``PromptExecutor`` (as a server keeps it). Reported per scenario, in MB of resident memory (Linux /proc/self/status):

@@ -1,37 +1,60 @@
-"""Cost of one sampling step at full SDXL size (random weights): UNet alone, + stock ControlNet, + FFRNet, + ID-Injector.
+"""Cost of one SDXL sampling step with FaceSnap's additions: FLOP counts (deterministic) and interleaved timings.
 
-One step = one CFG-batched UNet call (cond + uncond) through ComfyUI's sampler, exactly as KSampler runs it:
+One step = one CFG-batched UNet call (cond + uncond), as KSampler runs it:
     (a) the SDXL UNet alone
     (b) + a stock ComfyUI ControlNet (comfy.cldm) with the 77-token text context
     (c) + FFRNet with the 16-token f_mix context (injector heads not computed)
     (d) + FFRNet + the ID-Injector (heads computed, MODEL patched)
-(c) and (d) run for every FFRNet preset given (default: the paper's ``sdxl`` and the lighter ``sdxl_light``), in the
-same process, so all ratios share one (a).
-Each configuration runs ``--repeats`` timed steps after one warm-up step; the minimum is reported. On the CPU the
-ratios use the process's CPU time (robust to other jobs on a shared machine; wall time is printed too). Peak memory is
-the process's peak RSS during that configuration on CPU (Linux resets it through /proc/self/clear_refs; where it cannot,
-the peak so far), or the peak CUDA allocation of that configuration on a GPU. Only one ControlNet is held at a time
-(fp32 SDXL UNet + one ControlNet is about 15 GB of weights).
+    (e) + FFRNet on the positive half only (the positive-only ControlNet option: FFRNet runs on batch 1, not 2)
+    (f) (e) + the ID-Injector on the positive half
+(c)-(f) for every FFRNet preset: ``sdxl`` (the paper's full encoder copy) and ``sdxl_light``.
 
-    python benchmarks/step_overhead.py [--size 512] [--repeats 2] [--dtype fp32|fp16|bf16] \\
-        [--ffrnet-preset sdxl sdxl_light]
-The last two lines (``ratio ffrnet/unet``, ``ratio injector/ffrnet``) are those of the last preset given; every
-preset's ratios are printed above them.
-On a GPU the paper's setting is ``--size 1024 --dtype fp16 --steps 8`` (FaceSnap reports 6.1 s, 18.1 GB on an A800).
+FLOPs come from ``torch.utils.flop_counter`` on the meta device: the networks are built without weights and run on
+shape-only tensors, so the paper's 1024x1024 is counted exactly in seconds, with no arithmetic and no memory.
+Counting real tensors at a small size and scaling up would be wrong twice: attention grows with the square of the
+token count, and PyTorch's fused CPU attention kernel reports no FLOPs at all to the counter. Counted: matmuls,
+convolutions and attention, 2 FLOPs per multiply-add. Not counted: elementwise work (norms, activations, adding
+residuals, the injector's (1 + phi) * h + mu), a fraction of a percent and memory-bound. ComfyUI's attention is
+pointed at its ``attention_pytorch`` while counting (its CPU default asks the device for free memory, which a
+meta tensor cannot answer); every attention implementation does the same two matmuls.
+
+Timing (unless ``--flops-only``): every configuration is built once, then the rounds interleave them (a, b, c, ...,
+then again) and the minimum over rounds is reported, so noise from other jobs hits all configurations alike. On the
+CPU the ratios use the process's CPU time with one torch thread by default (wall time is printed too): with two
+threads on a busy 2-core machine, threads waiting for each other inflated CPU time many-fold; on a GPU, wall time.
+On the CPU the control networks' encoder weights share storage with the UNet's tensors of the same name and shape
+(random weights either way, identical arithmetic), so every configuration fits in memory at once. (e)/(f) are
+with the control object's ``positive_only`` option.
+
+    python benchmarks/step_overhead.py --flops-only                     # seconds, any machine
+    python benchmarks/step_overhead.py --size 1024 --dtype fp16 --rounds 5  # timings on a GPU
+The last three lines are the paper's full ``sdxl`` preset, from FLOPs at 1024x1024 (the paper's size):
+``ratio ffrnet/unet``, ``ratio injector/ffrnet`` and ``ratio ffrnet_positive_only/unet``. With timings at another
+--size, FLOPs at that size are printed beside the times as well.
 Needs the ComfyUI host (COMFYUI_PATH, default ~/.cache/comfyui-facesnap/comfyui).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import gc
 import pathlib
-import resource
 import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+TEXT_TOKENS, FMIX_TOKENS, CONTEXT_DIM, ADM_DIM = 77, 16, 2048, 2816  # SDXL text, f_mix tokens; widths
+LABELS = {
+    "a": "(a) SDXL UNet alone",
+    "b": "(b) + stock ControlNet, 77 text tokens",
+    "c": "(c) + FFRNet, 16 f_mix tokens",
+    "d": "(d) + FFRNet + ID-Injector",
+    "e": "(e) + FFRNet on the positive half only",
+    "f": "(f) + FFRNet positive-only + ID-Injector",
+}
 
 
 def boot(cpu: bool):
@@ -45,14 +68,109 @@ def boot(cpu: bool):
 def sdxl_unet_config(dtype):
     return {
         "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-        "num_classes": "sequential", "adm_in_channels": 2816, "dtype": dtype, "in_channels": 4, "model_channels": 320,
+        "num_classes": "sequential", "adm_in_channels": ADM_DIM, "dtype": dtype, "in_channels": 4, "model_channels": 320,
         "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4],
-        "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": 2048, "num_head_channels": 64,
-        "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "use_temporal_attention": False,
-        "use_temporal_resblock": False,
+        "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": CONTEXT_DIM,
+        "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+        "use_temporal_attention": False, "use_temporal_resblock": False,
     }
 
 
+def stock_controlnet(unet_cfg: dict, device):
+    import comfy.cldm.cldm
+    import comfy.ops
+
+    cfg = dict(unet_cfg)
+    cfg.pop("out_channels")
+    cfg.update(hint_channels=3, operations=comfy.ops.disable_weight_init, device=device)
+    return comfy.cldm.cldm.ControlNet(**cfg)
+
+
+# ---- FLOPs ------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def comfy_attention(name: str = "attention_pytorch"):
+    """Route ComfyUI's cross-attention through ``name`` (a function of comfy.ldm.modules.attention) for a while."""
+    import comfy.ldm.modules.attention as attention
+
+    saved = attention.optimized_attention
+    attention.optimized_attention = getattr(attention, name)
+    try:
+        yield
+    finally:
+        attention.optimized_attention = saved
+
+
+def count_flops(run) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        run()
+    return counter.get_total_flops()
+
+
+def step_inputs(batch: int, size: int, tokens: int, unet_cfg: dict, device):
+    import torch
+
+    return dict(x=torch.zeros(batch, 4, size // 8, size // 8, device=device),
+                timesteps=torch.full((batch,), 500.0, device=device),
+                context=torch.zeros(batch, tokens, unet_cfg["context_dim"], device=device),
+                y=torch.zeros(batch, unet_cfg["adm_in_channels"], device=device))
+
+
+def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta",
+                  attention: str = "attention_pytorch") -> dict[str, int]:
+    """FLOPs of each network in one CFG step (batch 2; FFRNet and its injector heads also on batch 1).
+
+    Built and run on ``device`` ("meta": shapes only). ``ffrnet_configs``: preset name -> FFRNetConfig."""
+    import torch
+
+    import comfy.supported_models
+    from comfyui_facesnap.models.identity.ffrnet import FFRNet
+
+    device = torch.device(device)
+    with torch.device(device):
+        unet = comfy.supported_models.SDXL(unet_cfg).get_model({}, device=device).diffusion_model
+        stock = stock_controlnet(unet_cfg, device)
+        ffrnets = {preset: FFRNet(cfg) for preset, cfg in ffrnet_configs.items()}
+    text, fmix = (step_inputs(2, size, tokens, unet_cfg, device) for tokens in (TEXT_TOKENS, FMIX_TOKENS))
+    hint = torch.zeros(2, 3, size, size, device=device)
+    flops = {}
+    with torch.no_grad(), comfy_attention(attention):
+        flops["unet"] = count_flops(lambda: unet(**text))
+        flops["stock"] = count_flops(lambda: stock(text["x"], hint, text["timesteps"], text["context"], text["y"]))
+        for preset, ffrnet in ffrnets.items():
+            for batch in (2, 1):
+                inputs = {k: v[:batch] for k, v in fmix.items()}
+                out = {}
+                flops[f"ffrnet{batch} {preset}"] = count_flops(lambda: out.update(control=ffrnet(
+                    inputs["x"], hint[:batch], inputs["timesteps"], inputs["context"], inputs["y"])))
+                flops[f"injector{batch} {preset}"] = count_flops(lambda: ffrnet.injector_params(out["control"]))
+    return flops
+
+
+def step_flops(flops: dict[str, int], presets) -> dict[str, int]:
+    """FLOPs of a whole CFG step per configuration key ("a", "b", "c sdxl", ...)."""
+    steps = {"a": flops["unet"], "b": flops["unet"] + flops["stock"]}
+    for p in presets:
+        steps[f"c {p}"] = flops["unet"] + flops[f"ffrnet2 {p}"]
+        steps[f"d {p}"] = steps[f"c {p}"] + flops[f"injector2 {p}"]
+        steps[f"e {p}"] = flops["unet"] + flops[f"ffrnet1 {p}"]
+        steps[f"f {p}"] = steps[f"e {p}"] + flops[f"injector1 {p}"]
+    return steps
+
+
+def headline_ratios(steps: dict[str, float], preset: str) -> tuple[float, float, float]:
+    """ffrnet/unet = (c)/(a), injector/ffrnet = (d)/(c), ffrnet_positive_only/unet = (e)/(a)."""
+    return (steps[f"c {preset}"] / steps["a"], steps[f"d {preset}"] / steps[f"c {preset}"],
+            steps[f"e {preset}"] / steps["a"])
+
+
+def label(key: str) -> str:
+    kind, _, preset = key.partition(" ")
+    return f"[{preset}] {LABELS[kind]}" if preset else LABELS[kind]
+
+
+# ---- timing -----------------------------------------------------------------------------------------------------
 def randomize(module, std=0.02, seed=0):
     import torch
 
@@ -63,79 +181,76 @@ def randomize(module, std=0.02, seed=0):
     return module
 
 
-def reset_peak_memory(device) -> None:
+def materialize(module, shared: dict, rename=lambda name: name, std=0.02, seed=0) -> int:
+    """Give a meta-device module real tensors: parameters with a same-named, same-shaped ``shared`` tensor use it
+    (the same Parameter object), the rest are new random tensors. Returns the number of shared elements."""
     import torch
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    try:
-        pathlib.Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak RSS
-    except OSError:
-        pass  # not Linux: peak_memory_gb then reports the peak so far
+    gen = torch.Generator().manual_seed(seed)
+    count = 0
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        owner_name, _, attr = name.rpartition(".")
+        owner = module.get_submodule(owner_name)
+        source = shared.get(rename(name))
+        if isinstance(tensor, torch.nn.Parameter) and source is not None and source.shape == tensor.shape \
+                and source.dtype == tensor.dtype:
+            setattr(owner, attr, source)
+            count += tensor.numel()
+            continue
+        fresh = (torch.randn(tensor.shape, generator=gen) * std).to(tensor.dtype)
+        if isinstance(tensor, torch.nn.Parameter):
+            setattr(owner, attr, torch.nn.Parameter(fresh, requires_grad=False))
+        else:
+            owner.register_buffer(attr, fresh)
+    return count
 
 
-def peak_memory_gb(device) -> float:
+class Timer:
+    def __init__(self, latent, steps: int, device):
+        self.latent, self.steps, self.device = latent, steps, device
+
+    def __call__(self, patcher, positive, negative) -> tuple[float, float]:
+        import torch
+
+        import comfy.sample
+
+        noise = comfy.sample.prepare_noise(self.latent, 0)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        comfy.sample.sample(patcher, noise, self.steps, 5.0, "euler", "normal", positive, negative, self.latent,
+                            disable_pbar=True, seed=0)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - start, time.process_time() - start_cpu
+
+
+def build_timed_configurations(size: int, unet_cfg: dict, ffrnet_configs: dict, device) -> dict:
+    """key -> (patcher, positive, negative); every network built once and held. ``ffrnet_configs``: preset name ->
+    FFRNetConfig (with injector heads); the dtype is ``unet_cfg["dtype"]``."""
     import torch
 
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    status = pathlib.Path("/proc/self/status")
-    if status.exists():
-        hwm = next(line for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
-        return int(hwm.split()[1]) / 2**20  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=512, help="image side in pixels (latent = size / 8)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed steps per configuration")
-    parser.add_argument("--steps", type=int, default=1, help="sampling steps per timed run")
-    parser.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default fp32 CPU, fp16 GPU)")
-    parser.add_argument("--cpu", action="store_true", help="force the CPU even when CUDA is available")
-    parser.add_argument("--ffrnet-preset", nargs="+", metavar="PRESET",
-                        help="FFRNet presets to time for (c) and (d): sdxl (the paper's), sdxl_light (default: both)")
-    opts = parser.parse_args()
-
-    import torch
-
-    boot(cpu=opts.cpu or not torch.cuda.is_available())
-    import comfy.cldm.cldm
     import comfy.controlnet
     import comfy.model_management as mm
     import comfy.model_patcher
-    import comfy.ops
-    import comfy.sample
     import comfy.supported_models
-    from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
-    from comfyui_facesnap.models.identity.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
-    from comfyui_facesnap.comfy_glue.bundle import FaceSnapBundle
+    import comfy.utils
     from comfyui_facesnap.comfy_glue.conditioning import apply_identity_control
+    from comfyui_facesnap.comfy_glue.control import wrap_identity_model
     from comfyui_facesnap.comfy_glue.unet_patches import patch_model_with_injector
+    from comfyui_facesnap.models.identity.ffrnet import FFRNet
 
-    presets = opts.ffrnet_preset or list(FFRNET_PRESETS)
-    if not set(presets) <= set(FFRNET_PRESETS):
-        parser.error(f"--ffrnet-preset: choose from {', '.join(FFRNET_PRESETS)}")
-    device = mm.get_torch_device()
-    dtype = getattr(torch, DTYPES[opts.dtype or ("fp16" if device.type == "cuda" else "fp32")])
-    torch.set_grad_enabled(False)
-    print(f"device {device}, dtype {dtype}, {opts.size}x{opts.size}, {opts.steps} step(s) x {opts.repeats} repeats, "
-          f"torch threads {torch.get_num_threads()}", flush=True)
-
-    t0 = time.time()
-    unet_cfg = sdxl_unet_config(dtype)
-    model = randomize(comfy.supported_models.SDXL(unet_cfg).get_model({}, device=torch.device("cpu")))
-    model.to(dtype)
+    dtype = unet_cfg["dtype"]
+    share = device.type == "cpu" and dtype == torch.float32
+    model = randomize(comfy.supported_models.SDXL(unet_cfg).get_model({}, device=torch.device("cpu"))).to(dtype)
     base = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=mm.unet_offload_device())
-    print(f"SDXL UNet built: {sum(p.numel() for p in model.parameters()) / 1e9:.3f} B params ({time.time() - t0:.0f} s)",
-          flush=True)
-
-    latent = torch.zeros(1, 4, opts.size // 8, opts.size // 8)
+    unet_params = dict(model.diffusion_model.named_parameters()) if share else {}
     g = torch.Generator().manual_seed(1)
-    text = torch.randn(1, 77, 2048, generator=g)
+    width = unet_cfg["context_dim"]
+    text = torch.randn(1, TEXT_TOKENS, width, generator=g)
     pooled = torch.randn(1, 1280, generator=g)
-    hint = torch.rand(1, opts.size, opts.size, 3, generator=g)
+    hint = torch.rand(1, 3, size, size, generator=g)
+    f_mix, uncond = torch.randn(1, FMIX_TOKENS, width, generator=g), torch.zeros(1, FMIX_TOKENS, width)
 
     def conds(control=None):
         pos, neg = {"pooled_output": pooled}, {"pooled_output": torch.zeros_like(pooled)}
@@ -144,79 +259,154 @@ def main():
                 d.update(control=control, control_apply_to_uncond=False)
         return [[text, pos]], [[torch.zeros_like(text), neg]]
 
-    def time_step(label, patcher, positive, negative):
-        noise = comfy.sample.prepare_noise(latent, 0)
-        run = lambda: comfy.sample.sample(patcher, noise, opts.steps, 5.0, "euler", "normal", positive, negative,  # noqa: E731
-                                          latent, disable_pbar=True, seed=0)
-        reset_peak_memory(device)
-        run()  # warm-up (loads weights to the device)
-        walls, cpus = [], []
-        for _ in range(opts.repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start, start_cpu = time.perf_counter(), time.process_time()
-            run()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            walls.append(time.perf_counter() - start)
-            cpus.append(time.process_time() - start_cpu)
-        print(f"{label}: wall {min(walls):.2f} s, CPU {min(cpus):.2f} s per run "
-              f"(wall runs {', '.join(f'{t:.2f}' for t in walls)}), peak memory {peak_memory_gb(device):.1f} GB",
-              flush=True)
-        return min(walls) if device.type == "cuda" else min(cpus)
+    def identity_conds(control, positive_only=False):
+        image = hint.movedim(1, -1)  # apply_identity_control takes a ComfyUI IMAGE
+        return apply_identity_control(*conds(), control, f_mix, uncond, image, 1.0, 0.0, 1.0,
+                                      positive_only=positive_only)
 
-    results = {}
-    results["a"] = time_step("(a) UNet alone", base, *conds())
-
-    cn_cfg = dict(unet_cfg)
-    cn_cfg.pop("out_channels")
-    cn_cfg.update(hint_channels=3, operations=comfy.ops.disable_weight_init, device=torch.device("cpu"))
-    stock = randomize(comfy.cldm.cldm.ControlNet(**cn_cfg)).to(dtype)
-    stock_control = comfy.controlnet.ControlNet(stock, load_device=device).copy().set_cond_hint(hint.movedim(-1, 1), 1.0)
-    results["b"] = time_step("(b) + stock ControlNet, text context", base, *conds(stock_control))
-    del stock, stock_control
-    mm.unload_all_models()
-    gc.collect()
-
+    configs = {"a": (base, *conds())}
     with torch.device("meta"):
-        mixer = FacialAttributeMixer(MixerConfig())
-    mixer = randomize(mixer.to_empty(device=torch.device("cpu"))).eval()
-    features_id = torch.nn.functional.normalize(torch.randn(1, 1, 512, generator=g), dim=-1)
-    t0 = time.time()
-    with torch.no_grad():
-        f_mix = mixer(features_id, torch.randn(1, 1, 257, 1280, generator=g)).float()
-        uncond = mixer.uncond_tokens().float()
-    print(f"mixer ({sum(p.numel() for p in mixer.parameters()) / 1e6:.1f} M params) encode: {time.time() - t0:.2f} s "
-          "(once per generation, not per step)", flush=True)
-
-    for preset in presets:
+        stock = stock_controlnet(unet_cfg, torch.device("meta")).to(dtype)
+    shared = materialize(stock, unet_params)
+    stock_control = comfy.controlnet.ControlNet(stock, load_device=device).copy().set_cond_hint(hint, 1.0)
+    configs["b"] = (base, *conds(stock_control))
+    print(f"stock ControlNet: {sum(p.numel() for p in stock.parameters()) / 1e6:.0f} M params "
+          f"({shared / 1e6:.0f} M sharing the UNet's storage)", flush=True)
+    to_comfy = comfy.utils.unet_to_diffusers(unet_cfg)  # diffusers name -> ComfyUI name
+    for preset, ffrnet_config in ffrnet_configs.items():
         with torch.device("meta"):
-            ffrnet = FFRNet(FFRNetConfig.preset(preset, id_injector=True))
-        ffrnet = randomize(ffrnet.to_empty(device=torch.device("cpu")))
+            ffrnet = FFRNet(ffrnet_config).to(dtype)
+        shared = materialize(ffrnet, unet_params, rename=lambda name: to_comfy.get(name, ""))
         heads = ffrnet.id_injector
-        for head in [*heads.phi, *heads.mu]:  # trained heads are non-zero; zeros would make the multiply-adds trivial
-            torch.nn.init.normal_(head.weight, std=1e-3)
-        backbone = sum(p.numel() for p in ffrnet.parameters()) - sum(p.numel() for p in heads.parameters())
-        injector = sum(p.numel() for p in heads.parameters())
-        print(f"FFRNet {preset}: {backbone / 1e6:.1f} M params + injector {injector / 1e6:.1f} M", flush=True)
-        bundle = FaceSnapBundle(mixer, ffrnet, {}, name="benchmark")
-        # without an ID-Injector on the MODEL the control computes no heads
-        ffrnet_conds = apply_identity_control(*conds(), bundle.control, f_mix, uncond, hint, 1.0, 0.0, 1.0)
-        results[f"c {preset}"] = time_step(f"(c) + FFRNet {preset}, f_mix context", base, *ffrnet_conds)
-        patched = patch_model_with_injector(base, ffrnet, bundle.key)
-        results[f"d {preset}"] = time_step(f"(d) + FFRNet {preset} + ID-Injector", patched, *ffrnet_conds)
-        del ffrnet, heads, bundle, patched, ffrnet_conds
-        mm.unload_all_models()
-        gc.collect()
+        print(f"FFRNet {preset}: {sum(p.numel() for p in ffrnet.parameters()) / 1e6:.0f} M params incl. injector "
+              f"{sum(p.numel() for p in heads.parameters()) / 1e6:.1f} M ({shared / 1e6:.0f} M sharing the UNet's "
+              "storage)", flush=True)
+        plain = copy.copy(ffrnet)  # (c): the same weights without the heads
+        plain._modules = dict(ffrnet._modules)
+        plain.id_injector = None
+        injector_key = f"benchmark-{preset}"
+        for key, net in (("c", plain), ("d", ffrnet)):
+            control = wrap_identity_model(net)
+            patcher = base
+            if key == "d":
+                control.injector_key = injector_key
+                patcher = patch_model_with_injector(base, ffrnet, injector_key)
+            configs[f"{key} {preset}"] = (patcher, *identity_conds(control))
+            configs[f"{'e' if key == 'c' else 'f'} {preset}"] = (patcher, *identity_conds(control, positive_only=True))
+    return configs
 
-    print(f"(b)/(a) = {results['b'] / results['a']:.3f}")
-    for preset in presets:
-        c, d = results[f"c {preset}"], results[f"d {preset}"]
-        print(f"[{preset}] (c)/(a) = {c / results['a']:.3f}, (d)/(a) = {d / results['a']:.3f}, "
-              f"ratio ffrnet/unet {c / results['a']:.2f}, ratio injector/ffrnet {d / c:.2f}")
-    last = presets[-1]
-    print(f"ratio ffrnet/unet: {results[f'c {last}'] / results['a']:.2f}")
-    print(f"ratio injector/ffrnet: {results[f'd {last}'] / results[f'c {last}']:.2f}")
+
+def interleaved_times(configs: dict, timer: Timer, rounds: int, warmup: int, device) -> dict[str, tuple]:
+    walls = {key: [] for key in configs}
+    cpus = {key: [] for key in configs}
+    for r in range(warmup + rounds):
+        for key, (patcher, positive, negative) in configs.items():
+            wall, cpu = timer(patcher, positive, negative)
+            if r >= warmup:
+                walls[key].append(wall)
+                cpus[key].append(cpu)
+        print(f"round {r + 1}/{warmup + rounds} done{' (warm-up)' if r < warmup else ''}", flush=True)
+    use = walls if device.type == "cuda" else cpus
+    return {key: (min(use[key]), min(walls[key]), walls[key]) for key in configs}
+
+
+# ---- main -------------------------------------------------------------------------------------------------------
+PAPER_SIZE = 1024  # FaceSnap's Table 1 setting: 1024x1024
+
+
+def print_flops(size: int, steps: dict, seconds: float) -> None:
+    print(f"FLOPs per sampling step at {size}x{size} (CFG batch of 2), torch.utils.flop_counter on the meta device "
+          f"({seconds:.1f} s):")
+    for key, value in steps.items():
+        print(f"  {label(key):<60} {value / 1e12:8.3f} TFLOP   x{value / steps['a']:.3f} of (a)")
+
+
+def count_steps(size: int, presets) -> dict:
+    import torch
+
+    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+
+    started = time.time()
+    flops = network_flops(size, sdxl_unet_config(torch.float32),
+                          {p: FFRNetConfig.preset(p, id_injector=True) for p in presets})
+    steps = step_flops(flops, presets)
+    print_flops(size, steps, time.time() - started)
+    return steps
+
+
+def time_configurations(opts, size: int, presets, steps: dict) -> dict:
+    import torch
+
+    import comfy.model_management as mm
+    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+
+    device = mm.get_torch_device()
+    dtype = getattr(torch, DTYPES[opts.dtype or ("fp16" if device.type == "cuda" else "fp32")])
+    if device.type == "cpu":
+        torch.set_num_threads(opts.threads)
+    print(f"\ntiming: device {device}, dtype {dtype}, {size}x{size}, {opts.steps} step(s), {opts.warmup} warm-up + "
+          f"{opts.rounds} interleaved rounds, min kept; torch threads {torch.get_num_threads()}", flush=True)
+    configs = build_timed_configurations(size, sdxl_unet_config(dtype),
+                                         {p: FFRNetConfig.preset(p, id_injector=True) for p in presets}, device)
+    latent = torch.zeros(1, 4, size // 8, size // 8)
+    times = interleaved_times(configs, Timer(latent, opts.steps, device), opts.rounds, opts.warmup, device)
+    basis = "wall" if device.type == "cuda" else "CPU"
+    print(f"\nmin over {opts.rounds} rounds ({basis} time is the ratio's basis):")
+    for key, (best, _, walls) in times.items():
+        print(f"  {label(key):<60} {basis} {best:7.2f} s  x{best / times['a'][0]:.3f} of (a)   "
+              f"FLOPs x{steps[key] / steps['a']:.3f}   (wall runs {', '.join(f'{w:.2f}' for w in walls)})")
+    return {key: value[0] for key, value in times.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", type=int, default=512, help="image side in pixels for the timings")
+    parser.add_argument("--flops-only", action="store_true",
+                        help=f"count FLOPs only, at {PAPER_SIZE}x{PAPER_SIZE} (seconds, any machine)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds over all configurations (min is kept)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--steps", type=int, default=1, help="sampling steps per timed run")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for CPU timings (default 1: with more, threads that wait for each other "
+                             "on a busy machine inflate the process's CPU time)")
+    parser.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default fp32 CPU, fp16 GPU)")
+    parser.add_argument("--cpu", action="store_true", help="force the CPU even when CUDA is available")
+    parser.add_argument("--ffrnet-preset", nargs="+", metavar="PRESET",
+                        help="FFRNet presets to time: sdxl (the paper's), sdxl_light (default: both; FLOPs: always both)")
+    opts = parser.parse_args(argv)
+
+    import torch
+
+    boot(cpu=opts.cpu or not torch.cuda.is_available())
+    from comfyui_facesnap.models.identity.ffrnet import FFRNET_PRESETS
+
+    timed_presets = opts.ffrnet_preset or list(FFRNET_PRESETS)
+    if not set(timed_presets) <= set(FFRNET_PRESETS):
+        parser.error(f"--ffrnet-preset: choose from {', '.join(FFRNET_PRESETS)}")
+    with torch.no_grad():  # not set_grad_enabled(False): main() also runs inside the test process
+        steps = count_steps(PAPER_SIZE, FFRNET_PRESETS)
+        times = {}
+        if not opts.flops_only:
+            timed_steps = steps if opts.size == PAPER_SIZE else count_steps(opts.size, FFRNET_PRESETS)
+            times = time_configurations(opts, opts.size, timed_presets, timed_steps)
+
+    print(f"\nratios per preset; FLOPs at {PAPER_SIZE}x{PAPER_SIZE}"
+          + (f", times at {opts.size}x{opts.size}" if times else "") + ":")
+    for preset in FFRNET_PRESETS:
+        ratios = headline_ratios(steps, preset)
+        line = (f"[{preset}] FLOPs: ratio ffrnet/unet {ratios[0]:.3f}, ratio injector/ffrnet {ratios[1]:.4f}, "
+                f"ratio ffrnet_positive_only/unet {ratios[2]:.3f}")
+        if f"c {preset}" in times:
+            line += (f"; timed: ffrnet/unet {times[f'c {preset}'] / times['a']:.3f}, injector/ffrnet "
+                     f"{times[f'd {preset}'] / times[f'c {preset}']:.3f}")
+            if f"e {preset}" in times:
+                line += f", ffrnet_positive_only/unet {times[f'e {preset}'] / times['a']:.3f}"
+        print(line)
+    ffrnet_unet, injector_ffrnet, positive_only_unet = headline_ratios(steps, "sdxl")
+    print(f"ratio ffrnet/unet: {ffrnet_unet:.3f}")
+    print(f"ratio injector/ffrnet: {injector_ffrnet:.4f}")
+    print(f"ratio ffrnet_positive_only/unet: {positive_only_unet:.3f}")
+    gc.collect()
 
 
 if __name__ == "__main__":

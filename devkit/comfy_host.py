@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import pathlib
 import uuid
 
@@ -75,8 +76,10 @@ class ComfySession:
 
         self.host = host
         self.server = _StubServer()
-        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0})
+        # cache_args appeared after ComfyUI 0.3.48, the oldest host the pack supports
+        accepts = inspect.signature(execution.PromptExecutor).parameters
+        options = {"cache_args": {"lru": 0, "ram": 0}} if "cache_args" in accepts else {}
+        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC, **options)
 
     def run(self, prompt: dict, expect_success: bool = True):
         valid = self.host.validate(prompt)

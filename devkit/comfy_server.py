@@ -78,12 +78,14 @@ def _wait_until_ready(server: subprocess.Popen, url: str, log_path: pathlib.Path
 
 @contextlib.contextmanager
 def comfy_server(comfyui: pathlib.Path, base: pathlib.Path, log_path: pathlib.Path,
-                 say: Callable[[str], None] = functools.partial(print, flush=True)) -> Iterator[ComfyServer]:
-    """Run ComfyUI (``comfyui``/main.py) on ``base`` until the block ends; exits the script if it never gets ready."""
+                 say: Callable[[str], None] = functools.partial(print, flush=True),
+                 cpu: bool = True) -> Iterator[ComfyServer]:
+    """Run ComfyUI (``comfyui``/main.py) on ``base`` until the block ends; exits the script if it never gets ready.
+    ``cpu=False`` lets ComfyUI pick its device (the GPU when there is one)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, str(comfyui / "main.py"), "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-               "--base-directory", str(base)]
+    command = [sys.executable, str(comfyui / "main.py"), *(["--cpu"] if cpu else []), "--listen", "127.0.0.1",
+               "--port", str(port), "--base-directory", str(base)]
     say(f"starting ComfyUI: {' '.join(command)}\n  log: {log_path}")
     with open(log_path, "w") as log_file:
         server = subprocess.Popen(command, cwd=comfyui, stdout=log_file, stderr=subprocess.STDOUT)

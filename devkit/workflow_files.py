@@ -25,6 +25,8 @@ MODEL_FILES = {
     "checkpoints": ["sd_xl_base_1.0.safetensors"],
     "clip_vision": ["CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"],
     "facesnap": ["facesnap_sdxl.safetensors"],
+    "instantid": ["ip-adapter.bin"],
+    "controlnet": ["instantid/diffusion_pytorch_model.safetensors"],  # InstantID's IdentityNet, as cubiq names it
 }
 
 
@@ -49,6 +51,7 @@ def populate_models(models_dir: pathlib.Path) -> dict[str, pathlib.Path]:
         directory = models_dir / folder
         directory.mkdir(parents=True, exist_ok=True)
         for name in names:
+            (directory / name).parent.mkdir(parents=True, exist_ok=True)
             (directory / name).write_bytes(b"")
         folders[folder] = directory
     return folders

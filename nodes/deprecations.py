@@ -5,4 +5,8 @@ with ``is_deprecated=True`` in its schema (ComfyUI hides it from the Add Node me
 and add ``"OldId": "NewId"`` below. tests/test_stable_ids.py enforces this against tests/node_ids.json.
 """
 
-DEPRECATED_IDS: dict[str, str] = {}
+DEPRECATED_IDS: dict[str, str] = {
+    # identities became data (issue 11): FaceSnap Attribute Mixer + the identity apply nodes do the same
+    "FaceSnapApplyFFRNet": "FaceSnapApplyIdentity",
+    "FaceSnapApplyFFRNetAdvanced": "FaceSnapApplyIdentityAdvanced",
+}

@@ -1,4 +1,5 @@
-"""Identity nodes: load FaceSnap weights, encode reference faces, apply FFRNet and the Diff-PC ID-Injector."""
+"""Identity nodes: load FaceSnap weights, encode reference faces into an identity, apply it with FFRNet, and the
+Diff-PC ID-Injector."""
 
 from __future__ import annotations
 
@@ -7,26 +8,20 @@ from comfy_api.latest import io
 
 import folder_paths
 
-from ..models.errors import InvalidInputError, ModelFileError
+from ..models.errors import ModelFileError
 from ..models.identity.face_features import FaceFeatures, arcface_embeddings, face_crop, reference_indices
 from .errors import reports_errors
-from ..comfy_glue.bundle import DTYPE_OPTIONS, FaceSnapBundle, backbone_files, load_bundle
-from ..comfy_glue.conditioning import apply_identity_control
+from ..comfy_glue.bundle import DTYPE_OPTIONS, backbone_files, load_bundle
+from ..comfy_glue.identity_apply import apply_facesnap_identity, mixer_identity, require_ffrnet
 from ..comfy_glue.unet_patches import check_unet_matches, patch_model_with_injector
 from .image_tensors import to_image_tensor
 from .model_cache import LoadedModels, file_identity
 from .socket_types import FaceFeatures as FaceFeaturesSocket
-from .socket_types import Faces, FaceSnapModel
+from .socket_types import Faces, FaceSnapModel, Identity
 
 CATEGORY = "FaceSnap/Identity"
 NO_CONTROLNET = "(FFRNet inside the FaceSnap file)"
 _LOADED = LoadedModels("facesnap")
-
-
-def _require_ffrnet(bundle: FaceSnapBundle) -> None:
-    if bundle.control is None:
-        raise ModelFileError(f"the FaceSnap file {bundle.name!r} holds no FFRNet",
-                             "select the matching diffusers SDXL ControlNet in FaceSnap Model Loader")
 
 
 def _landmark_inputs():
@@ -122,13 +117,16 @@ class FaceSnapFaceEncode(io.ComfyNode):
         return io.NodeOutput(encode_faces(faces, clip_vision))
 
 
-def _conditioning_inputs():
+def _conditioning_inputs(identity: bool = False):
+    source = (Identity.Input("identity", tooltip="One person's identity from FaceSnap Attribute Mixer or FaceSnap Load "
+                                                 "Identity (made with this FaceSnap file's mixer).")
+              if identity else FaceFeaturesSocket.Input("face_features", tooltip="From FaceSnap Face Encode."))
     return [
         io.Conditioning.Input("positive", tooltip="Positive (prompt) conditioning of an SDXL model."),
         io.Conditioning.Input("negative", tooltip="Negative conditioning; it gets FFRNet with the identity-free "
                                                   "tokens, so CFG pushes towards the identity."),
         FaceSnapModel.Input("facesnap_model", tooltip="From FaceSnap Model Loader."),
-        FaceFeaturesSocket.Input("face_features", tooltip="From FaceSnap Face Encode."),
+        source,
     ]
 
 
@@ -141,18 +139,28 @@ def _conditioning_outputs():
     return [io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")]
 
 
-def _apply(node_id, positive, negative, bundle, features, landmark_image, strength, start, end, mask=None,
-           uncond_strength=None, uncond_noise=0.0):
-    _require_ffrnet(bundle)
-    if end < start:
-        raise InvalidInputError(f"end_percent {end} is before start_percent {start}", "set end_percent >= start_percent")
-    f_mix = bundle.encode(features)
-    uncond = bundle.uncond_tokens()
-    if uncond_noise > 0:
-        noise = torch.randn(uncond.shape, generator=torch.Generator().manual_seed(0))
-        uncond = uncond + uncond_noise * noise.to(uncond)
-    return apply_identity_control(positive, negative, bundle.control, f_mix, uncond, landmark_image, strength, start,
-                                  end, mask, uncond_strength, node_id=node_id)
+def _advanced_inputs(identity: bool):
+    landmark = _landmark_inputs()
+    landmark[1] = io.Float.Input("cond_strength", default=1.0, min=0.0, max=10.0, step=0.01,
+                                 tooltip="FFRNet/ID-Injector strength on the positive.")
+    return [*_conditioning_inputs(identity), *landmark,
+            io.Float.Input("uncond_strength", default=1.0, min=0.0, max=10.0, step=0.01,
+                           tooltip="FFRNet/ID-Injector strength on the negative (uncond) pass."),
+            io.Float.Input("uncond_noise", default=0.0, min=0.0, max=2.0, step=0.01,
+                           tooltip="Gaussian noise (fixed seed) added to the negative's identity-free tokens."),
+            _mask_input()]
+
+
+def _apply_features(node_id, positive, negative, bundle, features, landmark_image, strength, start, end, mask=None,
+                    uncond_strength=None, uncond_noise=0.0):
+    """The face-features apply nodes: the mixer's identity, applied like the identity apply nodes do."""
+    require_ffrnet(bundle)
+    return apply_facesnap_identity(positive, negative, bundle, mixer_identity(bundle, features), landmark_image,
+                                   strength, start, end, mask, uncond_strength, uncond_noise, node_id=node_id)
+
+
+SUPERSEDED = ("Kept so that saved workflows keep loading and running; new graphs use FaceSnap Attribute Mixer + "
+              "{new}, which make the same result and let the identity be saved, loaded and blended.")
 
 
 class FaceSnapApplyFFRNet(io.ComfyNode):
@@ -162,13 +170,11 @@ class FaceSnapApplyFFRNet(io.ComfyNode):
             node_id="FaceSnapApplyFFRNet",
             display_name="FaceSnap Apply FFRNet",
             category=CATEGORY,
-            description="Adds FaceSnap's FFRNet ControlNet to the conditioning: the landmark image steers the "
-                        "face's pose and shape, the fused identity tokens (f_mix) replace the text in its "
-                        "cross-attention. Chains with other ControlNets, which keep reading the prompt, and with "
-                        "further FaceSnap applies (one per person, each with its own mask). The ID-Injector heads, if "
-                        "any, act only on a MODEL patched by Diff-PC ID-Injector with the same FaceSnap file.",
+            description="Adds FaceSnap's FFRNet ControlNet to the conditioning, fed the face features through the "
+                        "Facial Attribute Mixer. " + SUPERSEDED.format(new="FaceSnap Apply Identity"),
             inputs=[*_conditioning_inputs(), *_landmark_inputs(), _mask_input()],
             outputs=_conditioning_outputs(),
+            is_deprecated=True,
         )
 
     @classmethod
@@ -177,38 +183,113 @@ class FaceSnapApplyFFRNet(io.ComfyNode):
                 end_percent, mask=None) -> io.NodeOutput:
         if strength == 0:
             return io.NodeOutput(positive, negative)
-        return io.NodeOutput(*_apply("FaceSnapApplyFFRNet", positive, negative, facesnap_model, face_features,
-                                     landmark_image, strength, start_percent, end_percent, mask))
+        return io.NodeOutput(*_apply_features("FaceSnapApplyFFRNet", positive, negative, facesnap_model, face_features,
+                                              landmark_image, strength, start_percent, end_percent, mask))
 
 
 class FaceSnapApplyFFRNetAdvanced(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        landmark = _landmark_inputs()
-        landmark[1] = io.Float.Input("cond_strength", default=1.0, min=0.0, max=10.0, step=0.01,
-                                     tooltip="FFRNet/ID-Injector strength on the positive.")
         return io.Schema(
             node_id="FaceSnapApplyFFRNetAdvanced",
             display_name="FaceSnap Apply FFRNet (Advanced)",
             category=CATEGORY,
             description="FaceSnap Apply FFRNet with separate strengths for the positive and the negative, and "
-                        "optional noise on the negative's identity-free tokens.",
-            inputs=[*_conditioning_inputs(), *landmark,
-                    io.Float.Input("uncond_strength", default=1.0, min=0.0, max=10.0, step=0.01,
-                                   tooltip="FFRNet/ID-Injector strength on the negative (uncond) pass."),
-                    io.Float.Input("uncond_noise", default=0.0, min=0.0, max=2.0, step=0.01,
-                                   tooltip="Gaussian noise (fixed seed) added to the negative's identity-free tokens."),
-                    _mask_input()],
+                        "optional noise on the negative's identity-free tokens. "
+                        + SUPERSEDED.format(new="FaceSnap Apply Identity (Advanced)"),
+            inputs=_advanced_inputs(identity=False),
             outputs=_conditioning_outputs(),
+            is_deprecated=True,
         )
 
     @classmethod
     @reports_errors
     def execute(cls, positive, negative, facesnap_model, face_features, landmark_image, cond_strength, start_percent,
                 end_percent, uncond_strength, uncond_noise, mask=None) -> io.NodeOutput:
-        return io.NodeOutput(*_apply("FaceSnapApplyFFRNetAdvanced", positive, negative, facesnap_model, face_features,
-                                     landmark_image, cond_strength, start_percent, end_percent, mask, uncond_strength,
-                                     uncond_noise))
+        return io.NodeOutput(*_apply_features("FaceSnapApplyFFRNetAdvanced", positive, negative, facesnap_model,
+                                              face_features, landmark_image, cond_strength, start_percent, end_percent,
+                                              mask, uncond_strength, uncond_noise))
+
+
+class FaceSnapAttributeMixer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapAttributeMixer",
+            display_name="FaceSnap Attribute Mixer",
+            category=CATEGORY,
+            description="FaceSnap's Facial Attribute Mixer (paper Eq. 1-2): fuses the ArcFace and CLIP features of "
+                        "one person's reference photos (1 or more; every photo's tokens attend to all of them) into "
+                        "16 identity tokens f_mix. The identity also carries the mixer's output for zeroed features, "
+                        "which the negative gets. Save it with FaceSnap Save Identity to reuse the person without the "
+                        "photos.",
+            inputs=[
+                FaceSnapModel.Input("facesnap_model", tooltip="From FaceSnap Model Loader: its mixer encodes."),
+                FaceFeaturesSocket.Input("face_features", tooltip="From FaceSnap Face Encode: all references of one "
+                                                                  "person."),
+            ],
+            outputs=[Identity.Output(display_name="identity")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, facesnap_model, face_features) -> io.NodeOutput:
+        return io.NodeOutput(mixer_identity(facesnap_model, face_features))
+
+
+class FaceSnapApplyIdentity(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapApplyIdentity",
+            display_name="FaceSnap Apply Identity",
+            category=CATEGORY,
+            description="Adds FaceSnap's FFRNet ControlNet to the conditioning: the landmark image steers the face's "
+                        "pose and shape, the identity's tokens (f_mix) replace the text in its cross-attention, the "
+                        "negative gets the identity-free tokens. Chains with other ControlNets, which keep reading the "
+                        "prompt, and with further applies (one per person, each with its own mask). The ID-Injector "
+                        "heads, if any, act only on a MODEL patched by Diff-PC ID-Injector with the same FaceSnap "
+                        "file.",
+            inputs=[*_conditioning_inputs(identity=True), *_landmark_inputs(), _mask_input()],
+            outputs=_conditioning_outputs(),
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, positive, negative, facesnap_model, identity, landmark_image, strength, start_percent,
+                end_percent, mask=None) -> io.NodeOutput:
+        if strength == 0:
+            return io.NodeOutput(positive, negative)
+        return io.NodeOutput(*apply_facesnap_identity(positive, negative, facesnap_model, identity, landmark_image,
+                                                      strength, start_percent, end_percent, mask,
+                                                      node_id="FaceSnapApplyIdentity"))
+
+
+class FaceSnapApplyIdentityAdvanced(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapApplyIdentityAdvanced",
+            display_name="FaceSnap Apply Identity (Advanced)",
+            category=CATEGORY,
+            description="FaceSnap Apply Identity with separate strengths for the positive and the negative, optional "
+                        "noise on the negative's identity-free tokens, and FFRNet on the positive only.",
+            inputs=[*_advanced_inputs(identity=True)[:-1],
+                    io.Boolean.Input("positive_only", default=False,
+                                     tooltip="Run FFRNet on the positive only (the negative keeps its own "
+                                             "ControlNets): about half FFRNet's cost per step; uncond_strength "
+                                             "is then unused."),
+                    _mask_input()],
+            outputs=_conditioning_outputs(),
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, positive, negative, facesnap_model, identity, landmark_image, cond_strength, start_percent,
+                end_percent, uncond_strength, uncond_noise, positive_only=False, mask=None) -> io.NodeOutput:
+        return io.NodeOutput(*apply_facesnap_identity(
+            positive, negative, facesnap_model, identity, landmark_image, cond_strength, start_percent, end_percent,
+            mask, uncond_strength, uncond_noise, positive_only, node_id="FaceSnapApplyIdentityAdvanced"))
 
 
 class DiffPCIDInjector(io.ComfyNode):
@@ -233,7 +314,7 @@ class DiffPCIDInjector(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, model, facesnap_model) -> io.NodeOutput:
-        _require_ffrnet(facesnap_model)
+        require_ffrnet(facesnap_model)
         if not facesnap_model.has_injector:
             raise ModelFileError(f"the FaceSnap file {facesnap_model.name!r} has no ID-Injector heads",
                                  "use FaceSnap weights trained with the ID-Injector, or leave this node out")
@@ -266,7 +347,7 @@ class ApplyFaceSnap(io.ComfyNode):
     @reports_errors
     def execute(cls, model, positive, negative, faces, clip_vision, facesnap_model, landmark_image, strength,
                 start_percent, end_percent) -> io.NodeOutput:
-        _require_ffrnet(facesnap_model)
+        require_ffrnet(facesnap_model)
         if facesnap_model.has_injector:
             model = patch_model_with_injector(model, facesnap_model.ffrnet, facesnap_model.key, "ApplyFaceSnap")
         else:
@@ -274,10 +355,10 @@ class ApplyFaceSnap(io.ComfyNode):
         if strength == 0:
             return io.NodeOutput(model, positive, negative)
         features = encode_faces(faces, clip_vision)
-        positive, negative = _apply("ApplyFaceSnap", positive, negative, facesnap_model, features, landmark_image,
-                                    strength, start_percent, end_percent)
+        positive, negative = _apply_features("ApplyFaceSnap", positive, negative, facesnap_model, features,
+                                             landmark_image, strength, start_percent, end_percent)
         return io.NodeOutput(model, positive, negative)
 
 
-NODES = [FaceSnapModelLoader, FaceSnapFaceEncode, FaceSnapApplyFFRNet, FaceSnapApplyFFRNetAdvanced, ApplyFaceSnap,
-         DiffPCIDInjector]
+NODES = [FaceSnapModelLoader, FaceSnapFaceEncode, FaceSnapAttributeMixer, FaceSnapApplyIdentity,
+         FaceSnapApplyIdentityAdvanced, ApplyFaceSnap, DiffPCIDInjector, FaceSnapApplyFFRNet, FaceSnapApplyFFRNetAdvanced]

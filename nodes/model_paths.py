@@ -1,13 +1,15 @@
 """The pack's model folders, registered with ComfyUI so that ``extra_model_paths.yaml`` entries are honoured, and the
 one way a node input names a file in them.
 
-=============  ==========================================  ==========================================
-folder name    default location                            holds
-=============  ==========================================  ==========================================
-facesnap       ComfyUI/models/facesnap                     this pack's trained weights (.safetensors)
-insightface    ComfyUI/models/insightface                  models/antelopev2/*.onnx (as InstantID uses)
-3dmm           ComfyUI/models/3dmm                         ICT-FaceKit / FLAME morphable models, DECA
-=============  ==========================================  ==========================================
+===================  ==========================================  ==========================================
+folder name          default location                            holds
+===================  ==========================================  ==========================================
+facesnap             ComfyUI/models/facesnap                     this pack's trained weights (.safetensors)
+insightface          ComfyUI/models/insightface                  models/antelopev2/*.onnx (as InstantID uses)
+3dmm                 ComfyUI/models/3dmm                         ICT-FaceKit / FLAME morphable models, DECA
+instantid            ComfyUI/models/instantid                    InstantID's ip-adapter.bin (as cubiq's pack)
+facesnap_identities  ComfyUI/models/facesnap_identities          saved identities (FaceSnap Save Identity)
+===================  ==========================================  ==========================================
 
 A file input resolves only to a file that ComfyUI lists in the input's model folders (``get_filename_list``, then
 ``get_full_path``). A value that is not a relative name inside the folder (empty, absolute, a drive, ``..``) is
@@ -29,6 +31,8 @@ FOLDERS = {
     "facesnap": {".safetensors"},
     "insightface": {".onnx"},
     "3dmm": {".npz", ".pkl", ".npy", ".safetensors", ".tar"},
+    "instantid": {".bin", ".safetensors"},
+    "facesnap_identities": {".safetensors"},
 }
 
 

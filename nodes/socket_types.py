@@ -8,3 +8,5 @@ Landmarks = io.Custom("FACESNAP_LANDMARKS")  # models.landmarks72.LandmarkSet
 FaceFeatures = io.Custom("FACESNAP_FACE_FEATURES")  # ArcFace embeddings + CLIP tokens of reference faces
 MorphableModel = io.Custom("FACESNAP_3DMM")  # models.morphable_model.MorphableModel
 FaceSnapModel = io.Custom("FACESNAP_MODEL")  # attribute mixer + FFRNet (+ ID-Injector heads)
+Identity = io.Custom("FACESNAP_IDENTITY")  # models.identity.identity.Identity: one person's cond/uncond tokens
+InstantID = io.Custom("FACESNAP_INSTANTID")  # comfy_glue.instantid_bundle.InstantIDBundle: Resampler, IP layers, IdentityNet

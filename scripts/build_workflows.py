@@ -34,6 +34,16 @@ MODELS_NOTE = """### Models
 """
 
 
+INSTANTID_NOTE = """### Models
+- `models/checkpoints/sd_xl_base_1.0.safetensors`: any SDXL 1.0 checkpoint
+- `models/insightface/models/antelopev2/`: the five antelopev2 .onnx files (ArcFace and keypoints)
+- `models/instantid/ip-adapter.bin`: InstantID's Resampler and IP-attention (InstantX/InstantID on Hugging Face)
+- `models/controlnet/instantid/diffusion_pytorch_model.safetensors`: InstantID's IdentityNet (`ControlNetModel/`)
+
+Tips (InstantID, cubiq): CFG 4-5; 1016x1016 rather than 1024x1024 avoids the training set's watermarks.
+"""
+
+
 def sdxl_head() -> list:
     """Column 0 under the note: checkpoint and the two prompts."""
     return [
@@ -86,6 +96,23 @@ def apply_facesnap(landmark_image: tuple, faces: tuple, col: int = 4) -> Node:
         "facesnap_model": ("facesnap", "facesnap_model"), "landmark_image": landmark_image})
 
 
+def identity_nodes(col: int = 4) -> list:
+    """FaceSnap Face Encode and Attribute Mixer: the reference faces as one identity."""
+    return [
+        Node("encode", "FaceSnapFaceEncode", col, links={"faces": ("reference_crop", "faces"),
+                                                         "clip_vision": ("clip_vision", "CLIP_VISION")}),
+        Node("mixer", "FaceSnapAttributeMixer", col, links={"facesnap_model": ("facesnap", "facesnap_model"),
+                                                            "face_features": ("encode", "face_features")}),
+    ]
+
+
+def apply_identity(landmark_image: tuple, col: int = 5) -> Node:
+    return Node("apply_identity", "FaceSnapApplyIdentity", col, links={
+        "positive": ("positive", "CONDITIONING"), "negative": ("negative", "CONDITIONING"),
+        "facesnap_model": ("facesnap", "facesnap_model"), "identity": ("mixer", "identity"),
+        "landmark_image": landmark_image})
+
+
 def predictor(drive: tuple | None, col: int = 3, output: str = "control_image", **options) -> list:
     """The Landmark Predictor on a 1024x1024 canvas (the latent's size), and a preview of one of its images."""
     links = {"model": ("morphable_model", "3dmm"), "reference": ("reference_crop", "faces")}
@@ -103,8 +130,77 @@ def morphable_model(col: int = 2) -> Node:
     return Node("morphable_model", "FaceSnap3DMMLoader", col, widgets={"model": "ICT-FaceKit"})
 
 
-def note_text(title: str, body: str) -> str:
-    return f"## {title}\n{body}\n\n{MODELS_NOTE}"
+def note_text(title: str, body: str, models: str = MODELS_NOTE) -> str:
+    return f"## {title}\n{body}\n\n{models}"
+
+
+def instantid_nodes(keypoints: tuple, col: int = 4) -> list:
+    """InstantID Loader, Encode (reference faces) and Apply, fed ``keypoints`` (an IMAGE output)."""
+    return [
+        Node("instantid", "FaceSnapInstantIDLoader", col, widgets={
+            "instantid_file": "ip-adapter.bin", "controlnet_name": "instantid/diffusion_pytorch_model.safetensors"}),
+        Node("encode", "FaceSnapInstantIDEncode", col, links={"instantid": ("instantid", "instantid"),
+                                                              "faces": ("reference_crop", "faces")}),
+        Node("apply", "FaceSnapApplyInstantID", col, links={
+            "model": ("checkpoint", "MODEL"), "positive": ("positive", "CONDITIONING"),
+            "negative": ("negative", "CONDITIONING"), "instantid": ("instantid", "instantid"),
+            "identity": ("encode", "identity"), "keypoints_image": keypoints}),
+    ]
+
+
+def instantid_tail(col: int = 5) -> list:
+    tail = sdxl_tail(col, ("apply", "model"), ("apply", "positive"), ("apply", "negative"))
+    tail[0].widgets.update(width=1016, height=1016)
+    tail[1].widgets.update(cfg=4.5)
+    tail[3].widgets.update(filename_prefix="instantid")
+    return tail
+
+
+def keypoints(key: str, col: int, **links) -> list:
+    return [Node(key, "FaceSnapDrawKeypoints", col, links=links,
+                 widgets={"frame": "crop", "width": 1016, "height": 1016}),
+            Node(f"{key}_preview", "PreviewImage", col, links={"images": (key, "keypoints_image")}, title="Keypoints")]
+
+
+def describe_instantid() -> list:
+    identity_group = ["instantid", "encode", "apply"]
+    pose = ["predictor", "preview", "keypoints", "keypoints_preview"]
+    predictor_canvas = {"width": 1016, "height": 1016}
+    return [
+        Workflow("instantid_portrait", [
+            note("note", 0, note_text("InstantID portrait from one photo", "InstantID's public SDXL weights: the "
+                                      "reference's ArcFace embedding becomes 16 identity tokens (Resampler) that join "
+                                      "every UNet cross-attention and drive IdentityNet, which follows the reference's "
+                                      "5 face keypoints.", INSTANTID_NOTE), height=340),
+            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+            crop("reference_crop", ("reference", "IMAGE")),
+            *keypoints("keypoints", 3, faces=("reference_crop", "faces")),
+            *instantid_nodes(("keypoints", "keypoints_image")), *instantid_tail(),
+        ], groups={"InstantID": identity_group}),
+        Workflow("instantid_pose_from_drive", [
+            note("note", 0, note_text("InstantID, posed like a drive photo", "The Landmark Predictor keeps the "
+                                      "reference's face shape and takes the pose and expression from the drive photo; "
+                                      "its landmarks give IdentityNet's 5 keypoints, so the drive person's face "
+                                      "proportions do not leak in (FaceSnap's answer to InstantID's copied "
+                                      "keypoints).", INSTANTID_NOTE), height=360),
+            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+            photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
+            crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
+            morphable_model(), *predictor(("drive_crop", "faces"), **predictor_canvas),
+            *keypoints("keypoints", 3, landmarks=("predictor", "landmarks")),
+            *instantid_nodes(("keypoints", "keypoints_image")), *instantid_tail(),
+        ], groups={"InstantID": identity_group, "Pose": pose}),
+        Workflow("instantid_manual_pose", [
+            note("note", 0, note_text("InstantID with manual yaw, pitch and roll", "No drive photo: set the head "
+                                      "angles in degrees on the Landmark Predictor; the reference's face, turned, "
+                                      "gives IdentityNet's keypoints.", INSTANTID_NOTE), height=320),
+            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+            crop("reference_crop", ("reference", "IMAGE")), morphable_model(),
+            *predictor(None, yaw=30.0, pitch=-5.0, roll=0.0, **predictor_canvas),
+            *keypoints("keypoints", 3, landmarks=("predictor", "landmarks")),
+            *instantid_nodes(("keypoints", "keypoints_image")), *instantid_tail(),
+        ], groups={"InstantID": identity_group, "Pose": pose}),
+    ]
 
 
 def describe():
@@ -158,22 +254,21 @@ def describe():
         crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
         morphable_model(),
         *predictor(("drive_crop", "faces"), output="render"),
-        *facesnap_loaders(),
-        Node("encode", "FaceSnapFaceEncode", 4, links={"faces": ("reference_crop", "faces"),
-                                                       "clip_vision": ("clip_vision", "CLIP_VISION")}),
+        *facesnap_loaders(), *identity_nodes(),
         Node("injector", "DiffPCIDInjector", 5, links={"model": ("checkpoint", "MODEL"),
                                                        "facesnap_model": ("facesnap", "facesnap_model")}),
-        Node("apply_ffrnet", "FaceSnapApplyFFRNet", 5, links={
-            "positive": ("positive", "CONDITIONING"), "negative": ("negative", "CONDITIONING"),
-            "facesnap_model": ("facesnap", "facesnap_model"), "face_features": ("encode", "face_features"),
-            "landmark_image": ("predictor", "render")}),
-        *sdxl_tail(6, ("injector", "model"), ("apply_ffrnet", "positive"), ("apply_ffrnet", "negative")),
-    ], groups={"Identity": ["clip_vision", "facesnap", "encode"], "Landmark Predictor": ["predictor", "preview"]}))
+        apply_identity(("predictor", "render")),
+        *sdxl_tail(6, ("injector", "model"), ("apply_identity", "positive"), ("apply_identity", "negative")),
+    ], groups={"Identity": ["clip_vision", "facesnap", "encode", "mixer"], "Landmark Predictor": ["predictor", "preview"]}))
 
     references = ["reference.png", "reference_2.png", "reference_3.png"]
     several = [
         note("note", 0, note_text("Several photos of one person", "The Facial Attribute Mixer fuses 1 to 8 reference "
-                                  "faces into one identity. The pose comes from the first photo."), height=300),
+                                  "faces into one identity, which is also saved to "
+                                  "models/facesnap_identities/person.safetensors: next time FaceSnap Load Identity "
+                                  "brings the person back without the photos. The pose comes from the first photo. "
+                                  "FaceSnap weights without ID-Injector heads: bypass Diff-PC ID-Injector."),
+             height=340),
         *sdxl_head(), analyzer(col=2),
         *(photo(f"reference_{i}", name, f"Reference photo {i + 1}") for i, name in enumerate(references)),
         Node("batch_1", "ImageBatch", 2, links={"image1": ("reference_0", "IMAGE"), "image2": ("reference_1", "IMAGE")}),
@@ -182,12 +277,18 @@ def describe():
         crop("pose_crop", ("reference_0", "IMAGE"), col=3, title="Pose from photo 1"),
         Node("landmarks", "FaceSnapDrawLandmarks", 3, links={"faces": ("pose_crop", "faces")},
              widgets={"frame": "crop", "width": 1024, "height": 1024}),
-        *facesnap_loaders(), apply_facesnap(("landmarks", "control_image"), ("reference_crop", "faces")),
-        *sdxl_tail(5, **applied),
+        *facesnap_loaders(), *identity_nodes(),
+        Node("save_identity", "FaceSnapSaveIdentity", 4, links={"identity": ("mixer", "identity")},
+             widgets={"name": "person"}),
+        Node("injector", "DiffPCIDInjector", 5, links={"model": ("checkpoint", "MODEL"),
+                                                       "facesnap_model": ("facesnap", "facesnap_model")}),
+        apply_identity(("landmarks", "control_image")),
+        *sdxl_tail(6, ("injector", "model"), ("apply_identity", "positive"), ("apply_identity", "negative")),
     ]
     workflows.append(Workflow("facesnap_multi_reference", several, groups={
-        "One person": [f"reference_{i}" for i in range(3)], "Identity": identity_group}))
-    return workflows
+        "One person": [f"reference_{i}" for i in range(3)],
+        "Identity": ["clip_vision", "facesnap", "encode", "mixer", "save_identity"]}))
+    return workflows + describe_instantid()
 
 
 def object_info_with_stand_ins():

@@ -7,6 +7,7 @@ workflows/<name>.jpg. workflows/facesnap_landmarks.jpg belongs to the landmark w
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import sys
@@ -23,7 +24,7 @@ sys.path.remove(str(PACK_ROOT))
 TILE = 256
 REFERENCE = 2  # the faces of t1.jpg, counted from the left
 DRIVE = 4
-SHARED_3DMM = PACK_ROOT.parent / "shared" / "3dmm"
+SHARED_3DMM = pathlib.Path(os.environ.get("FACESNAP_3DMM_DIR", PACK_ROOT.parent / "shared" / "3dmm"))
 
 
 class Thumbnails:
@@ -94,6 +95,11 @@ def multi_reference(graph):
 
 
 def predict(graph, drive: bool, **pose):
+    return run_predictor(graph, drive, **pose)[0]
+
+
+def run_predictor(graph, drive: bool, **pose):
+    """The Landmark Predictor on a face of t1.jpg: ({name: IMAGE output}, the predictor node)."""
     reference = faces(graph, REFERENCE)
     model = add(graph, "FaceSnap3DMMLoader", model="ICT-FaceKit")
     inputs = {"model": model.out(0), "reference": reference.out(1), "pose_source": "drive" if drive else "manual",
@@ -105,6 +111,22 @@ def predict(graph, drive: bool, **pose):
     images = {"reference": reference.out(0), "control": predictor.out(1), "render": predictor.out(2)}
     if drive:
         images["drive"] = driver.out(0)
+    return images, predictor
+
+
+def keypoints(graph, **inputs):
+    return add(graph, "FaceSnapDrawKeypoints", **inputs)
+
+
+def instantid_portrait(graph):
+    crop = faces(graph, REFERENCE)
+    drawn = keypoints(graph, faces=crop.out(1), frame="crop")
+    return {"crop": crop.out(0), "overlay": drawn.out(1), "keypoints": drawn.out(0)}
+
+
+def instantid_pose(graph, drive: bool, **pose):
+    images, predictor = run_predictor(graph, drive, **pose)
+    images["keypoints"] = keypoints(graph, landmarks=predictor.out(0)).out(0)
     return images
 
 
@@ -122,6 +144,10 @@ THUMBNAILS = {
     "facesnap_manual_pose": (lambda graph: predict(graph, False, yaw=30.0, pitch=-5.0, roll=0.0),
                              ["reference", "control", "render"]),
     "facesnap_diffpc_render": (lambda graph: predict(graph, True), ["reference", "drive", "render"]),
+    "instantid_portrait": (instantid_portrait, ["crop", "overlay", "keypoints"]),
+    "instantid_pose_from_drive": (lambda graph: instantid_pose(graph, True), ["reference", "drive", "keypoints"]),
+    "instantid_manual_pose": (lambda graph: instantid_pose(graph, False, yaw=30.0, pitch=-5.0, roll=0.0),
+                              ["reference", "render", "keypoints"]),
 }
 
 
@@ -131,6 +157,8 @@ def main() -> int:
     pack_import.boot_comfyui(cpu=True)
     thumbnails = Thumbnails(pathlib.Path(tempfile.mkdtemp(prefix="facesnap-thumbnails-")))
     for name, (build, order) in THUMBNAILS.items():
+        if sys.argv[1:] and name not in sys.argv[1:]:  # `make_thumbnails.py NAME ...`: only those
+            continue
         images = thumbnails.run(build)
         path = PACK_ROOT / "workflows" / f"{name}.jpg"
         cv2.imwrite(str(path), tile([images[key][0] for key in order]), [cv2.IMWRITE_JPEG_QUALITY, 88])

@@ -31,7 +31,7 @@ if ! stamp venv; then
   echo "torch==2.13.0" > "$CACHE/constraints.txt"
   echo "torchvision==0.28.0" >> "$CACHE/constraints.txt"
   "$PY" -m pip install -q -c "$CACHE/constraints.txt" torch==2.13.0 torchvision==0.28.0
-  # PyPI torchvision is a CUDA build; its fake-op registrations fail beside CPU torch and ComfyUI never uses them.
+  # The torchvision shim (why: comfy_glue/boot.py) for ComfyUI's own main.py in this CPU-only venv.
   SP=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   echo "import sys, types; sys.modules.setdefault('torchvision._meta_registrations', types.ModuleType('torchvision._meta_registrations'))" \
     > "$SP/zz_torchvision_cpu_shim.pth"

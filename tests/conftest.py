@@ -43,12 +43,29 @@ def insightface_images() -> pathlib.Path:
         pytest.skip(str(err))
 
 
+ICT_MODEL = SHARED / "3dmm" / "ict_face_narrow.npz"  # the real conversion: an optional extra, never required
+FACE_MODELS = ["synthetic", "ict"] if ICT_MODEL.exists() else ["synthetic"]
+
+
 @pytest.fixture(scope="session")
-def ict_model_path() -> pathlib.Path:
-    path = SHARED / "3dmm" / "ict_face_narrow.npz"
-    if not path.exists():
-        pytest.skip(f"the converted ICT-FaceKit model is expected at {path}")
-    return path
+def synthetic_face_model_path(tmp_path_factory) -> pathlib.Path:
+    """A procedural face model in the converted ICT-FaceKit format (devkit/synthetic_face_model.py)."""
+    from comfyui_facesnap.devkit.synthetic_face_model import write_synthetic_face_model
+
+    return write_synthetic_face_model(tmp_path_factory.mktemp("3dmm") / "ict_face_narrow.npz")
+
+
+@pytest.fixture(scope="session", params=FACE_MODELS)
+def face_model_path(request, synthetic_face_model_path) -> pathlib.Path:
+    """Every 3DMM test runs on the procedural model, and on the real ICT-FaceKit conversion as well when
+    ../shared/3dmm has it."""
+    return synthetic_face_model_path if request.param == "synthetic" else ICT_MODEL
+
+
+@pytest.fixture(scope="session")
+def default_face_model_path(synthetic_face_model_path) -> pathlib.Path:
+    """One model for the slower node-level tests: the real conversion when it is there, else the procedural one."""
+    return ICT_MODEL if ICT_MODEL.exists() else synthetic_face_model_path
 
 
 @pytest.fixture(scope="session")

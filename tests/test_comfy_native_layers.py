@@ -15,7 +15,7 @@ PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = {"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "LayerNorm", "GroupNorm",
           "Embedding"}
 # Files that still build torch.nn layers inside ComfyUI: file -> layer calls. None since the DECA encoder takes
-# ``operations`` (issue 14).
+# ``operations``.
 KNOWN_FINDINGS: dict[str, dict[str, int]] = {}
 
 

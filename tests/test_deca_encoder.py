@@ -103,11 +103,11 @@ def test_regressed_faces_project_like_deca(deca_file, flame_model):
     assert torch.allclose(fit.rotation, axis_angle_to_matrix(params["pose"][:, :3]))
 
 
-def test_regression_needs_flame(deca_file, ict_model_path):
+def test_regression_needs_flame(deca_file, synthetic_face_model_path):
     from comfyui_facesnap.models.face3d.morphable_model import load_ict_npz
 
     with pytest.raises(InvalidInputError, match="set model to FLAME"):
-        regress_faces(load_ict_npz(ict_model_path), load_deca_encoder(deca_file), [np.zeros((64, 64, 3), np.uint8)],
+        regress_faces(load_ict_npz(synthetic_face_model_path), load_deca_encoder(deca_file), [np.zeros((64, 64, 3), np.uint8)],
                       np.random.default_rng(0).uniform(10, 50, (1, 68, 2)))
 
 

@@ -1,4 +1,4 @@
-"""Sampling glue in edited and stacked graphs, through ComfyUI's real executor (issue 10, items 1-6).
+"""Sampling glue in edited and stacked graphs, through ComfyUI's real executor.
 
 One persistent executor (as a server keeps it) re-runs edited graphs; FaceSnap is stacked with a stock ControlNet
 (both orders), with a second person, with other FaceSnap files and with another pack's patches on the same blocks.

@@ -1,4 +1,4 @@
-"""Hostile and careless workflow values, through ComfyUI's real validator and executor (issue 10, items 7-14):
+"""Hostile and careless workflow values, through ComfyUI's real validator and executor:
 file inputs that try to leave the model folders, model files that are not what they claim, unknown dropdown values,
 empty and non-finite image batches, widget values that would exhaust memory, warnings the artist must see, and the
 error type ComfyUI's dialog shows."""

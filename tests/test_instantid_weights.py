@@ -228,3 +228,28 @@ def test_tiny_round_trip_both_formats(tmp_path, suffix):
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "other.safetensors"))
     other_key = load_instantid(str(tmp_path / "other.safetensors"), config=config, unet_config=TINY_UNET_CONFIG).model_key
     assert identity.model_key == loaded.model_key != other_key
+
+
+def test_layout_from_metadata_and_storage_dtype(tmp_path):
+    """A .safetensors may name a non-published layout in its metadata (the tests' tiny files do); a published file's
+    layout is InstantID's. ``dtype`` converts the storage; the weights key stays the file's."""
+    import dataclasses
+    import json
+
+    from safetensors.torch import save_file
+
+    config = ResamplerConfig.tiny(output_dim=48)
+    adapter = InstantIDAdapter(config, TINY_UNET_CONFIG)
+    state = {k: v.contiguous() for k, v in adapter.state_dict().items()}
+    layout = {"resampler_config": json.dumps(dataclasses.asdict(config)), "unet_config": json.dumps(TINY_UNET_CONFIG)}
+    path = tmp_path / "tiny.safetensors"
+    save_file(state, str(path), metadata=layout)
+    loaded = load_instantid(str(path))
+    assert loaded.image_proj.config == config and list(loaded.ip_adapter) == ["1", "3", "5", "7"]
+    half = load_instantid(str(path), dtype=torch.bfloat16)
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16} and half.model_key == loaded.model_key
+    for bad in ({"resampler_config": '{"dim": -3}'}, {"resampler_config": "not json"},
+                {"unet_config": '{"model_channels": 32}'}, {"resampler_config": '{"depth": 2.5}'}):
+        save_file(state, str(path), metadata={**layout, **bad})
+        with pytest.raises(ModelFileError, match="corrupt layout in its metadata"):
+            load_instantid(str(path))

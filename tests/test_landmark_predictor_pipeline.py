@@ -1,4 +1,4 @@
-"""The Landmark Predictor's logic as a plain numpy/torch module (issue 13, item 18): validation, the choice between
+"""The Landmark Predictor's logic as a plain numpy/torch module: validation, the choice between
 landmark fitting and a face regressor, faceless drive items, canvas sizes and the drawn outputs, without ComfyUI."""
 
 from __future__ import annotations

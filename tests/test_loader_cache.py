@@ -1,4 +1,4 @@
-"""One cache policy for the loader nodes (issue 13, item 16), through one persistent ComfyUI executor: a loaded
+"""One cache policy for the loader nodes, through one persistent ComfyUI executor: a loaded
 model is reused while ComfyUI holds it, released when ComfyUI drops it, and loaded again when its file changes."""
 
 from __future__ import annotations

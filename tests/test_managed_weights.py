@@ -1,4 +1,4 @@
-"""The pack's networks as ComfyUI manages its own (issue 14, items 1-3), through the loader node and the real executor.
+"""The pack's networks as ComfyUI manages its own, through the loader node and the real executor.
 
 1. Built by the FaceSnap Model Loader, every Linear/Conv2d/LayerNorm/GroupNorm of the mixer, FFRNet and the ID-Injector
    heads is a ComfyUI operation class, and the networks compute what their torch.nn build computes.

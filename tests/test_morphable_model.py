@@ -1,4 +1,7 @@
-"""The ICT-FaceKit model: loading, normalisation, the pose-dependent jaw contour, file errors and the converter."""
+"""Models in the converted ICT-FaceKit format (the procedural stand-in, and the real conversion when ../shared has it):
+loading, normalisation, the pose-dependent jaw contour, file errors, the converter and the pinned download."""
+
+import re
 
 import numpy as np
 import pytest
@@ -10,13 +13,13 @@ from comfyui_facesnap.models.face3d.morphable_model import ICT_LMK68, convert_ic
 
 
 @pytest.fixture(scope="module")
-def ict(ict_model_path):
-    return load_ict_npz(ict_model_path)
+def ict(face_model_path):
+    return load_ict_npz(face_model_path)
 
 
-def test_ict_model_is_normalised(ict):
+def test_ict_model_is_normalised(ict, face_model_path):
     assert ict.num_id == 100 and ict.num_exp == 47  # 57 upstream minus pupil dilation and gaze
-    assert ict.neutral.shape == (6706, 3) and ict.triangles.shape == (13120, 3)
+    assert ict.neutral.shape == (6706, 3) and ict.triangles.shape == np.load(face_model_path)["tris"].shape
     lmk = ict.landmarks68(torch.zeros(1, 100), torch.zeros(1, 47))[0]
     assert torch.allclose((lmk[36] - lmk[45]).norm(), torch.tensor(1.0), atol=1e-5)
     assert lmk.mean(0).abs().max() < 1e-5
@@ -82,10 +85,10 @@ def _write_obj(path, verts, faces=None):
 
 
 @pytest.mark.slow
-def test_converter_round_trip(tmp_path, ict_model_path):
+def test_converter_round_trip(tmp_path, face_model_path):
     """Upstream-style OBJs written from the shipped conversion convert back to the same arrays, and the converter
     verifies its output with the loader before giving it its final name."""
-    src = np.load(ict_model_path)
+    src = np.load(face_model_path)
     neutral = src["neutral"]
     quads = [[a, b, c, c] for a, b, c in src["tris"][:50]]  # polygons with 4 corners are split too
     obj_dir = tmp_path / "FaceXModel"
@@ -108,3 +111,28 @@ def test_converter_refuses_incomplete_download(tmp_path):
     (tmp_path / "generic_neutral_mesh.obj").write_text("v 0 0 0\n")
     with pytest.raises(ModelFileError, match="identity"):
         convert_ict_facekit(tmp_path, tmp_path / "out.npz", progress=False)
+
+
+def test_synthetic_model_has_the_converted_format_and_its_landmarks(synthetic_face_model_path):
+    """The stand-in is a file the real loader reads like the conversion, with every landmark on its ICT vertex."""
+    from comfyui_facesnap.devkit.synthetic_face_model import RAW_UNIT, landmark_template
+    from comfyui_facesnap.models.face3d.ict_download import ICT_EXPRESSIONS
+
+    arrays = np.load(synthetic_face_model_path)
+    assert set(arrays.files) == {"neutral", "tris", "id_basis", "exp_basis", "exp_names", "lmk68"}
+    assert arrays["id_basis"].dtype == arrays["exp_basis"].dtype == np.float16
+    assert list(arrays["exp_names"]) == list(ICT_EXPRESSIONS) and list(arrays["lmk68"]) == ICT_LMK68
+    template = landmark_template()
+    placed = arrays["neutral"][ICT_LMK68, :2] / RAW_UNIT
+    np.testing.assert_allclose(placed[17:], template[17:], atol=1e-5)  # moved exactly onto the template
+    assert np.abs(placed[:17] - template[:17]).max() < 0.03  # jaw: the nearest outline vertex
+    model = load_ict_npz(synthetic_face_model_path)
+    assert (model.triangles[:, :2] != model.triangles[:, 1:]).all()
+
+
+def test_ict_download_is_pinned_to_the_verified_commit():
+    """Upstream master may change; the converter was verified against one commit's FaceXModel/ files."""
+    from comfyui_facesnap.models.face3d.ict_download import ICT_BASE_URL, ICT_COMMIT
+
+    assert re.fullmatch(r"[0-9a-f]{40}", ICT_COMMIT)
+    assert ICT_BASE_URL == f"https://raw.githubusercontent.com/ICT-VGL/ICT-FaceKit/{ICT_COMMIT}/FaceXModel/"

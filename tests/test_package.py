@@ -37,17 +37,3 @@ def test_model_folders_registered():
         paths = folder_paths.get_folder_paths(name)
         assert paths and paths[0].endswith(name)
 
-
-def test_pyproject_dependencies_match_requirements():
-    import pathlib
-    import tomllib
-
-    root = pathlib.Path(__file__).resolve().parents[1]
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    requirements = [
-        line.strip()
-        for line in (root / "requirements.txt").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert project["dependencies"] == requirements
-    assert project["license"] == {"file": "LICENSE"}

@@ -16,13 +16,13 @@ WORKFLOW = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "facesnap
 
 
 @pytest.fixture(scope="module")
-def host(comfy_host, insightface_images, ict_model_path, tmp_path_factory):
+def host(comfy_host, insightface_images, default_face_model_path, tmp_path_factory):
     from comfyui_facesnap.devkit.workflow_files import model_folders_restored
 
     for name in ("t1.jpg", "mask_black.jpg"):
         shutil.copy(insightface_images / name, comfy_host.input_dir / name)
     models = tmp_path_factory.mktemp("3dmm")
-    (models / "ict_face_narrow.npz").symlink_to(ict_model_path)
+    (models / "ict_face_narrow.npz").symlink_to(default_face_model_path)
     with model_folders_restored() as folder_paths:
         folder_paths.add_model_folder_path("3dmm", str(models))
         yield comfy_host

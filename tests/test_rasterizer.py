@@ -1,6 +1,5 @@
-"""The pure-PyTorch z-buffer against a brute-force reference, culling, shading, and PyTorch3D when installed."""
-
-import time
+"""The pure-PyTorch z-buffer against a brute-force reference, culling, shading, devices and dtypes, and PyTorch3D
+when installed. (Speed: benchmarks/face3d_speed.py.)"""
 
 import pytest
 import torch
@@ -68,38 +67,54 @@ def ict_image_verts(ict, size):
     return torch.stack([verts[:, 0] + size / 2, -verts[:, 1] + size / 2, verts[:, 2]], 1)
 
 
-def test_shaded_render_of_the_face(ict_model_path):
+@pytest.fixture(scope="module")
+def face(face_model_path):
     from comfyui_facesnap.models.face3d.morphable_model import load_ict_npz
 
-    ict = load_ict_npz(ict_model_path)
-    image = render_shaded(ict_image_verts(ict, 128), ict.triangles, 128, 128, backend="torch")
+    return load_ict_npz(face_model_path)
+
+
+def test_shaded_render_of_the_face(face):
+    image = render_shaded(ict_image_verts(face, 128), face.triangles, 128, 128, backend="torch")
     assert image.shape == (128, 128) and image.min() >= 0 and image.max() <= 1
-    face = image > 0
-    assert 0.1 < face.float().mean() < 0.6
+    covered = image > 0
+    assert 0.1 < covered.float().mean() < 0.6
     assert image[0, 0] == 0  # background
-    assert image[face].std() > 0.03  # shaded, not a flat silhouette
+    assert image[covered].std() > 0.03  # shaded, not a flat silhouette
     # the face and the lights are left-right symmetric, so the render is too
     assert (image - image.flip(1)).abs().mean() < 0.02
 
 
-def test_render_speed(ict_model_path):
-    from comfyui_facesnap.models.face3d.morphable_model import load_ict_npz
-
-    ict = load_ict_npz(ict_model_path)
-    verts = ict_image_verts(ict, 512)
-    render_shaded(verts, ict.triangles, 512, 512, backend="torch")
-    start = time.perf_counter()
-    render_shaded(verts, ict.triangles, 512, 512, backend="torch")
-    elapsed = time.perf_counter() - start
-    print(f"render 512^2: {elapsed * 1e3:.0f} ms")
-    assert elapsed < 3.0
+def devices() -> list[str]:
+    """The CPU always; CUDA and MPS where this machine has them (none in CI)."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    return found
 
 
-def test_pytorch3d_agrees_when_installed(ict_model_path):
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+def test_render_follows_the_vertices_device_and_dtype(face, device, dtype):
+    """Inside ``torch.device("meta")`` every tensor made without an explicit device lands on the meta device, so a
+    constant that does not follow the vertices breaks the render (as it would on CUDA); float64 vertices do the
+    same for a constant that keeps its own dtype."""
+    verts = ict_image_verts(face, 64).to(dtype)
+    reference = render_shaded(verts.float(), face.triangles, 64, 64, backend="torch")
+    with torch.device("meta"):
+        image = render_shaded(verts.to(device), face.triangles, 64, 64, backend="torch")
+    assert image.device.type == device and image.dtype == dtype
+    tolerance = 1e-2 if dtype == torch.float16 else 1e-5
+    assert torch.allclose(image.cpu().float(), reference, atol=tolerance)
+
+
+def test_pytorch3d_agrees_when_installed(default_face_model_path):
     pytest.importorskip("pytorch3d")
     from comfyui_facesnap.models.face3d.morphable_model import load_ict_npz
 
-    ict = load_ict_npz(ict_model_path)
+    ict = load_ict_npz(default_face_model_path)
     verts = ict_image_verts(ict, 256)
     ours = rasterize(verts, ict.triangles, 256, 256, backend="torch")[0]
     theirs = rasterize(verts, ict.triangles, 256, 256, backend="pytorch3d")[0]

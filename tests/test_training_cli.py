@@ -52,7 +52,8 @@ def test_two_process_ddp_run_checkpoints_every_rank(tmp_path):
 
     shards = write_synthetic_shards(tmp_path / "shards")
     env = dict(os.environ, COMFYUI_PATH=str(COMFY), OMP_NUM_THREADS="1", ACCELERATE_USE_CPU="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561", str(SCRIPT),
+    # --standalone: the rendezvous takes a free port, so parallel runs and a busy machine cannot collide
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
            "train", "--config", str(PACK_ROOT / "training" / "configs" / "tiny.yaml"), f"data.shards={shards}",
            f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2"]
     result = subprocess.run(cmd, cwd=PACK_ROOT, env=env, capture_output=True, text=True, timeout=300)

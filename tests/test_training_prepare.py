@@ -178,3 +178,26 @@ def test_clip_tokens_are_precomputed_with_comfyui_clip_vision(inputs, tmp_path):
     assert tokens.shape == (5, 32) and tokens.dtype == np.float16
     np.testing.assert_allclose(tokens, encoder.encode(face), atol=2e-2)
     assert "arcface.npy" not in fields  # dlib gives no ArcFace embedding and no --arcface model was set
+
+
+def test_a_second_prepare_uses_its_own_models(inputs, arcface_onnx, tmp_path, monkeypatch):
+    """One process, two preparations: the second has no --arcface, so its samples carry no embedding (the face
+    models used to be cached once per process, whatever the second configuration said)."""
+    photos = tmp_path / "photos" / "bert"
+    photos.mkdir(parents=True)
+    (photos / "a.png").write_bytes((inputs / "bert" / "a.png").read_bytes())
+
+    def fields(out, arcface):
+        cfg = _config(photos.parent, out, arcface)
+        assert prep.prepare(cfg, progress=False)["kept"] == 1
+        (shard,) = list_shards(out)
+        return set(index_shard(shard)[0].fields)
+
+    assert "arcface.npy" in fields(tmp_path / "with", arcface_onnx)
+    assert "arcface.npy" not in fields(tmp_path / "without", "")
+    loaded = []
+    monkeypatch.setattr("comfyui_facesnap.models.face_analysis.load_analyzer",
+                        lambda backend, **kw: loaded.append(backend) or backend)
+    other = prep.PrepConfig(inputs=[], output=str(tmp_path), backend="insightface")
+    assert prep._models(other)["analyzer"] == "insightface" and prep._models(other)["analyzer"] == "insightface"
+    assert loaded == ["insightface"]  # loaded once for that configuration

@@ -35,10 +35,11 @@ def _load(path):
 
 
 EXAMPLES = {"facesnap_portrait", "facesnap_pose_from_drive", "facesnap_manual_pose", "facesnap_diffpc_render",
-            "facesnap_multi_reference", "facesnap_landmarks"}
+            "facesnap_multi_reference", "facesnap_landmarks", "instantid_portrait", "instantid_pose_from_drive",
+            "instantid_manual_pose"}
 
 
-def test_the_six_example_workflows_exist():
+def test_the_example_workflows_exist():
     assert EXAMPLES <= {path.stem for path in WORKFLOWS}, "run `make workflows`"
 
 
@@ -166,3 +167,10 @@ def test_converter_matches_hand_written_api_prompt(host_info):
               "inputs": {"seed": 42, "steps": 20, "cfg": 8.0, "sampler_name": "euler", "scheduler": "normal",
                          "denoise": 1.0, "latent_image": ["4", 0]}},
     }
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_examples_use_no_deprecated_node(path, host_info):
+    _, info = host_info
+    old = [node["type"] for node in _load(path)["nodes"] if info.get(node["type"], {}).get("deprecated")]
+    assert not old, f"{path.name} shows artists deprecated nodes {old}: use their replacements (nodes/deprecations.py)"

@@ -2,7 +2,8 @@
 
 ``<output_dir>/checkpoints/step_00001000/``:
     trainable.safetensors   mixer.* and ffrnet.* (raw weights)
-    ema.safetensors         the EMA weights (when EMA is on)
+    ema.safetensors         the EMA weights (when EMA is on), full shapes
+    ema_rank<k>.safetensors FSDP only: rank k's EMA shards, for resuming
     optimizer.safetensors   optimizer tensors; optimizer.json holds the rest of its state dict
     engine/                 DeepSpeed / FSDP only: accelerate's own sharded state (replaces optimizer.*)
     rng_rank<k>.safetensors torch CPU (+ CUDA) RNG state of every rank
@@ -96,6 +97,13 @@ def _sharded(accelerator) -> bool:
     return accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
 
+def _fsdp(accelerator) -> bool:
+    """FSDP also shards the parameters, so the EMA of each process holds shards too."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type == DistributedType.FSDP
+
+
 def save_checkpoint(accelerator, output_dir: str, step: int, model, optimizer, scheduler, ema, state: dict, keep: int) -> pathlib.Path:
     root = checkpoint_dir(output_dir)
     name = f"step_{step:08d}"
@@ -108,13 +116,19 @@ def save_checkpoint(accelerator, output_dir: str, step: int, model, optimizer, s
     if sharded:
         accelerator.save_state(str(tmp / "engine"), safe_serialization=True)  # collective: every rank writes its shard
     full_weights = accelerator.get_state_dict(model)  # gathered on rank 0 (collective under FSDP/ZeRO-3)
+    if ema is not None:
+        fsdp = _fsdp(accelerator)
+        if fsdp:  # every rank keeps its own shards for resuming
+            save_file({k: v.contiguous().cpu() for k, v in ema.state_dict().items()},
+                      str(tmp / f"ema_rank{accelerator.process_index}.safetensors"))
+        full_ema = ema.full_state_dict(accelerator.unwrap_model(model), lambda: accelerator.get_state_dict(model), fsdp)
     rng_tensors, rng_meta = rng_state()
     save_file(rng_tensors, str(tmp / f"rng_rank{accelerator.process_index}.safetensors"))
     _atomic_text(tmp / f"rng_rank{accelerator.process_index}.json", json.dumps(rng_meta))
     if accelerator.is_main_process:
         save_file({k: v.detach().contiguous().cpu() for k, v in full_weights.items()}, str(tmp / "trainable.safetensors"))
-        if ema is not None:
-            save_file({k: v.contiguous().cpu() for k, v in ema.state_dict().items()}, str(tmp / "ema.safetensors"))
+        if ema is not None:  # full shapes, for export
+            save_file({k: v.contiguous().cpu() for k, v in full_ema.items()}, str(tmp / "ema.safetensors"))
         if not sharded:
             opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
             save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
@@ -148,8 +162,9 @@ def load_checkpoint(accelerator, path: pathlib.Path, model, optimizer, scheduler
         optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")),
                                                        json.loads((path / "optimizer.json").read_text())))
         scheduler.load_state_dict(state["scheduler"])
-    if ema is not None and (path / "ema.safetensors").exists():
-        ema.load_state_dict(load_file(str(path / "ema.safetensors")))
     rank = accelerator.process_index
+    ema_file = path / (f"ema_rank{rank}.safetensors" if _fsdp(accelerator) else "ema.safetensors")
+    if ema is not None and ema_file.exists():
+        ema.load_state_dict(load_file(str(ema_file)))
     set_rng_state(load_file(str(path / f"rng_rank{rank}.safetensors")), json.loads((path / f"rng_rank{rank}.json").read_text()))
     return state

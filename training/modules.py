@@ -78,22 +78,53 @@ class FaceSnapTrainingModel(nn.Module):
         return unet(z_t, timesteps, context, y, control, params)
 
 
+def _plain_name(name: str) -> str:
+    """A parameter's name without the wrapper segments nested FSDP units add (as in the gathered state dict)."""
+    return name.replace("_fsdp_wrapped_module.", "").replace("_checkpoint_wrapped_module.", "")
+
+
 class EMA:
-    """Exponential moving average of the trainable parameters (kept in float32)."""
+    """Exponential moving average of the trainable parameters, kept in float32.
+
+    Build it from the module *after* ``accelerator.prepare``: under FSDP the parameters of this process are then
+    its flat shards, and each process averages exactly those (a copy taken before prepare has the full shapes and
+    no longer matches). ``full_state_dict`` assembles the full tensors for checkpoints and export. Single GPU, DDP
+    and DeepSpeed ZeRO-2 keep whole parameters on every process, so there the shards are the full tensors.
+    """
 
     def __init__(self, module: nn.Module, decay: float):
         self.decay = decay
-        self.shadow = {k: p.detach().float().clone() for k, p in module.named_parameters() if p.requires_grad}
+        self.shadow = {_plain_name(k): p.detach().float().clone() for k, p in module.named_parameters() if p.requires_grad}
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
         for k, p in module.named_parameters():
-            if k in self.shadow:
-                self.shadow[k].lerp_(p.detach().float(), 1.0 - self.decay)
+            average = self.shadow.get(_plain_name(k))
+            if average is not None:
+                average.lerp_(p.detach().float(), 1.0 - self.decay)
 
     def state_dict(self) -> dict:
+        """This process's averages (under FSDP: its shards; used to resume with the same number of processes)."""
         return dict(self.shadow)
 
     def load_state_dict(self, state: dict) -> None:
         for k in self.shadow:
             self.shadow[k].copy_(state[k])
+
+    @torch.no_grad()
+    def full_state_dict(self, module: nn.Module, gather, sharded: bool) -> dict:
+        """The averages with their full shapes. ``sharded``: ``module`` holds only shards (FSDP); the averages are
+        then swapped into its parameters for one ``gather()`` (``accelerator.get_state_dict``, a collective call
+        every process must make) and the trained values are put back."""
+        if not sharded:
+            return self.state_dict()
+        params = {_plain_name(k): p for k, p in module.named_parameters() if _plain_name(k) in self.shadow}
+        trained = {k: p.detach().clone() for k, p in params.items()}
+        try:
+            for k, p in params.items():
+                p.copy_(self.shadow[k])
+            full = gather()
+        finally:
+            for k, p in params.items():
+                p.copy_(trained[k])
+        return {k: v.detach().float().cpu() for k, v in full.items() if k in self.shadow}

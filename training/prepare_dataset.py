@@ -102,26 +102,37 @@ def plan_shards(images: list[InputImage], cfg: PrepConfig) -> dict[int, list[Inp
 
 # ---------------------------------------------------------------- per-process face models
 
-_MODELS: dict = {}
+_MODELS: dict = {}  # this process's face models: {"key": model_key(cfg), "models": {...}}
+
+
+def model_key(cfg: PrepConfig) -> tuple:
+    """The settings that decide which models a preparation loads."""
+    return cfg.backend, cfg.insightface_root, cfg.arcface, cfg.clip_vision
 
 
 def _models(cfg: PrepConfig) -> dict:
-    if not _MODELS:
-        from ..models.face_analysis import load_analyzer
+    """The models for ``cfg``, loaded once per process (workers reuse them across shards). A later prepare() in the
+    same process with other model settings loads its own and releases the previous ones."""
+    key = model_key(cfg)
+    if _MODELS.get("key") == key:
+        return _MODELS["models"]
+    _MODELS.clear()
+    from ..models.face_analysis import load_analyzer
 
-        kwargs = {"backend": cfg.backend, "provider": "CPU"}
-        if cfg.insightface_root:
-            kwargs["insightface_root"] = cfg.insightface_root
-        _MODELS["analyzer"] = load_analyzer(**kwargs)
-        if cfg.arcface:
-            from .arcface_onnx import ArcFaceEmbedder
+    kwargs = {"backend": cfg.backend, "provider": "CPU"}
+    if cfg.insightface_root:
+        kwargs["insightface_root"] = cfg.insightface_root
+    models = {"analyzer": load_analyzer(**kwargs)}
+    if cfg.arcface:
+        from .arcface_onnx import ArcFaceEmbedder
 
-            _MODELS["arcface"] = ArcFaceEmbedder(cfg.arcface)
-        if cfg.clip_vision:
-            from .clip_tokens import ClipTokenEncoder
+        models["arcface"] = ArcFaceEmbedder(cfg.arcface)
+    if cfg.clip_vision:
+        from .clip_tokens import ClipTokenEncoder
 
-            _MODELS["clip"] = ClipTokenEncoder(cfg.clip_vision)
-    return _MODELS
+        models["clip"] = ClipTokenEncoder(cfg.clip_vision)
+    _MODELS.update(key=key, models=models)
+    return models
 
 
 def process_image(item: InputImage, cfg: PrepConfig, models: dict) -> list[tuple[str, dict[str, bytes]]]:

@@ -18,6 +18,7 @@ from ..models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
 from ..models.identity.ffrnet import FFRNet
 from .base_model import FrozenBase, load_base
 from .config import Config
+from .distributed import fill_deepspeed_config
 from .ffrnet_init import ffrnet_config_for_base, init_from_controlnet, init_from_unet
 from .losses import detection_gate, id_loss, latent_mask, masked_diffusion_loss, predicted_x0
 from .modules import EMA, FaceSnapTrainingModel, InjectedUNet, enable_gradient_checkpointing
@@ -138,8 +139,11 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         warmup = max(1, t.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
-        self.ema = EMA(self.model, t.ema_decay) if t.ema_decay > 0 else None
+        if self.accelerator.state.deepspeed_plugin is not None:
+            fill_deepspeed_config(self.accelerator.state.deepspeed_plugin, cfg, self.accelerator.gradient_accumulation_steps)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
+        # after prepare: under FSDP each process averages its own parameter shards
+        self.ema = EMA(self.accelerator.unwrap_model(self.model), t.ema_decay) if t.ema_decay > 0 else None
         self.device = self.accelerator.device
         weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(t.mixed_precision, torch.float32)
         self.base.model.to(self.device, weight_dtype)

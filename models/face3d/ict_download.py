@@ -21,7 +21,10 @@ from collections.abc import Callable
 from ..errors import ModelFileError
 from .morphable_model import ICT_UPSTREAM, convert_ict_facekit, ict_manual_hint
 
-ICT_BASE_URL = "https://raw.githubusercontent.com/ICT-VGL/ICT-FaceKit/master/FaceXModel/"
+# The upstream commit the converter was verified against: its FaceXModel/ OBJs convert to exactly the arrays of the
+# reference conversion. FaceXModel/ last changed in aa8c241 (2020-07-23); this is master as of 2020-12-01.
+ICT_COMMIT = "da5f95a607f5e6b37755b38d3385d7f2853732e5"
+ICT_BASE_URL = f"https://raw.githubusercontent.com/ICT-VGL/ICT-FaceKit/{ICT_COMMIT}/FaceXModel/"
 ICT_EXPRESSIONS = (
     "PupilDilate_L PupilDilate_R browDown_L browDown_R browInnerUp_L browInnerUp_R browOuterUp_L browOuterUp_R "
     "cheekPuff_L cheekPuff_R cheekRaiser_L cheekRaiser_R cheekSquint_L cheekSquint_R eyeBlink_L eyeBlink_R "
@@ -33,7 +36,7 @@ ICT_EXPRESSIONS = (
 ).split()
 ICT_OBJ_FILES = ("generic_neutral_mesh.obj", *(f"identity{i:03d}.obj" for i in range(100)),
                  *(f"{name}.obj" for name in ICT_EXPRESSIONS))
-ICT_DOWNLOAD_BYTES = 404_607_860  # the 158 OBJs at upstream master (da5f95a); only sizes the progress bar
+ICT_DOWNLOAD_BYTES = 404_607_860  # the 158 OBJs at ICT_COMMIT; only sizes the progress bar
 CHUNK = 1 << 20
 # Transient failures worth another attempt; anything else (404, 403, ...) will not change by retrying.
 RETRY_HTTP_CODES = {408, 425, 429, 500, 502, 503, 504}

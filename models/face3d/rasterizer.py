@@ -2,7 +2,8 @@
 
 PyTorch3D's ``rasterize_meshes`` is used when it is importable; otherwise a pure-PyTorch z-buffer does the same job
 (it enumerates (triangle, pixel) candidates inside each triangle's bounding box, computes edge-function barycentrics
-at pixel centres, keeps the nearest with ``scatter_reduce(amin)``). Plain tensor ops, so it runs on CUDA unchanged.
+at pixel centres, keeps the nearest with ``scatter_reduce(amin)``). Every tensor is created on the device of the
+vertices (tests/test_rasterizer.py checks this on the CPU; no GPU run has been made).
 
 Conventions: vertices are (V, 3) with x, y in pixels (origin at the top-left corner, y down) and z = depth towards
 the camera (larger = closer). Pixel (row i, column j) is sampled at its centre (j + 0.5, i + 0.5).
@@ -27,7 +28,7 @@ def have_pytorch3d() -> bool:
 
 def rasterize_torch(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int, cull_backfaces: bool = True):
     """Returns pix_to_face (H, W) long (-1 = background), barycentrics (H, W, 3) and depth (H, W) (-inf = empty)."""
-    device = verts.device
+    device, dtype = verts.device, verts.dtype
     tri = verts[faces]
     x, y, z = tri[..., 0], tri[..., 1], tri[..., 2]
     # Twice the signed area in image coordinates; counter-clockwise-from-the-front triangles are negative (y is down).
@@ -45,7 +46,7 @@ def rasterize_torch(verts: torch.Tensor, faces: torch.Tensor, height: int, width
     box_w = (x1 - x0 + 1)[face_ids]
     counts = box_w * (y1 - y0 + 1)[face_ids]
 
-    neg_depth = torch.full((height * width,), torch.inf, device=device)
+    neg_depth = torch.full((height * width,), torch.inf, device=device, dtype=dtype)
     candidates = []
     ends = torch.cumsum(counts, 0)
     start = 0
@@ -58,7 +59,7 @@ def rasterize_torch(verts: torch.Tensor, faces: torch.Tensor, height: int, width
         bw = box_w[start:stop][local]
         px = x0[f] + offset % bw
         py = y0[f] + torch.div(offset, bw, rounding_mode="floor")
-        cx, cy = px.to(verts.dtype) + 0.5, py.to(verts.dtype) + 0.5
+        cx, cy = px.to(dtype) + 0.5, py.to(dtype) + 0.5
         X, Y, a = x[f], y[f], area[f]
         w0 = ((X[:, 1] - cx) * (Y[:, 2] - cy) - (X[:, 2] - cx) * (Y[:, 1] - cy)) / a
         w1 = ((X[:, 2] - cx) * (Y[:, 0] - cy) - (X[:, 0] - cx) * (Y[:, 2] - cy)) / a
@@ -71,7 +72,7 @@ def rasterize_torch(verts: torch.Tensor, faces: torch.Tensor, height: int, width
         candidates.append((pixel, depth, f, bary))
         start = stop
     pix_to_face = torch.full((height * width,), -1, dtype=torch.long, device=device)
-    barycentric = torch.zeros(height * width, 3, device=device, dtype=verts.dtype)
+    barycentric = torch.zeros(height * width, 3, device=device, dtype=dtype)
     for pixel, depth, f, bary in candidates:
         win = depth <= neg_depth[pixel]
         pix_to_face[pixel[win]] = f[win]
@@ -93,16 +94,17 @@ def rasterize_pytorch3d(verts: torch.Tensor, faces: torch.Tensor, height: int, w
                                       cull_backfaces=cull_backfaces)
     p2f, bary = p2f[0, ..., 0], bary[0, ..., 0, :].flip(-1)
     tri = verts[faces.clamp(min=0)[p2f.clamp(min=0)]]
-    depth = torch.where(p2f >= 0, (bary * tri[..., 2]).sum(-1), torch.tensor(-torch.inf))
+    depth = torch.where(p2f >= 0, (bary * tri[..., 2]).sum(-1), -torch.inf)
     return p2f, bary, depth
 
 
 def rasterize(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int, cull_backfaces: bool = True,
               backend: str = "auto"):
-    """``backend``: "auto" (PyTorch3D when installed), "pytorch3d" or "torch"."""
+    """``backend``: "auto" (PyTorch3D when installed), "pytorch3d" or "torch". Half-precision vertices are
+    rasterised in float32 (depth ties would be common); the outputs stay on the vertices' device."""
     use_p3d = backend == "pytorch3d" or (backend == "auto" and have_pytorch3d())
     fn = rasterize_pytorch3d if use_p3d else rasterize_torch
-    return fn(verts.float(), faces.long(), height, width, cull_backfaces)
+    return fn(verts.to(torch.promote_types(verts.dtype, torch.float32)), faces.long(), height, width, cull_backfaces)
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -115,14 +117,16 @@ def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 
 def render_shaded(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int, ambient: float = 0.15,
                   backend: str = "auto") -> torch.Tensor:
-    """Monochrome Lambert render of a mesh in image coordinates: (H, W) float in [0, 1], background 0."""
+    """Monochrome Lambert render of a mesh in image coordinates: (H, W) in [0, 1], background 0, on the device and
+    in the (floating) dtype of ``verts``."""
+    faces = faces.to(verts.device).long()
     pix_to_face, bary, _ = rasterize(verts, faces, height, width, backend=backend)
-    view = verts * torch.tensor([1.0, -1.0, 1.0])  # back to y up so the normals match the light frame
+    view = bary.new_tensor([1.0, -1.0, 1.0]) * verts.to(bary.dtype)  # back to y up, like the light frame
     normals = vertex_normals(view, faces)
     mask = pix_to_face >= 0
     f = pix_to_face[mask]
     n = torch.nn.functional.normalize((bary[mask].unsqueeze(-1) * normals[faces[f]]).sum(1), dim=1)
-    lambert = (n @ LIGHTS.T).clamp(min=0).mean(1)
-    image = torch.zeros(height, width)
+    lambert = (n @ LIGHTS.to(n).T).clamp(min=0).mean(1)
+    image = bary.new_zeros(height, width)
     image[mask] = (ambient + (1 - ambient) * lambert).clamp(0, 1)
-    return image
+    return image.to(verts.dtype)

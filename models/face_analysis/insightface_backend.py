@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, MissingDependencyError, ModelFileError
 from .landmarks72 import from_ibug68
+from .onnxruntime_setup import cuda_unavailable_hint, insightface_install_fix
 from .align import arcface_crop
 from .detections import largest_first, rgb_uint8, too_small
 from .record import FaceRecord
@@ -34,7 +35,6 @@ OPTIONAL_ROLE_FILES = {"landmark_2d_106": "2d106det.onnx", "genderage": "gendera
 PROVIDERS = ("CPU", "CUDA")
 DET_SIZE = (640, 640)
 DET_THRESHOLD = 0.5
-INSTALL_FIX = "pip install insightface onnxruntime   (onnxruntime-gpu for CUDA; in ComfyUI's Python environment)"
 
 
 def import_insightface():
@@ -44,7 +44,7 @@ def import_insightface():
         from insightface.model_zoo import model_zoo
     except ImportError as err:
         raise MissingDependencyError(f"the insightface face backend needs the insightface package ({err})",
-                                     INSTALL_FIX) from err
+                                     insightface_install_fix()) from err
     return model_zoo, Face
 
 
@@ -58,8 +58,8 @@ def onnx_providers(provider: str) -> list[str]:
 
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    warnings.warn("onnxruntime has no CUDA provider here; the insightface models run on the CPU "
-                  "(install onnxruntime-gpu to use the GPU)", RuntimeWarning, stacklevel=2)
+    warnings.warn(f"onnxruntime has no CUDA provider here; the insightface models run on the CPU "
+                  f"({cuda_unavailable_hint()})", RuntimeWarning, stacklevel=2)
     return ["CPUExecutionProvider"]
 
 
@@ -119,15 +119,17 @@ class InsightFaceAnalyzer:
                 continue
             face = self._face_type(bbox=bbox, kps=kps.astype(np.float32), det_score=float(det[4]))
             points3d = self.models["landmark_3d_68"].get(bgr, face).astype(np.float32)
-            embedding = None
+            embedding = norm = None
             if with_embedding:
                 # arcface_crop is insightface's norm_crop, bit for bit, without its deprecated skimage call
                 recognition = self.models["recognition"]
                 crop = arcface_crop(bgr, face.kps, recognition.input_size[0])
                 raw = recognition.get_feat(crop).ravel().astype(np.float32)
-                embedding = raw / max(float(np.linalg.norm(raw)), 1e-12)
+                norm = float(np.linalg.norm(raw))
+                embedding = raw / max(norm, 1e-12)
             pose = tuple(float(a) for a in face["pose"])
             records.append(FaceRecord(bbox=bbox, score=float(det[4]), kps5=face.kps,
                                       landmarks=from_ibug68(points3d[:, :2]), backend=self.name, embedding=embedding,
+                                      embedding_norm=norm,
                                       landmarks_3d=points3d, pose=pose, image_index=image_index))
         return largest_first(records)

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from .landmarks72 import EXTRA_POINTS, NUM_POINTS, from_ibug68
 from .record import FaceRecord
 
@@ -74,3 +75,43 @@ def draw_kps(kps: np.ndarray, height: int, width: int) -> np.ndarray:
     for (x, y), color in zip(points, KPS_COLORS):
         cv2.circle(image, (int(x), int(y)), POINT_RADIUS, color, -1)
     return image
+
+
+def faces_to_kps5(faces, frame: str = "crop") -> tuple[np.ndarray, list[tuple[int, int]], list]:
+    """The detector keypoints of a FaceSet (B, 5, 2) in its crops' pixel frame ("crop") or its source images'
+    ("image"), with each item's canvas (height, width) and photo. Placeholders (no face) keep NaN: a black image."""
+    from .align import box_to_crop_matrix, transform_points
+    from .landmark_views import faces_to_landmarks
+
+    view = faces_to_landmarks(faces, frame)  # checks the frame; the same canvases and photos as the landmarks
+    points = np.stack([kps5_from_record(r) for r in faces.records])
+    if frame == "crop" and faces.crop_boxes and faces.crop_size > 0:
+        points = np.stack([transform_points(p, box_to_crop_matrix(box, faces.crop_size))
+                           for p, box in zip(points, faces.crop_boxes)]).astype(np.float32)
+    return points, view.canvas_sizes, view.backgrounds
+
+
+def render_kps5(points: np.ndarray, canvas_sizes, backgrounds, width: int = 0,
+                height: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``draw_kps`` control images and previews over the photos (black where there is none) for (B, 5, 2) keypoints
+    on their canvases. The size is ``width`` x ``height`` when both are > 0, else the first canvas; points are scaled
+    from each canvas to it, so the whole batch has one size."""
+    import cv2
+
+    if len(points) == 0:
+        raise InvalidInputError("no keypoints to draw", "connect faces or landmarks with at least one item")
+    if (width > 0) != (height > 0):
+        raise InvalidInputError(f"set both width and height, or neither (got {width} x {height})",
+                                "use 0 for both to keep the source size")
+    out_h, out_w = (height, width) if width > 0 else canvas_sizes[0]
+    controls, overlays = [], []
+    for kps, (canvas_h, canvas_w), photo in zip(points, canvas_sizes, backgrounds):
+        scaled = np.asarray(kps, np.float32) * np.array([out_w / canvas_w, out_h / canvas_h], np.float32)
+        control = draw_kps(scaled, out_h, out_w)
+        if photo is None:
+            photo = np.zeros_like(control)
+        elif photo.shape[:2] != (out_h, out_w):
+            photo = cv2.resize(photo, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        controls.append(control)
+        overlays.append(np.where(control.any(axis=-1, keepdims=True), control, photo))
+    return controls, overlays

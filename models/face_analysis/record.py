@@ -26,6 +26,8 @@ class FaceRecord:
     landmarks_3d: np.ndarray | None = None  # (68, 3) from insightface 1k3d68, x/y in pixels, z in the same scale
     pose: tuple[float, float, float] | None = None  # pitch, yaw, roll in degrees, when the backend estimates it
     image_index: int = 0  # index of the source image in its batch
+    embedding_norm: float | None = None  # norm of the raw ArcFace output: embedding * embedding_norm is
+    # insightface's Face.embedding, which InstantID's Resampler reads (insightface only)
 
     @property
     def area(self) -> float:

@@ -37,8 +37,11 @@ class FaceFeatures:
         return self.id_embeds[None], self.clip_tokens[None]
 
 
-def arcface_embeddings(faces: FaceSet) -> torch.Tensor:
-    """(N, 512) for the real faces; only the insightface backend computes ArcFace embeddings."""
+def arcface_embeddings(faces: FaceSet, raw: bool = False, purpose: str = "FaceSnap's identity features") -> torch.Tensor:
+    """(N, 512) for the real faces; only the insightface backend computes ArcFace embeddings.
+
+    ``raw``: insightface's unnormalised ``Face.embedding`` (what InstantID's Resampler reads) instead of the
+    L2-normalised one (what FaceSnap's mixer reads). ``purpose`` names the consumer in errors."""
     rows = []
     for i in reference_indices(faces):
         record = faces.records[i]
@@ -46,12 +49,18 @@ def arcface_embeddings(faces: FaceSet) -> torch.Tensor:
             raise InvalidInputError(
                 f"reference face {i} comes from the {record.backend!r} face analyzer, which computes no ArcFace "
                 "embedding",
-                "load the insightface (antelopev2) face analyzer; dlib cannot drive FaceSnap's identity features",
+                f"load the insightface (antelopev2) face analyzer; dlib cannot drive {purpose}",
             )
         emb = np.asarray(record.embedding, dtype=np.float32).reshape(-1)
         if emb.shape != (ARCFACE_DIM,):
             raise InvalidInputError(f"reference face {i} has a {emb.shape[0]}-D embedding, not ArcFace's 512-D",
                                     "use the insightface antelopev2 recognition model (glintr100)")
+        if raw:
+            norm = getattr(record, "embedding_norm", None)
+            if norm is None or not np.isfinite(norm) or norm <= 0:
+                raise InvalidInputError(f"reference face {i} carries no raw ArcFace embedding (only its direction)",
+                                        f"crop the faces again with the insightface face analyzer for {purpose}")
+            emb = emb * np.float32(norm)
         rows.append(emb)
     return torch.from_numpy(np.stack(rows))
 

@@ -1,9 +1,11 @@
 """Test-only V3 node pack: tiny in-process SDXL, VAE, CLIP vision and conditioning (load with ComfyHost extra_packs)."""
 
+import hashlib
+
 from comfy_api.latest import ComfyExtension, io
 
-from .tiny_models import (foreign_patch, rect_mask, tiny_clip_vision, tiny_conditioning, tiny_face_features,
-                          tiny_stock_controlnet, tiny_unet_patcher, tiny_vae)
+from .tiny_models import (foreign_attn2, foreign_patch, rect_mask, tiny_clip_vision, tiny_conditioning,
+                          tiny_face_features, tiny_stock_controlnet, tiny_unet_patcher, tiny_vae)
 
 
 class FaceSnapTestTinySDXL(io.ComfyNode):
@@ -92,10 +94,38 @@ class FaceSnapTestForeignPatch(io.ComfyNode):
         return io.NodeOutput(foreign_patch(model, kind))
 
 
+class FaceSnapTestTextConditioning(io.ComfyNode):
+    """Tiny conditioning from a prompt text (seeded by its hash): lets a graph's prompt be patched like CLIPTextEncode."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="FaceSnapTestTextConditioning", category="testing/facesnap",
+                         inputs=[io.String.Input("text", multiline=True, default="")],
+                         outputs=[io.Conditioning.Output(display_name="positive"),
+                                  io.Conditioning.Output(display_name="negative")])
+
+    @classmethod
+    def execute(cls, text):
+        seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+        return io.NodeOutput(*tiny_conditioning(seed))
+
+
+class FaceSnapTestForeignAttn2(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="FaceSnapTestForeignAttn2", category="testing/facesnap",
+                         inputs=[io.Model.Input("model")], outputs=[io.Model.Output()])
+
+    @classmethod
+    def execute(cls, model):
+        return io.NodeOutput(foreign_attn2(model))
+
+
 class TestExtension(ComfyExtension):
     async def get_node_list(self):
         return [FaceSnapTestTinySDXL, FaceSnapTestTinyCLIPVision, FaceSnapTestConditioning, FaceSnapTestTinyControlNet,
-                FaceSnapTestFaceFeatures, FaceSnapTestRectMask, FaceSnapTestForeignPatch]
+                FaceSnapTestFaceFeatures, FaceSnapTestRectMask, FaceSnapTestForeignPatch, FaceSnapTestTextConditioning,
+                FaceSnapTestForeignAttn2]
 
 
 async def comfy_entrypoint():

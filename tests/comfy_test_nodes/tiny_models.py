@@ -151,3 +151,63 @@ def foreign_patch(model, kind: str):
         m.add_object_patch("diffusion_model.out",
                            torch.nn.Sequential(ForeignLayer(), *m.get_model_object("diffusion_model.out")))
     return m
+
+
+TINY_IP_OUTPUT_DIM = 48  # the tiny Resampler's token width (InstantID: 2048); differs from the text width on purpose
+
+
+def tiny_instantid_files(folder, seed: int = 0, ip_std: float = 0.2) -> tuple[str, str]:
+    """A tiny InstantID pair with the published names: ``tiny_ip-adapter.safetensors`` (Resampler + IP layers for the
+    tiny SDXL, the layout in its metadata) and ``tiny_identitynet.safetensors`` (a diffusers ControlNet reading
+    48-wide tokens, config in its metadata, non-zero outputs). Returns their paths."""
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.instantid.resampler import ResamplerConfig
+    from comfyui_facesnap.models.identity.instantid.unet_sites import REQUIRED
+    from comfyui_facesnap.models.identity.instantid.weights import InstantIDAdapter
+
+    config = ResamplerConfig.tiny(output_dim=TINY_IP_OUTPUT_DIM)
+    unet = {k: TINY_UNET[k] for k in REQUIRED}
+    torch.manual_seed(seed)
+    adapter = InstantIDAdapter(config, unet)
+    init_(adapter.ip_adapter, seed + 1, std=ip_std)
+    ip_path = os.path.join(folder, "tiny_ip-adapter.safetensors")
+    save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, ip_path,
+              metadata={"resampler_config": json.dumps(dataclasses.asdict(config)), "unet_config": json.dumps(unet)})
+    cfg = FFRNetConfig.tiny(id_injector=False, cross_attention_dim=TINY_IP_OUTPUT_DIM)
+    net = FFRNet(cfg).reset_parameters(generator=torch.Generator().manual_seed(seed + 2))
+    g = torch.Generator().manual_seed(seed + 3)
+    with torch.no_grad():
+        for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.05)
+    cn_path = os.path.join(folder, "tiny_identitynet.safetensors")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, cn_path,
+              metadata={"config": json.dumps(cfg.diffusers_kwargs())})
+    return ip_path, cn_path
+
+
+def foreign_attn2(model, shift: float = 0.01):
+    """What another pack's attention patch does: an attn2 replace at every cross-attention of the tiny UNet that
+    computes the plain attention plus a constant. Counts its calls on ``ForeignAttention.calls``."""
+    from comfy.ldm.modules.attention import optimized_attention
+
+    m = model.clone()
+    for key in (("input", 3, 0), ("middle", 0, 0), ("output", 0, 0), ("output", 1, 0)):
+        m.set_model_attn2_replace(ForeignAttention(shift), *key)
+    ForeignAttention.attention = staticmethod(optimized_attention)
+    return m
+
+
+class ForeignAttention:
+    calls = 0
+    attention = None
+
+    def __init__(self, shift: float):
+        self.shift = shift
+
+    def __call__(self, q, k, v, extra_options):
+        type(self).calls += 1
+        return self.attention(q, k, v, extra_options["n_heads"]) + self.shift

@@ -59,6 +59,7 @@ class IPAttentionLayers(nn.ModuleDict):
     def __init__(self, sites: dict[int, CrossAttentionSite], context_dim: int = 2048, operations=None):
         super().__init__({str(n): IPAttentionLayer(context_dim, site.channels, operations) for n, site in sites.items()})
         self.sites = dict(sites)
+        self.context_dim = context_dim
         self._by_patch_key = {site.patch_key: str(n) for n, site in sites.items()}
 
     def for_patch_key(self, patch_key: tuple[str, int, int]) -> IPAttentionLayer:

@@ -8,10 +8,15 @@ Accepted files:
 Every tensor name and shape is checked before a model is built; errors name the tensor. IP-Adapter files for
 other bases (SD1.5's 768-wide, SD2's 1024-wide cross-attention) and IP-Adapters for CLIP image features are
 recognised and named.
+
+The layout is InstantID's published one (SDXL). A ``.safetensors`` file may carry another in its metadata, as the
+pack's diffusers ControlNet files do: ``resampler_config`` (the ``ResamplerConfig`` fields) and ``unet_config`` (the
+UNet fields ``unet_sites`` reads), both JSON. The tests' tiny files use this; published files have neither.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -25,6 +30,7 @@ from ..identity import INSTANTID_RESAMPLER, Identity, weights_key
 from ..safetensors_files import read_header, read_tensors
 from .ip_attention import IPAttentionLayers
 from .resampler import Resampler, ResamplerConfig
+from .unet_sites import REQUIRED as UNET_FIELDS
 from .unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
 
 PARTS = ("image_proj", "ip_adapter")
@@ -44,14 +50,16 @@ class InstantIDAdapter(nn.Module):
         self.model_key = ""
 
     @torch.no_grad()
-    def encode_identity(self, embeddings: torch.Tensor, uncond_noise: float = 0.0, seed: int = 0) -> Identity:
+    def encode_identity(self, embeddings: torch.Tensor, uncond_noise: float = 0.0, seed: int = 0,
+                        compute_dtype: torch.dtype | None = None) -> Identity:
         """One identity from the ArcFace embeddings (N, 512) of one person's photos.
 
         ``embeddings`` are insightface's ``Face.embedding``, which InstantID's pipeline and cubiq's node both feed
         unnormalised (not ``normed_embedding``). The N embeddings are averaged first (as cubiq's
         ComfyUI_InstantID does; InstantID's own pipeline would feed them as N key tokens). The negative tokens are
         the Resampler of zeros, as InstantID's pipeline does, plus ``uncond_noise`` x uniform noise when > 0
-        (cubiq's ``noise`` option), from a fixed ``seed``."""
+        (cubiq's ``noise`` option), from a fixed ``seed``. ``compute_dtype``: what the Resampler computes in (default
+        its weights' dtype; ComfyUI's manual-cast layers store weights in another)."""
         if embeddings.ndim != 2 or embeddings.shape[0] == 0:
             raise InvalidInputError(f"expected (references, 512) ArcFace embeddings, got {list(embeddings.shape)}",
                                     "connect at least one face with an ArcFace embedding")
@@ -60,7 +68,8 @@ class InstantIDAdapter(nn.Module):
         negative = torch.zeros_like(mean)
         if uncond_noise > 0:
             negative = uncond_noise * torch.rand(mean.shape, generator=torch.Generator().manual_seed(seed))
-        cond, uncond = self.image_proj(torch.stack([mean, negative])[:, None].to(latents.device, latents.dtype)).chunk(2)
+        inputs = torch.stack([mean, negative])[:, None].to(latents.device, compute_dtype or latents.dtype)
+        cond, uncond = self.image_proj(inputs).chunk(2)
         return Identity(cond=cond, uncond=uncond, encoder=INSTANTID_RESAMPLER, model_key=self.model_key,
                         num_references=embeddings.shape[0], id_embedding=mean)
 
@@ -164,13 +173,46 @@ def read_instantid_tensors(path: str, expected: dict[str, tuple]) -> dict[str, t
     return tensors
 
 
-def load_instantid(path: str, operations=None, config: ResamplerConfig = ResamplerConfig.instantid(),
-                   unet_config: dict = SDXL_UNET_CONFIG) -> InstantIDAdapter:
-    """Build the adapter on the meta device and fill it with the file's tensors (kept in the file's dtype)."""
+def file_layout(path: str) -> tuple[ResamplerConfig, dict]:
+    """(Resampler config, UNet config) of a weights file: InstantID's published SDXL layout unless a
+    ``.safetensors`` file names another in its metadata."""
+    if not path.lower().endswith(".safetensors"):
+        return ResamplerConfig.instantid(), dict(SDXL_UNET_CONFIG)
+    _, metadata = read_header(path)
+    name = os.path.basename(path)
+    try:
+        fields = json.loads(metadata.get("resampler_config", "{}"))
+        unet = json.loads(metadata["unet_config"]) if "unet_config" in metadata else dict(SDXL_UNET_CONFIG)
+        config = ResamplerConfig(**{**ResamplerConfig.instantid().to_dict(), **fields})
+        numbers = [getattr(config, k) for k in config.to_dict()]
+        if not all(isinstance(v, int) and v > 0 for v in numbers) or not all(k in unet for k in UNET_FIELDS):
+            raise ValueError("expected positive integers and the UNet fields " + ", ".join(UNET_FIELDS))
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ModelFileError(f"{name} has a corrupt layout in its metadata ({err})", FILE_FIX) from err
+    return config, unet
+
+
+def build_instantid(tensors: dict[str, torch.Tensor], config: ResamplerConfig, unet_config: dict,
+                    operations=None, dtype: torch.dtype | None = None) -> InstantIDAdapter:
+    """The adapter built on the meta device from ``operations`` and filled with ``tensors`` (read and checked by
+    ``read_instantid_tensors``), stored in ``dtype`` (default: the file's)."""
     with torch.device("meta"):
         adapter = InstantIDAdapter(config, unet_config, operations)
-    expected = {k: tuple(v.shape) for k, v in adapter.state_dict().items()}
-    tensors = read_instantid_tensors(path, expected)
-    adapter.load_state_dict(tensors, assign=True)
+    adapter.load_state_dict({k: v if dtype is None else v.to(dtype) for k, v in tensors.items()}, assign=True)
     adapter.model_key = weights_key({k: v for k, v in tensors.items() if k.startswith("image_proj.")})
     return adapter.eval()
+
+
+def expected_shapes(config: ResamplerConfig, unet_config: dict) -> dict[str, tuple]:
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in InstantIDAdapter(config, unet_config).state_dict().items()}
+
+
+def load_instantid(path: str, operations=None, config: ResamplerConfig | None = None,
+                   unet_config: dict | None = None, dtype: torch.dtype | None = None) -> InstantIDAdapter:
+    """Read, check and build in one step. ``config`` / ``unet_config`` default to the file's layout (``file_layout``)."""
+    if config is None or unet_config is None:
+        file_config, file_unet = file_layout(path)
+        config, unet_config = config or file_config, unet_config or file_unet
+    tensors = read_instantid_tensors(path, expected_shapes(config, unet_config))
+    return build_instantid(tensors, config, unet_config, operations, dtype)

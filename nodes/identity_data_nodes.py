@@ -1,0 +1,157 @@
+"""Identities as data: save one to a small .safetensors, load it back without photos or face models, blend two."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from comfy_api.latest import io, ui
+
+import folder_paths
+
+from ..models.errors import InvalidInputError, ModelFileError
+from ..models.identity.identity import blend_identities, load_identity, save_identity
+from .errors import reports_errors
+from .model_cache import file_identity
+from .socket_types import Identity
+
+CATEGORY = "FaceSnap/Identity"
+FOLDER = "facesnap_identities"
+EXTENSION = ".safetensors"
+SEGMENT = re.compile(r"^[\w][\w\- .]*$")  # one folder or file name: letters, digits, _ - . and spaces
+WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+NAME_FIX = "use a plain name such as 'alice' or 'people/alice' (letters, digits, _ - . and spaces)"
+
+
+def checked_name(name: str) -> list[str]:
+    """The path segments of an identity name relative to its folder; anything that could leave it is refused."""
+    parts = name.strip().replace("\\", "/").split("/") if isinstance(name, str) else []
+    bad = (not parts or len(name) > 200 or ":" in name
+           or any(not SEGMENT.match(p) or p.endswith((" ", ".")) or p.split(".")[0].lower() in WINDOWS_DEVICES
+                  for p in parts))
+    if bad:
+        raise InvalidInputError(f"identity name {name!r} is not allowed", NAME_FIX)
+    return parts
+
+
+def _within(folder: str, path: str) -> bool:
+    root = os.path.realpath(folder)
+    return os.path.commonpath([root, os.path.realpath(path)]) == root
+
+
+def _inside(folder: str, parts: list[str]) -> str:
+    path = os.path.join(folder, *parts)
+    if not _within(folder, path):
+        raise InvalidInputError(f"identity name {'/'.join(parts)!r} leads outside {folder}", NAME_FIX)
+    return path
+
+
+def save_path(name: str, overwrite: bool) -> str:
+    """Where FaceSnap Save Identity writes ``name``: inside the first facesnap_identities folder; without
+    ``overwrite`` an existing file keeps its name and the new one gets the next free ``_00001`` suffix."""
+    parts = checked_name(name[: -len(EXTENSION)] if name.lower().endswith(EXTENSION) else name)
+    folder = folder_paths.get_folder_paths(FOLDER)[0]
+    path = _inside(folder, parts[:-1] + [parts[-1] + EXTENSION])
+    counter = 0
+    while not overwrite and os.path.exists(path):
+        counter += 1
+        path = _inside(folder, parts[:-1] + [f"{parts[-1]}_{counter:05d}{EXTENSION}"])
+    return path
+
+
+def identity_path(name: str) -> str:
+    """The file of a FaceSnap Load Identity choice, resolved only inside the facesnap_identities folders."""
+    parts = checked_name(name)
+    path = folder_paths.get_full_path(FOLDER, "/".join(parts))
+    if path is None or not name.lower().endswith(EXTENSION):
+        dirs = ", ".join(folder_paths.get_folder_paths(FOLDER))
+        raise ModelFileError(f"identity {name!r} not found", f"save it with FaceSnap Save Identity, or put it in: {dirs}")
+    if any(_within(folder, path) for folder in folder_paths.get_folder_paths(FOLDER)):
+        return path
+    raise InvalidInputError(f"identity {name!r} resolves outside the identity folders", NAME_FIX)
+
+
+class FaceSnapSaveIdentity(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapSaveIdentity",
+            display_name="FaceSnap Save Identity",
+            category=CATEGORY,
+            description="Saves an identity (its tokens, which encoder and weights made them, how many photos) as a "
+                        "small .safetensors in ComfyUI/models/facesnap_identities, so the person can be reused with "
+                        "FaceSnap Load Identity without the photos or the face models.",
+            inputs=[
+                Identity.Input("identity", tooltip="The identity to keep (Attribute Mixer, InstantID Encode, Blend)."),
+                io.String.Input("name", default="person",
+                                tooltip="File name inside models/facesnap_identities, e.g. 'alice' or 'people/alice' "
+                                        "(.safetensors is added)."),
+                io.Boolean.Input("overwrite", default=False,
+                                 tooltip="Replace an existing file of that name. Off: keep it and save as "
+                                         "name_00001, name_00002, ..."),
+            ],
+            outputs=[],
+            is_output_node=True,
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, identity, name: str, overwrite: bool) -> io.NodeOutput:
+        path = save_path(name, overwrite)
+        save_identity(path, identity, {"name": os.path.splitext(os.path.basename(path))[0]})
+        folder = folder_paths.get_folder_paths(FOLDER)[0]
+        return io.NodeOutput(ui=ui.PreviewText(f"saved {os.path.relpath(path, folder)}: {identity.describe()}"))
+
+
+class FaceSnapLoadIdentity(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapLoadIdentity",
+            display_name="FaceSnap Load Identity",
+            category=CATEGORY,
+            description="Loads an identity saved by FaceSnap Save Identity from ComfyUI/models/facesnap_identities. "
+                        "Needs no photos, insightface or CLIP model; apply it with the apply node of the model that "
+                        "made it (FaceSnap or InstantID).",
+            inputs=[io.Combo.Input("identity_name", options=folder_paths.get_filename_list(FOLDER),
+                                   tooltip="A saved identity in models/facesnap_identities.")],
+            outputs=[Identity.Output(display_name="identity"), io.String.Output(display_name="info")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, identity_name: str):
+        path = folder_paths.get_full_path(FOLDER, identity_name)
+        return file_identity(path) if path else identity_name  # a re-saved file is loaded again
+
+    @classmethod
+    @reports_errors
+    def execute(cls, identity_name: str) -> io.NodeOutput:
+        identity, _ = load_identity(identity_path(identity_name))
+        return io.NodeOutput(identity, identity.describe())
+
+
+class FaceSnapBlendIdentities(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapBlendIdentities",
+            display_name="FaceSnap Blend Identities",
+            category=CATEGORY,
+            description="Mixes two identities token by token: (1 - weight) x identity_a + weight x identity_b (their "
+                        "negatives and ArcFace embeddings alike). Both must come from the same encoder and weights.",
+            inputs=[
+                Identity.Input("identity_a", tooltip="The first person (weight 0 gives this one)."),
+                Identity.Input("identity_b", tooltip="The second person (weight 1 gives this one)."),
+                io.Float.Input("weight", default=0.5, min=0.0, max=1.0, step=0.01,
+                               tooltip="How much of identity_b: 0 = identity_a, 1 = identity_b."),
+            ],
+            outputs=[Identity.Output(display_name="identity")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, identity_a, identity_b, weight: float) -> io.NodeOutput:
+        return io.NodeOutput(blend_identities(identity_a, identity_b, weight))
+
+
+NODES = [FaceSnapSaveIdentity, FaceSnapLoadIdentity, FaceSnapBlendIdentities]

@@ -1,0 +1,238 @@
+"""InstantID's public SDXL weights in FaceSnap's graph: load them, encode a person, apply (IP-attention on the MODEL +
+IdentityNet on the conditioning), and draw InstantID's 5-keypoint control image from any landmark source."""
+
+from __future__ import annotations
+
+import numpy as np
+from comfy_api.latest import io
+
+import folder_paths
+
+from ..comfy_glue.bundle import DTYPE_OPTIONS
+from ..comfy_glue.identity_apply import apply_instantid
+from ..comfy_glue.instantid_bundle import identitynet_files, load_instantid_bundle
+from ..models.errors import ModelFileError
+from ..models.face_analysis.keypoints5 import faces_to_kps5, kps5_from_landmarks72, render_kps5
+from ..models.face_analysis.landmark_views import FRAMES
+from ..models.identity.face_features import arcface_embeddings
+from .errors import node_error, reports_errors
+from .image_tensors import to_image_tensor
+from .model_cache import LoadedModels
+from .socket_types import Faces, Identity, InstantID, Landmarks
+
+CATEGORY = "FaceSnap/InstantID"
+_LOADED = LoadedModels("instantid")
+
+
+def _model_file(folder: str, name: str, what: str) -> str:
+    path = folder_paths.get_full_path(folder, name)
+    if path is None:
+        dirs = ", ".join(folder_paths.get_folder_paths(folder))
+        raise ModelFileError(f"{what} {name!r} not found", f"put the file in one of: {dirs}")
+    return path
+
+
+class FaceSnapInstantIDLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapInstantIDLoader",
+            display_name="FaceSnap InstantID Loader",
+            category=CATEGORY,
+            description="Loads InstantID's public SDXL weights: ip-adapter.bin (its Resampler turns ArcFace into 16 "
+                        "identity tokens, its IP-attention adds them to all 70 UNet cross-attentions) from "
+                        "models/instantid, and IdentityNet (a diffusers SDXL ControlNet reading those tokens) from "
+                        "models/controlnet. The .bin is read without running any code in it; every tensor's name and "
+                        "shape is checked.",
+            inputs=[
+                io.Combo.Input("instantid_file", options=folder_paths.get_filename_list("instantid"),
+                               tooltip="InstantID's ip-adapter.bin (or a .safetensors conversion with image_proj. / "
+                                       "ip_adapter. names) in ComfyUI/models/instantid."),
+                io.Combo.Input("controlnet_name", options=folder_paths.get_filename_list("controlnet"),
+                               tooltip="InstantID's IdentityNet in ComfyUI/models/controlnet: its "
+                                       "diffusion_pytorch_model.safetensors (a config.json beside it is read) or a "
+                                       "renamed single file."),
+                io.Combo.Input("dtype", options=list(DTYPE_OPTIONS), default="auto",
+                               tooltip="Storage precision of the Resampler, IP layers and IdentityNet: auto = what "
+                                       "ComfyUI picks for your device (as for a ControlNet), or fp16 / bf16 / fp32."),
+            ],
+            outputs=[InstantID.Output(display_name="instantid")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, instantid_file: str, controlnet_name: str, dtype: str = "auto") -> io.NodeOutput:
+        ip_path = _model_file("instantid", instantid_file, "InstantID weights")
+        cn_path = _model_file("controlnet", controlnet_name, "ControlNet")
+        bundle = _LOADED.get(dtype, [ip_path, *identitynet_files(cn_path)],
+                             lambda: load_instantid_bundle(ip_path, cn_path, instantid_file, dtype))
+        return io.NodeOutput(bundle)
+
+
+class FaceSnapInstantIDEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapInstantIDEncode",
+            display_name="FaceSnap InstantID Encode",
+            category=CATEGORY,
+            description="One person's identity for InstantID: the ArcFace embeddings of the reference faces "
+                        "(insightface's raw embedding, as InstantID feeds it) through InstantID's Resampler into 16 "
+                        "tokens. The negative gets the Resampler of zeros, as in InstantID, or of a little noise.",
+            inputs=[
+                InstantID.Input("instantid", tooltip="From FaceSnap InstantID Loader."),
+                Faces.Input("faces", tooltip="Reference faces of one person from FaceSnap Face Crop with the "
+                                             "insightface analyzer (dlib computes no ArcFace embedding). Several "
+                                             "faces are averaged in embedding space first, as cubiq's "
+                                             "ComfyUI_InstantID does (InstantID's own pipeline would pass them as "
+                                             "separate tokens)."),
+                io.Float.Input("uncond_noise", default=0.35, min=0.0, max=1.0, step=0.01,
+                               tooltip="The negative's tokens are the Resampler of this much uniform noise (fixed "
+                                       "seed): 0.35 is cubiq's default, which reduces burn; 0 = InstantID's zeros."),
+            ],
+            outputs=[Identity.Output(display_name="identity")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, instantid, faces, uncond_noise: float) -> io.NodeOutput:
+        embeddings = arcface_embeddings(faces, raw=True, purpose="InstantID's Resampler")
+        return io.NodeOutput(instantid.encode(embeddings, uncond_noise))
+
+
+def _apply_inputs():
+    return [
+        io.Model.Input("model", tooltip="An SDXL model; a copy gets InstantID's IP-attention."),
+        io.Conditioning.Input("positive", tooltip="Positive (prompt) conditioning of the SDXL model."),
+        io.Conditioning.Input("negative", tooltip="Negative conditioning; IdentityNet reads the identity's negative "
+                                                  "tokens there."),
+        InstantID.Input("instantid", tooltip="From FaceSnap InstantID Loader."),
+        Identity.Input("identity", tooltip="From FaceSnap InstantID Encode or FaceSnap Load Identity (an InstantID "
+                                           "identity)."),
+        io.Image.Input("keypoints_image", tooltip="InstantID's 5-keypoint image (FaceSnap Draw Keypoints) at the "
+                                                  "output's aspect ratio: where the face goes and how it is turned."),
+    ]
+
+
+def _window_inputs():
+    return [io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
+                           tooltip="Sampling progress at which InstantID starts acting."),
+            io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
+                           tooltip="Sampling progress after which InstantID stops acting.")]
+
+
+def _mask_input():
+    return io.Mask.Input("mask", optional=True, tooltip="Optional: where the identity goes (1 = full effect), e.g. "
+                                                        "one of two people. Over the whole image.")
+
+
+def _apply_outputs():
+    return [io.Model.Output(display_name="model"), io.Conditioning.Output(display_name="positive"),
+            io.Conditioning.Output(display_name="negative")]
+
+
+class FaceSnapApplyInstantID(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapApplyInstantID",
+            display_name="FaceSnap Apply InstantID",
+            category=CATEGORY,
+            description="InstantID: the identity's tokens join all 70 cross-attentions of a copy of the MODEL "
+                        "(IP-attention, the middle block's 10 included) and drive IdentityNet, which follows the "
+                        "keypoint image. Stacks with a second identity (each with its own mask), stock ControlNets "
+                        "and other packs' attention patches. The input MODEL is not changed.",
+            inputs=[*_apply_inputs(),
+                    io.Float.Input("weight", default=0.8, min=0.0, max=5.0, step=0.01,
+                                   tooltip="IP-attention weight and IdentityNet strength together (InstantID and "
+                                           "cubiq use 0.8)."),
+                    *_window_inputs(), _mask_input()],
+            outputs=_apply_outputs(),
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, model, positive, negative, instantid, identity, keypoints_image, weight, start_percent,
+                end_percent, mask=None) -> io.NodeOutput:
+        return io.NodeOutput(*apply_instantid(model, positive, negative, instantid, identity, keypoints_image, weight,
+                                              weight, start_percent, end_percent, mask,
+                                              node_id="FaceSnapApplyInstantID"))
+
+
+class FaceSnapApplyInstantIDAdvanced(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapApplyInstantIDAdvanced",
+            display_name="FaceSnap Apply InstantID (Advanced)",
+            category=CATEGORY,
+            description="FaceSnap Apply InstantID with separate IP-attention weight and IdentityNet strength, noise "
+                        "for the negative's tokens, and IdentityNet on the positive only.",
+            inputs=[*_apply_inputs(),
+                    io.Float.Input("ip_weight", default=0.8, min=0.0, max=3.0, step=0.01,
+                                   tooltip="Weight of the identity tokens in the UNet's cross-attention (0 = off)."),
+                    io.Float.Input("cn_strength", default=0.8, min=0.0, max=10.0, step=0.01,
+                                   tooltip="Strength of IdentityNet (0 = off)."),
+                    *_window_inputs(),
+                    io.Float.Input("uncond_noise", default=0.0, min=0.0, max=1.0, step=0.01,
+                                   tooltip="0: the negative tokens the identity carries. Above 0: they are re-made as "
+                                           "the Resampler of this much uniform noise (cubiq's noise option)."),
+                    io.Boolean.Input("positive_only", default=False,
+                                     tooltip="Run IdentityNet on the positive only (like diffusers' guess mode): "
+                                             "about half its cost per step."),
+                    _mask_input()],
+            outputs=_apply_outputs(),
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, model, positive, negative, instantid, identity, keypoints_image, ip_weight, cn_strength,
+                start_percent, end_percent, uncond_noise=0.0, positive_only=False, mask=None) -> io.NodeOutput:
+        return io.NodeOutput(*apply_instantid(model, positive, negative, instantid, identity, keypoints_image,
+                                              ip_weight, cn_strength, start_percent, end_percent, mask, uncond_noise,
+                                              positive_only, node_id="FaceSnapApplyInstantIDAdvanced"))
+
+
+class FaceSnapDrawKeypoints(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapDrawKeypoints",
+            display_name="FaceSnap Draw Keypoints (InstantID)",
+            category=CATEGORY,
+            description="Draws InstantID's 5-keypoint control image exactly as InstantID's draw_kps (eyes, nose "
+                        "tip, mouth corners on black), and a preview over the photo. From faces (insightface's own "
+                        "keypoints; dlib's from its 68 points) or from 72-point landmarks, e.g. the Landmark "
+                        "Predictor's (a drive photo's pose or manual angles).",
+            inputs=[
+                Faces.Input("faces", optional=True, tooltip="Faces from FaceSnap Face Crop (give this or landmarks)."),
+                Landmarks.Input("landmarks", optional=True,
+                                tooltip="72-point landmarks, e.g. from FaceSnap Landmark Predictor (used when no "
+                                        "faces are connected)."),
+                io.Combo.Input("frame", options=list(FRAMES), default="crop", optional=True,
+                               tooltip="For faces: the crop's frame (crop-sized canvas) or the source image's."),
+                io.Int.Input("width", default=0, min=0, max=8192, step=8, optional=True,
+                             tooltip="Canvas width; 0 = the crop or source size. Set width and height together "
+                                     "(the output's size, or at least its aspect ratio)."),
+                io.Int.Input("height", default=0, min=0, max=8192, step=8, optional=True,
+                             tooltip="Canvas height; 0 = the crop or source size."),
+            ],
+            outputs=[io.Image.Output(display_name="keypoints_image"), io.Image.Output(display_name="overlay")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, faces=None, landmarks=None, frame: str = "crop", width: int = 0, height: int = 0) -> io.NodeOutput:
+        if faces is not None:
+            points, sizes, photos = faces_to_kps5(faces, frame)
+        elif landmarks is not None:
+            points, sizes, photos = kps5_from_landmarks72(landmarks.points), landmarks.canvas_sizes, landmarks.backgrounds
+        else:
+            raise node_error("FaceSnapDrawKeypoints", "nothing to draw: neither faces nor landmarks is connected",
+                             "connect the faces output of FaceSnap Face Crop, or a landmarks output")
+        controls, overlays = render_kps5(np.asarray(points), sizes, photos, width, height)
+        return io.NodeOutput(to_image_tensor(controls), to_image_tensor(overlays))
+
+
+NODES = [FaceSnapInstantIDLoader, FaceSnapInstantIDEncode, FaceSnapApplyInstantID, FaceSnapApplyInstantIDAdvanced,
+         FaceSnapDrawKeypoints]

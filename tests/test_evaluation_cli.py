@@ -1,0 +1,155 @@
+"""scripts/facesnap_eval.py end to end through a real ComfyUI server on tiny models: it joins the server, patches a
+tiny identity workflow (tiny SDXL, generated antelopev2, tiny FaceSnap weights) and its plain-SDXL baseline, scores
+the images with dlib, a tiny open_clip, a random-weight FID Inception and a toy 3DMM, writes the four outputs, and
+on a second run (with the baseline added) resumes the finished images.
+
+The tiny workflow blends the reference photo into the generation (ImageBlend), so the face metrics see real faces."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from comfyui_facesnap.models.errors import ModelFileError
+from evaluation_fixtures import write_random_inception, write_tiny_clip
+
+pytestmark = [pytest.mark.comfy, pytest.mark.slow]
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "facesnap_eval.py"
+_spec = importlib.util.spec_from_file_location("facesnap_eval", SCRIPT)
+eval_cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(eval_cli)
+
+
+def tiny_workflow() -> dict:
+    node = lambda class_type, title=None, **inputs: {"class_type": class_type, "inputs": inputs,  # noqa: E731
+                                                     "_meta": {"title": title or class_type}}
+    return {
+        "1": node("LoadImage", "Reference photo", image="placeholder.png"),
+        "2": node("FaceSnapFaceAnalyzerLoader", backend="insightface", provider="CPU", dlib_detector="hog"),
+        "3": node("FaceSnapFaceCrop", analyzer=["2", 0], image=["1", 0], selection="largest", index=0, size=128,
+                  margin=0.5, if_no_face="error"),
+        "4": node("FaceSnapDrawLandmarks", faces=["3", 1], frame="crop", width=128, height=128),
+        "5": node("FaceSnapTestTinyCLIPVision", seed=0),
+        "6": node("FaceSnapModelLoader", facesnap_name="tiny_facesnap.safetensors",
+                  controlnet_name="(FFRNet inside the FaceSnap file)"),
+        "7": node("FaceSnapTestTinySDXL", seed=0, sd15=False),
+        "8": node("FaceSnapTestTextConditioning", "Prompt", text="a photo"),
+        "9": node("ApplyFaceSnap", model=["7", 0], positive=["8", 0], negative=["8", 1], faces=["3", 1],
+                  clip_vision=["5", 0], facesnap_model=["6", 0], landmark_image=["4", 0], strength=1.0,
+                  start_percent=0.0, end_percent=1.0),
+        "10": node("EmptyLatentImage", width=128, height=128, batch_size=1),
+        "11": node("KSampler", model=["9", 0], seed=0, steps=2, cfg=4.0, sampler_name="euler", scheduler="normal",
+                   positive=["9", 1], negative=["9", 2], latent_image=["10", 0], denoise=1.0),
+        "12": node("VAEDecode", samples=["11", 0], vae=["7", 1]),
+        "13": node("ImageBlend", image1=["12", 0], image2=["1", 0], blend_factor=0.7, blend_mode="normal"),
+        "14": node("SaveImage", images=["13", 0], filename_prefix="tiny"),
+    }
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, insightface_images):
+    import cv2
+
+    from comfy_test_nodes.tiny_models import tiny_facesnap_models
+    from comfyui_facesnap.devkit.comfy_server import comfy_server
+    from conftest import COMFY
+    from comfyui_facesnap.devkit.onnx_antelopev2 import make_antelopev2
+    from comfyui_facesnap.devkit.toy_3dmm import write_toy_ict_npz
+    from comfyui_facesnap.models.face_analysis import load_analyzer
+    from comfyui_facesnap.models.face_analysis.align import crop_square, square_box
+    from comfyui_facesnap.models.identity.facesnap_checkpoint import save_facesnap
+
+    tmp = tmp_path_factory.mktemp("eval")
+    base = tmp / "base"
+    make_antelopev2(base / "models" / "insightface")
+    (base / "models" / "facesnap").mkdir(parents=True)
+    save_facesnap(str(base / "models" / "facesnap" / "tiny_facesnap.safetensors"), *tiny_facesnap_models(seed=0), {})
+    photo = cv2.imread(str(insightface_images / "t1.jpg"))[..., ::-1]
+    faces = sorted(load_analyzer("dlib").detect(photo), key=lambda r: r.center_x)
+    people = tmp / "people"
+    for name, face in (("ann", faces[0]), ("ben", faces[2])):
+        (people / name).mkdir(parents=True)
+        crop = crop_square(photo, square_box(face.bbox, 0.6), 192)
+        cv2.imwrite(str(people / name / "photo.png"), np.ascontiguousarray(crop[..., ::-1]))
+    workflow = tmp / "tiny_workflow.json"
+    workflow.write_text(json.dumps(tiny_workflow()))
+    eval_cli.prepare_base(argparse.Namespace(base_directory=base, custom_node=[ROOT / "tests" / "comfy_test_nodes"]))
+    server = functools.partial(comfy_server, COMFY, base, tmp / "server.log", say=lambda _: None)
+    return {"tmp": tmp, "base": base, "people": people, "workflow": workflow, "server": server,
+            "clip": write_tiny_clip(tmp / "clip"), "inception": write_random_inception(tmp / "inception.safetensors"),
+            "3dmm": write_toy_ict_npz(tmp / "toy_ict.npz")}
+
+
+def run_cli(setup, url, out, *modes):
+    command = [sys.executable, str(SCRIPT), "--server", url, "--references", str(setup["people"]),
+               "--prompt", "a portrait photo", "--prompt", "a watercolor painting", "--seeds", "7",
+               "--workflow", str(setup["workflow"]), *[a for m in modes for a in ("--mode", m)], "--face-backend", "dlib",
+               "--clip", f"local-dir:{setup['clip']}", "--fid-weights", str(setup["inception"]), "--fid-features", "64",
+               "--3dmm", str(setup["3dmm"]), "--device", "cpu", "--out", str(out), "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_cli_generates_scores_and_resumes(setup, monkeypatch):
+    """First run: the workflow only (4 images). Second run: workflow + plain SDXL baseline, resuming the 4."""
+    # Server and CLI take turns; one intra-op thread each keeps tiny models fast on a busy 2-core machine.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = setup["tmp"] / "out"
+    with setup["server"]() as server:
+        run_cli(setup, server.url, out, "workflow")
+        first = json.loads((out / "results.json").read_text())
+        stdout = run_cli(setup, server.url, out, "workflow", "sdxl")
+    assert (first["settings"]["generated"], first["settings"]["resumed"]) == (4, 0)
+    results = json.loads((out / "results.json").read_text())
+    assert (results["settings"]["generated"], results["settings"]["resumed"]) == (4, 4)
+    summary = results["summary"]
+    assert set(summary) == {"tiny_workflow", "sdxl"}
+    assert summary["tiny_workflow"]["FaceSim-dlib"] == pytest.approx(first["summary"]["tiny_workflow"]["FaceSim-dlib"])
+    for mode, row in summary.items():
+        assert row["images"] == 4 and row["faces_found"] == 4, (mode, row)
+        assert 80 < row["FaceSim-dlib"] < 100 and "FaceSim" not in row  # the dlib fallback keeps its own name
+        for metric in ("CLIP-T", "CLIP-face", "FID", "seconds_per_image", "Shape"):
+            assert row[metric] is not None and np.isfinite(row[metric]), (mode, metric)
+        assert row["peak_vram_gb"] is None and row["timing"] == ["server"]  # a CPU server has no VRAM
+    assert summary["tiny_workflow"]["control"] == "reference" and summary["tiny_workflow"]["Pose"] is not None
+    assert summary["sdxl"]["control"] is None and summary["sdxl"]["Pose"] is None
+    table = (out / "results.md").read_text()
+    assert "| Method | CLIP-T↑ | CLIP-face↑ | FaceSim-dlib↑ | FID↓ | Time↓ | VRAM↓ |" in table
+    assert "| tiny_workflow |" in table and "| sdxl |" in table and "NOT comparable with FaceSim" in table
+    assert table in stdout
+    with open(out / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and {r["person"] for r in rows} == {"ann", "ben"}
+    import cv2
+
+    ours, baseline = (cv2.imread(str(out / "images" / mode / "ann" / "p00_s7.png")) for mode in ("tiny_workflow", "sdxl"))
+    assert ours.shape == (128, 128, 3) and np.abs(ours.astype(int) - baseline).max() > 0  # the identity path acts
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    assert sheet.shape[:2] == (4 * (192 + 22), 3 * 192)  # (mode, person) rows x (reference + 2 prompts)
+
+
+def test_unreachable_server_and_missing_files_stop_with_a_clear_message(setup, capsys):
+    base = ["--references", str(setup["people"]), "--prompt", "x", "--out", str(setup["tmp"] / "unused")]
+    with pytest.raises(SystemExit) as stop:
+        eval_cli.main(["--server", "http://127.0.0.1:9", *base])
+    assert "cannot reach ComfyUI at http://127.0.0.1:9" in str(stop.value)
+    with pytest.raises(SystemExit):
+        eval_cli.main(base)  # neither --server nor --comfyui
+    assert "exactly one of --server URL and --comfyui PATH" in capsys.readouterr().err
+    args = eval_cli.parse_args(["--server", "http://x", *base, "--face-backend", "dlib", "--no-clip", "--no-3dmm",
+                                "--fid-weights", str(setup["tmp"] / "nowhere.pth")])
+    with pytest.raises(ModelFileError) as err:
+        eval_cli.build_scorers(args)
+    assert "weights-inception-2015-12-05-6726825d.pth" in str(err.value) and "--no-fid" in err.value.fix

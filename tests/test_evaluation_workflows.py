@@ -1,0 +1,174 @@
+"""The evaluation's workflow modes on the shipped workflows (patching by node type and title, the plain-SDXL baseline,
+each mode's pose control) checked by ComfyUI's own validator, and the FaceSnap Face Similarity node through the
+executor."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from comfyui_facesnap.evaluation.workflow_modes import MODES, Job, output_node, prompt_node, seed_nodes
+from comfyui_facesnap.models.errors import InvalidInputError
+
+pytestmark = pytest.mark.comfy
+
+WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows"
+GENERATION = ["facesnap_portrait", "facesnap_pose_from_drive", "facesnap_manual_pose", "facesnap_diffpc_render",
+              "facesnap_multi_reference"]
+
+
+@pytest.fixture(scope="module")
+def host_info(comfy_host, tmp_path_factory):
+    import nodes
+    from comfyui_facesnap.devkit.ui_workflow import object_info
+    from comfyui_facesnap.devkit.workflow_files import populate_inputs, stand_in_models
+
+    populate_inputs(comfy_host.input_dir)
+    with stand_in_models(tmp_path_factory.mktemp("models")):
+        yield comfy_host, object_info(nodes.NODE_CLASS_MAPPINGS)
+
+
+def api(name: str, info: dict) -> dict:
+    from comfyui_facesnap.devkit.workflow_format import ui_to_api
+
+    return ui_to_api(json.loads((WORKFLOWS / f"{name}.json").read_text()), info)
+
+
+def job(mode="workflow", drive="drive.jpg") -> Job:
+    return Job(mode, "ann", 0, "a knight in shining armour", 4242, ("reference.png", "t1.jpg"), drive)
+
+
+def assert_valid(host, prompt):
+    valid = host.validate(prompt)
+    assert valid[0] and not valid[3], (valid[1], valid[3])
+
+
+@pytest.mark.parametrize("name", GENERATION)
+def test_every_shipped_generation_workflow_patches_and_validates(host_info, name):
+    host, info = host_info
+    mode = MODES["workflow"]
+    template = mode.template(api(name, info))
+    prompt = mode.patch(template, job(), "facesnap_eval/x")
+    assert_valid(host, prompt)
+    assert prompt[prompt_node(prompt)]["inputs"]["text"] == "a knight in shining armour"
+    assert all(prompt[i]["inputs"]["seed"] == 4242 for i in seed_nodes(prompt))
+    assert prompt[output_node(prompt)]["inputs"]["filename_prefix"] == "facesnap_eval/x"
+    loads = {node["_meta"]["title"]: node["inputs"]["image"] for node in prompt.values()
+             if node["class_type"] == "LoadImage"}
+    assert loads.get("Reference photo", loads.get("Reference photo 1")) == "reference.png"
+    if "Reference photo 2" in loads:  # a person's photos are cycled over the reference slots
+        assert (loads["Reference photo 2"], loads["Reference photo 3"]) == ("t1.jpg", "reference.png")
+    if "Drive photo (pose, expression)" in loads:
+        assert loads["Drive photo (pose, expression)"] == "drive.jpg"
+    assert template == mode.template(api(name, info)), "patching must not change the template"
+
+
+def test_each_workflow_says_what_pose_it_asks_for(host_info):
+    _, info = host_info
+    control = {name: MODES["workflow"].pose_control(MODES["workflow"].template(api(name, info))) for name in GENERATION}
+    assert control["facesnap_portrait"].kind == "reference"
+    assert control["facesnap_multi_reference"].kind == "reference"
+    assert control["facesnap_pose_from_drive"].kind == "drive"
+    assert control["facesnap_manual_pose"].kind == "manual" and control["facesnap_manual_pose"].angles == (30.0, -5.0, 0.0)
+    assert MODES["workflow"].needs_drive(MODES["workflow"].template(api("facesnap_pose_from_drive", info)))
+    with pytest.raises(InvalidInputError, match="drive photo"):
+        MODES["workflow"].patch(MODES["workflow"].template(api("facesnap_pose_from_drive", info)), job(drive=None), "x")
+
+
+@pytest.mark.parametrize("name", GENERATION)
+def test_plain_sdxl_baseline_keeps_only_the_base_graph(host_info, name):
+    host, info = host_info
+    baseline = MODES["sdxl"]
+    template = baseline.template(api(name, info))
+    assert sorted(n["class_type"] for n in template.values()) == sorted(
+        ["CheckpointLoaderSimple", "CLIPTextEncode", "CLIPTextEncode", "EmptyLatentImage", "KSampler", "VAEDecode",
+         "SaveImage"])
+    sampler = template[seed_nodes(template)[0]]["inputs"]
+    assert template[sampler["model"][0]]["class_type"] == "CheckpointLoaderSimple"
+    assert template[sampler["positive"][0]]["_meta"]["title"] == "Prompt"
+    assert template[sampler["negative"][0]]["_meta"]["title"] == "Negative prompt"
+    assert baseline.pose_control(template).kind is None and not baseline.needs_drive(template)
+    assert_valid(host, baseline.patch(template, job(mode="sdxl", drive=None), "facesnap_eval/sdxl"))
+
+
+def test_a_workflow_that_generates_nothing_is_refused(host_info):
+    _, info = host_info
+    with pytest.raises(InvalidInputError, match="no sampler"):
+        MODES["workflow"].template(api("facesnap_landmarks", info))
+    prompt = api("facesnap_portrait", info)
+    prompt["99"] = dict(prompt[output_node(prompt)])
+    with pytest.raises(InvalidInputError, match="Save Image"):
+        MODES["workflow"].template(prompt)
+
+
+# ---- FaceSnap Face Similarity --------------------------------------------------------------------------------------
+def similarity_graph(reference_index: int, report_only: bool = False) -> dict:
+    crop = lambda image, selection, index: {"class_type": "FaceSnapFaceCrop", "inputs": {  # noqa: E731
+        "analyzer": ["2", 0], "image": image, "selection": selection, "index": index, "size": 160, "margin": 0.5,
+        "if_no_face": "error"}}
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "t1.jpg"}},
+        "2": {"class_type": "FaceSnapFaceAnalyzerLoader",
+              "inputs": {"backend": "dlib", "provider": "CPU", "dlib_detector": "hog"}},
+        "3": crop(["1", 0], "left_to_right", reference_index),  # the reference person
+        "4": crop(["1", 0], "all", 0),  # six "generations": every face of t1.jpg, left to right
+        "5": {"class_type": "FaceSnapFaceSimilarity",
+              "inputs": {"analyzer": ["2", 0], "images": ["4", 0], "reference_faces": ["3", 1]}},
+        **({} if report_only else {"6": {"class_type": "SaveImage",
+                                         "inputs": {"images": ["5", 2], "filename_prefix": "ranked"}}}),
+    }
+
+
+def test_face_similarity_ranks_the_reference_person_first(host_info):
+    host, _ = host_info
+    executor = host.run(similarity_graph(reference_index=3))
+    report = executor.history_result["outputs"]["5"]["text"][0]
+    lines = report.splitlines()
+    assert lines[0].startswith("FaceSim-dlib: mean cosine of the dlib 128-D face descriptor to 1 reference")
+    assert lines[1].startswith("1. image 3: ") and len(lines) == 7
+    assert len(executor.history_result["outputs"]["6"]["images"]) == 6
+
+
+def test_face_similarity_scores_and_sorted_images(host_info):
+    import folder_paths
+    import torch
+    from PIL import Image
+
+    from comfyui_facesnap.nodes.evaluation_nodes import FaceSimilarity
+
+    host, _ = host_info
+    node_classes = host.node_classes
+    analyzer = node_classes["FaceSnapFaceAnalyzerLoader"].execute("dlib", "CPU", "hog").result[0]
+
+    photo = torch.from_numpy(np.asarray(Image.open(folder_paths.get_annotated_filepath("t1.jpg")).convert("RGB"),
+                                        np.float32) / 255.0)[None]
+    crop = node_classes["FaceSnapFaceCrop"].execute
+    reference = crop(analyzer, photo, "left_to_right", 1, 160, 0.5, "error").result[1]
+    images = crop(analyzer, photo, "all", 0, 160, 0.5, "error").result[0]
+    blank = torch.zeros(1, 160, 160, 3)
+    out = FaceSimilarity.execute(analyzer, torch.cat([blank, images]), reference)
+    scores, report, ranked = out.result
+    assert len(scores) == 7 and scores[0] == -1.0 and max(scores) == scores[2]
+    assert "image 0: no face found" in report.splitlines()[-1]
+    assert torch.equal(ranked[0], images[1]) and torch.equal(ranked[-1], blank[0])
+
+
+def test_face_similarity_refuses_faceless_references_and_empty_batches(host_info):
+    import torch
+
+    from comfyui_facesnap.nodes.errors import FaceSnapNodeError
+    from comfyui_facesnap.nodes.evaluation_nodes import FaceSimilarity
+
+    host, _ = host_info
+
+    dlib = host.node_classes["FaceSnapFaceAnalyzerLoader"].execute("dlib", "CPU", "hog").result[0]
+    photo = torch.rand(1, 200, 200, 3)
+    reference = host.node_classes["FaceSnapFaceCrop"].execute(dlib, photo, "largest", 0, 64, 0.5, "skip").result[1]
+    with pytest.raises(FaceSnapNodeError) as err:
+        FaceSimilarity.execute(dlib, photo, reference)  # the reference crop found no face
+    assert "[FaceSnapFaceSimilarity]" in str(err.value) and "no face" in str(err.value)
+    with pytest.raises(FaceSnapNodeError, match="empty"):
+        FaceSimilarity.execute(dlib, photo[:0], reference)
