@@ -120,10 +120,10 @@ def test_keypoints_from_landmarks_and_a_canvas_size(host):
         node.execute(landmarks=landmarks, width=256)
 
 
-def test_keypoints_from_the_landmark_predictor_with_manual_angles(host, ict_model_path, tmp_path):
+def test_keypoints_from_the_landmark_predictor_with_manual_angles(host, default_face_model_path, tmp_path):
     import folder_paths
 
-    (tmp_path / "ict_face_narrow.npz").symlink_to(ict_model_path)
+    (tmp_path / "ict_face_narrow.npz").symlink_to(default_face_model_path)
     folder_paths.add_model_folder_path("3dmm", str(tmp_path), is_default=True)
     g = {}
     crop = add_faces(g, "t1", backend="dlib")

@@ -28,12 +28,13 @@ def host(comfy_host, insightface_images):
 
 
 @pytest.fixture(scope="module")
-def predictor_host(host, ict_model_path, tmp_path_factory):
-    """The host with the ICT-FaceKit model (from ../shared; skipped without it) in a 3dmm folder."""
+def predictor_host(host, default_face_model_path, tmp_path_factory):
+    """The host with a face model in a 3dmm folder: the real ICT-FaceKit conversion when ../shared has it, else the
+    procedural one (devkit/synthetic_face_model.py)."""
     from comfyui_facesnap.devkit.workflow_files import model_folders_restored
 
     models = tmp_path_factory.mktemp("3dmm")
-    (models / "ict_face_narrow.npz").symlink_to(ict_model_path)
+    (models / "ict_face_narrow.npz").symlink_to(default_face_model_path)
     with model_folders_restored() as folder_paths:
         folder_paths.add_model_folder_path("3dmm", str(models))
         yield host
