@@ -6,7 +6,7 @@ and add ``"OldId": "NewId"`` below. tests/test_stable_ids.py enforces this again
 """
 
 DEPRECATED_IDS: dict[str, str] = {
-    # identities became data (issue 11): FaceSnap Attribute Mixer + the identity apply nodes do the same
+    # identities became data: FaceSnap Attribute Mixer + the identity apply nodes do the same
     "FaceSnapApplyFFRNet": "FaceSnapApplyIdentity",
     "FaceSnapApplyFFRNetAdvanced": "FaceSnapApplyIdentityAdvanced",
 }

@@ -229,7 +229,7 @@ def openpose_controlnet(image: tuple, col: int = 5) -> list:
 
 
 def describe_openpose() -> list:
-    """InstantID identity + a stock OpenPose ControlNet reading the Landmark Predictor's dense landmarks (issue 15)."""
+    """InstantID identity + a stock OpenPose ControlNet reading the Landmark Predictor's dense landmarks."""
     groups = {"InstantID": ["instantid", "encode", "apply"], "Pose": ["predictor", "preview", "keypoints",
                                                                       "keypoints_preview"],
               "OpenPose": ["openpose_controlnet", "openpose"]}

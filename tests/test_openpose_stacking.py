@@ -1,5 +1,5 @@
-"""The pack's OpenPose face drawing through the STOCK Apply ControlNet, stacked with an identity control (issue 15,
-item 2), sampled by ComfyUI's real executor in both chain orders.
+"""The pack's OpenPose face drawing through the STOCK Apply ControlNet, stacked with an identity control, sampled
+by ComfyUI's real executor in both chain orders.
 
 The stock ControlNet (the tiny test one, through ControlNetApplyAdvanced) must see the OpenPose drawing as its hint
 and the prompt as its context. The identity control must see its own image and the identity's tokens: FaceSnap's

@@ -178,7 +178,7 @@ def test_examples_use_no_deprecated_node(path, host_info):
 
 @pytest.mark.parametrize("name", ["instantid_openpose_expression", "openpose_face_manual_pose"])
 def test_openpose_workflows_feed_the_predictors_openpose_drawing_to_a_stock_controlnet_after_instantid(name, host_info):
-    """Issue 15: the Landmark Predictor's OpenPose drawing goes into the stock Apply ControlNet (Advanced), chained on
+    """The Landmark Predictor's OpenPose drawing goes into the stock Apply ControlNet (Advanced), chained on
     Apply InstantID's conditioning, and the KSampler samples that chain with InstantID's MODEL."""
     from comfyui_facesnap.devkit.workflow_format import ui_to_api
 
