@@ -26,7 +26,8 @@ MODEL_FILES = {
     "clip_vision": ["CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"],
     "facesnap": ["facesnap_sdxl.safetensors"],
     "instantid": ["ip-adapter.bin"],
-    "controlnet": ["instantid/diffusion_pytorch_model.safetensors"],  # InstantID's IdentityNet, as cubiq names it
+    "controlnet": ["instantid/diffusion_pytorch_model.safetensors",  # InstantID's IdentityNet, as cubiq names it
+                   "xinsir-controlnet-openpose-sdxl-1.0.safetensors"],  # an SDXL OpenPose ControlNet
 }
 
 

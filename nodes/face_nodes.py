@@ -7,6 +7,7 @@ from comfy_api.latest import io
 from ..models.face_analysis import BACKENDS, analyzer_files, load_analyzer
 from ..models.face_analysis.dlib_backend import DETECTORS
 from ..models.face_analysis.insightface_backend import PROVIDERS
+from ..models.face_analysis.landmark_styles import FACESNAP72, STYLE_TOOLTIP, STYLES
 from ..models.face_analysis.landmark_views import FRAMES, faces_to_landmarks, output_size, render_landmarks
 from ..models.face_analysis.select import NO_FACE_POLICIES, SELECTIONS, cut_crops, plan_crops
 from .errors import node_error, reports_errors
@@ -119,9 +120,11 @@ class DrawLandmarks(io.ComfyNode):
             node_id="FaceSnapDrawLandmarks",
             display_name="FaceSnap Draw Landmarks",
             category=CATEGORY,
-            description="Draws the pack's 72-point landmarks as the FFRNet control image (fixed colours on black, "
-                        "pixel-exact and deterministic) and as a preview over the photo. Works on batches; all outputs "
-                        "take the first item's canvas size (or width x height), points are scaled to it.",
+            description="Draws the pack's 72-point landmarks as a control image (fixed colours on black, "
+                        "pixel-exact and deterministic) and as a preview over the photo: the FFRNet drawing, or "
+                        "(style) the OpenPose face drawing that OpenPose ControlNets read. Works on batches; all "
+                        "outputs take the first item's canvas size (or width x height), points are scaled to it and "
+                        "drawn at that size.",
             inputs=[
                 Faces.Input("faces", optional=True, tooltip="Faces from FaceSnap Face Crop (give this or landmarks)."),
                 Landmarks.Input("landmarks", optional=True,
@@ -134,14 +137,16 @@ class DrawLandmarks(io.ComfyNode):
                                      f"{MEMORY_LIMIT_NOTE}"),
                 io.Int.Input("height", default=0, min=0, max=8192, step=8, optional=True,
                              tooltip="Canvas height; 0 = the crop or source size. Set width and height together."),
+                io.Combo.Input("style", options=list(STYLES), default=FACESNAP72, optional=True,
+                               tooltip=STYLE_TOOLTIP),
             ],
             outputs=[io.Image.Output(display_name="control_image"), io.Image.Output(display_name="overlay")],
         )
 
     @classmethod
     @reports_errors
-    def execute(cls, faces=None, landmarks=None, frame: str = "crop", width: int = 0,
-                height: int = 0) -> io.NodeOutput:
+    def execute(cls, faces=None, landmarks=None, frame: str = "crop", width: int = 0, height: int = 0,
+                style: str = FACESNAP72) -> io.NodeOutput:
         if faces is None and landmarks is None:
             raise node_error(cls.define_schema().node_id, "nothing to draw: neither faces nor landmarks is connected",
                              "connect the faces output of FaceSnap Face Crop, or a landmarks output")
@@ -150,7 +155,7 @@ class DrawLandmarks(io.ComfyNode):
         ensure_memory(image_bytes(len(landmark_set), out_h, out_w, outputs=2),
                       f"{len(landmark_set)} control image(s) and overlay(s) of {out_w} x {out_h}",
                       "width and height (0 keeps the crop or source size), or the size or number of faces upstream")
-        controls, overlays = render_landmarks(landmark_set, width, height)
+        controls, overlays = render_landmarks(landmark_set, width, height, style)
         return io.NodeOutput(to_image_tensor(controls), to_image_tensor(overlays))
 
 

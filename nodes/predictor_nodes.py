@@ -13,6 +13,7 @@ from ..models.face3d.ict_download import ICT_DOWNLOAD_BYTES, download_ict_faceki
 from ..models.face3d.landmark_predictor import (FRAMES, POSE_SOURCES, PredictorSettings, draw_prediction,
                                                 predict_from_faces)
 from ..models.face3d.morphable_model import ICT_FILE_NAME, ict_fetch_hint, load_ict_npz
+from ..models.face_analysis.landmark_styles import FACESNAP72, STYLE_TOOLTIP, STYLES
 from .errors import reports_errors
 from .image_tensors import MEMORY_LIMIT_NOTE, ensure_memory, gray_to_image_tensor, image_bytes, to_image_tensor
 from .model_cache import LoadedModels, file_identity
@@ -183,9 +184,10 @@ class LandmarkPredictor(io.ComfyNode):
             category=CATEGORY,
             description="Fits the 3D face model to the reference faces (one person; several photos sharpen the face "
                         "shape) and to each drive face, then combines the reference's face shape with the drive's "
-                        "pose and expression (or a pose you choose). Outputs the 72-point landmarks, their FFRNet "
-                        "control image, the monochrome 3D face render (Diff-PC control), an overlay preview and a "
-                        "report of what was adjusted (also shown on the node).",
+                        "pose and expression (or a pose you choose). Outputs the 72-point landmarks, their control "
+                        "image (FFRNet's drawing, or the OpenPose face drawing: style), the monochrome 3D face render "
+                        "(Diff-PC control), an overlay preview and a report of what was adjusted (also shown on the "
+                        "node).",
             inputs=[
                 MorphableModel.Input("model", tooltip="A face model from FaceSnap 3DMM Loader."),
                 Faces.Input("reference", tooltip="Faces of the person whose face shape to keep (FaceSnap Face Crop). "
@@ -221,6 +223,8 @@ class LandmarkPredictor(io.ComfyNode):
                              tooltip=f"Canvas width for frame = canvas. {MEMORY_LIMIT_NOTE}"),
                 io.Int.Input("height", default=1024, min=64, max=4096, step=8,
                              tooltip="Canvas height for frame = canvas."),
+                io.Combo.Input("style", options=list(STYLES), default=FACESNAP72, optional=True,
+                               tooltip=f"How control_image and overlay are drawn. {STYLE_TOOLTIP}"),
             ],
             outputs=[
                 Landmarks.Output(display_name="landmarks"),
@@ -237,7 +241,7 @@ class LandmarkPredictor(io.ComfyNode):
     @reports_errors
     def execute(cls, model, reference, pose_source: str, yaw: float, pitch: float, roll: float,
                 keep_reference_expression: bool, expression_strength: float, neutral_reference: bool, frame: str,
-                width: int, height: int, drive=None) -> io.NodeOutput:
+                width: int, height: int, drive=None, style: str = FACESNAP72) -> io.NodeOutput:
         settings = PredictorSettings(pose_source, (yaw, pitch, roll), keep_reference_expression, expression_strength,
                                      neutral_reference, frame, (height, width))
         prediction = predict_from_faces(model, reference, drive, settings)
@@ -246,7 +250,7 @@ class LandmarkPredictor(io.ComfyNode):
             "the number of drive faces, or use frame = drive crop with a smaller Face Crop size"
         ensure_memory(image_bytes(count, out_h, out_w, outputs=3) + count * out_h * out_w * RENDER_BYTES_PER_PIXEL
                       + out_h * out_w * RASTER_BYTES_PER_PIXEL, f"{count} prediction(s) of {out_w} x {out_h}", lower)
-        controls, renders, overlays = draw_prediction(model, prediction)
+        controls, renders, overlays = draw_prediction(model, prediction, style)
         report = show_report(prediction.warnings)
         return io.NodeOutput(prediction.landmarks, to_image_tensor(controls), gray_to_image_tensor(renders),
                              to_image_tensor(overlays), report)

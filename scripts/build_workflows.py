@@ -148,8 +148,9 @@ def instantid_nodes(keypoints: tuple, col: int = 4) -> list:
     ]
 
 
-def instantid_tail(col: int = 5) -> list:
-    tail = sdxl_tail(col, ("apply", "model"), ("apply", "positive"), ("apply", "negative"))
+def instantid_tail(col: int = 5, conditioning: str = "apply") -> list:
+    """Sampling at InstantID's settings; ``conditioning`` is the node whose positive/negative the KSampler takes."""
+    tail = sdxl_tail(col, ("apply", "model"), (conditioning, "positive"), (conditioning, "negative"))
     tail[0].widgets.update(width=1016, height=1016)
     tail[1].widgets.update(cfg=4.5)
     tail[3].widgets.update(filename_prefix="instantid")
@@ -200,6 +201,70 @@ def describe_instantid() -> list:
             *keypoints("keypoints", 3, landmarks=("predictor", "landmarks")),
             *instantid_nodes(("keypoints", "keypoints_image")), *instantid_tail(),
         ], groups={"InstantID": identity_group, "Pose": pose}),
+    ]
+
+
+OPENPOSE_CONTROLNET = "xinsir-controlnet-openpose-sdxl-1.0.safetensors"
+OPENPOSE_STYLE = "openpose_face_head_xinsir"  # the head keypoints and the stick width xinsir's card asks for
+OPENPOSE_NOTE = INSTANTID_NOTE.replace("\n\nTips", f"""
+- `models/controlnet/{OPENPOSE_CONTROLNET}`: an SDXL OpenPose ControlNet, here xinsir/controlnet-openpose-sdxl-1.0
+  (its `diffusion_pytorch_model.safetensors`, renamed; Apache-2.0); thibaud/controlnet-openpose-sdxl-1.0 is an
+  alternative (licence: see the README).
+
+Not measured: how these ControlNets follow face-only drawings (the pack had no weights to try). If the OpenPose
+ControlNet fights IdentityNet, lower its strength.
+
+Tips""")
+
+
+def openpose_controlnet(image: tuple, col: int = 5) -> list:
+    """A stock OpenPose ControlNet on InstantID's conditioning, fed ``image`` (the Predictor's OpenPose drawing)."""
+    return [
+        Node("openpose_controlnet", "ControlNetLoader", col, widgets={"control_net_name": OPENPOSE_CONTROLNET}),
+        Node("openpose", "ControlNetApplyAdvanced", col, links={
+            "positive": ("apply", "positive"), "negative": ("apply", "negative"),
+            "control_net": ("openpose_controlnet", "CONTROL_NET"), "image": image},
+            widgets={"strength": 0.6, "start_percent": 0.0, "end_percent": 1.0}, title="Apply OpenPose ControlNet"),
+    ]
+
+
+def describe_openpose() -> list:
+    """InstantID identity + a stock OpenPose ControlNet reading the Landmark Predictor's dense landmarks."""
+    groups = {"InstantID": ["instantid", "encode", "apply"], "Pose": ["predictor", "preview", "keypoints",
+                                                                      "keypoints_preview"],
+              "OpenPose": ["openpose_controlnet", "openpose"]}
+    canvas = {"width": 1016, "height": 1016, "style": OPENPOSE_STYLE}
+
+    def posed(drive: tuple | None, **pose) -> list:
+        nodes = [*predictor(drive, **canvas, **pose), *keypoints("keypoints", 3, landmarks=("predictor", "landmarks")),
+                 *instantid_nodes(("keypoints", "keypoints_image")),
+                 *openpose_controlnet(("predictor", "control_image")), *instantid_tail(6, conditioning="openpose")]
+        nodes[1].title = "OpenPose face drawing"
+        return nodes
+
+    return [
+        Workflow("instantid_openpose_expression", [
+            note("note", 0, note_text("InstantID + OpenPose ControlNet: expression from a drive photo", "InstantID "
+                                      "carries the identity (IP-attention, and IdentityNet on 5 keypoints). The "
+                                      "Landmark Predictor keeps the reference's face shape with the drive photo's "
+                                      "pose and expression, and draws all 70 face points (plus head keypoints) the "
+                                      "way OpenPose preprocessors do, for a stock OpenPose ControlNet: the dense "
+                                      "expression that 5 keypoints cannot carry.", OPENPOSE_NOTE), height=440),
+            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+            photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
+            crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
+            morphable_model(), *posed(("drive_crop", "faces")),
+        ], groups=groups),
+        Workflow("openpose_face_manual_pose", [
+            note("note", 0, note_text("OpenPose face drawing with manual yaw, pitch and roll", "No drive photo: set "
+                                      "the head angles on the Landmark Predictor. The reference's face, turned, is "
+                                      "drawn the OpenPose way for a stock OpenPose ControlNet and gives IdentityNet's "
+                                      "5 keypoints; InstantID carries the identity (FaceSnap weights do not exist "
+                                      "yet).", OPENPOSE_NOTE), height=440),
+            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+            crop("reference_crop", ("reference", "IMAGE")), morphable_model(),
+            *posed(None, yaw=30.0, pitch=-5.0, roll=0.0),
+        ], groups=groups),
     ]
 
 
@@ -288,7 +353,7 @@ def describe():
     workflows.append(Workflow("facesnap_multi_reference", several, groups={
         "One person": [f"reference_{i}" for i in range(3)],
         "Identity": ["clip_vision", "facesnap", "encode", "mixer", "save_identity"]}))
-    return workflows + describe_instantid()
+    return workflows + describe_instantid() + describe_openpose()
 
 
 def object_info_with_stand_ins():

@@ -24,6 +24,7 @@ sys.path.remove(str(PACK_ROOT))
 TILE = 256
 REFERENCE = 2  # the faces of t1.jpg, counted from the left
 DRIVE = 4
+OPENPOSE_STYLE = "openpose_face_head_xinsir"  # as the OpenPose workflows (scripts/build_workflows.py)
 SHARED_3DMM = pathlib.Path(os.environ.get("FACESNAP_3DMM_DIR", PACK_ROOT.parent / "shared" / "3dmm"))
 
 
@@ -148,6 +149,11 @@ THUMBNAILS = {
     "instantid_pose_from_drive": (lambda graph: instantid_pose(graph, True), ["reference", "drive", "keypoints"]),
     "instantid_manual_pose": (lambda graph: instantid_pose(graph, False, yaw=30.0, pitch=-5.0, roll=0.0),
                               ["reference", "render", "keypoints"]),
+    "instantid_openpose_expression": (lambda graph: instantid_pose(graph, True, style=OPENPOSE_STYLE),
+                                      ["reference", "drive", "control", "keypoints"]),
+    "openpose_face_manual_pose": (lambda graph: instantid_pose(graph, False, yaw=30.0, pitch=-5.0, roll=0.0,
+                                                               style=OPENPOSE_STYLE),
+                                  ["reference", "control", "keypoints"]),
 }
 
 

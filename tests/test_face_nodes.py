@@ -46,7 +46,8 @@ def test_workflow_converts_to_api(landmark_prompt):
     assert landmark_prompt["2"]["inputs"] == {"backend": "dlib", "provider": "CPU", "dlib_detector": "hog"}
     assert landmark_prompt["3"]["inputs"] == {"analyzer": ["2", 0], "image": ["1", 0], "selection": "all", "index": 0,
                                               "size": 512, "margin": 0.5, "if_no_face": "error"}
-    assert landmark_prompt["4"]["inputs"] == {"faces": ["3", 1], "frame": "crop", "width": 0, "height": 0}
+    assert landmark_prompt["4"]["inputs"] == {"faces": ["3", 1], "frame": "crop", "width": 0, "height": 0,
+                                              "style": "facesnap72"}
 
 
 def test_landmark_workflow_draws_six_faces(host, landmark_prompt):

@@ -256,3 +256,56 @@ def test_preprocessor_size_follows_the_short_side_rule():
     assert op.preprocessor_size(1024, 768, 512) == (683, 512)
     assert op.preprocessor_size(512, 512, 512) == (512, 512)
     assert op.preprocessor_size(900, 1600, 1024) == (1024, 1820)
+
+
+# --- the nodes' style switch (landmark_styles.py) and the predictor's drawing step ---------------------------------
+STYLE_OPTIONS = {"openpose_face": dict(include_head=False), "openpose_face_head": dict(include_head=True),
+                 "openpose_face_head_xinsir": dict(include_head=True, xinsir_sticks=True)}
+
+
+@pytest.mark.parametrize("style", list(STYLE_OPTIONS))
+def test_each_openpose_style_is_the_convention_with_its_options(style):
+    from comfyui_facesnap.models.face_analysis.landmark_styles import STYLES, draw_landmarks
+
+    height, width = 600, 520  # above 500 px, so the xinsir style's sticks are wider (x2)
+    pts = mean_face(height, width, scale=0.3)
+    assert style in STYLES and STYLES[0] == "facesnap72"
+    np.testing.assert_array_equal(draw_landmarks(pts, height, width, style),
+                                  op.draw_openpose_face(pts, height, width, **STYLE_OPTIONS[style]))
+    scale = 2 if STYLE_OPTIONS[style].get("xinsir_sticks") else None
+    assert_matches_convention(pts, height, width, include_head=STYLE_OPTIONS[style]["include_head"],
+                              xinsir_scale=scale)
+
+
+def test_facesnap72_style_is_the_ffrnet_drawing_and_unknown_styles_are_refused():
+    from comfyui_facesnap.models.errors import InvalidInputError
+    from comfyui_facesnap.models.face_analysis.landmark_styles import draw_landmarks
+    from comfyui_facesnap.models.face_analysis.landmarks72 import draw_control_image
+
+    pts = mean_face(128, 128)
+    np.testing.assert_array_equal(draw_landmarks(pts, 128, 128), draw_control_image(pts, 128, 128))
+    with pytest.raises(InvalidInputError, match="openpose_face_head"):
+        draw_landmarks(pts, 128, 128, "openpose")
+
+
+def test_predictor_drawing_step_uses_the_style_for_control_and_overlay():
+    from types import SimpleNamespace
+
+    import torch
+
+    from comfyui_facesnap.models.face3d.landmark_predictor import Prediction, draw_prediction
+    from comfyui_facesnap.models.face_analysis.landmarks72 import LandmarkSet, draw_control_image
+
+    height, width = 96, 128
+    pts = mean_face(height, width)
+    triangle = torch.tensor([[[20.0, 10.0, 5.0], [100.0, 20.0, 5.0], [60.0, 90.0, 5.0]]])
+    photo = np.random.default_rng(1).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    prediction = Prediction(LandmarkSet(pts[None], [(height, width)], [photo]), triangle, torch.zeros(1, 3), [])
+    model = SimpleNamespace(triangles=torch.tensor([[0, 2, 1]]))
+    controls, renders, overlays = draw_prediction(model, prediction, "openpose_face_head")
+    np.testing.assert_array_equal(controls[0], op.draw_openpose_face(pts, height, width, include_head=True))
+    np.testing.assert_array_equal(overlays[0], op.draw_openpose_face(pts, height, width, include_head=True,
+                                                                     canvas=photo))
+    assert float(renders[0].max()) > 0
+    default = draw_prediction(model, prediction)
+    np.testing.assert_array_equal(default[0][0], draw_control_image(pts, height, width))

@@ -36,7 +36,7 @@ def _load(path):
 
 EXAMPLES = {"facesnap_portrait", "facesnap_pose_from_drive", "facesnap_manual_pose", "facesnap_diffpc_render",
             "facesnap_multi_reference", "facesnap_landmarks", "instantid_portrait", "instantid_pose_from_drive",
-            "instantid_manual_pose"}
+            "instantid_manual_pose", "instantid_openpose_expression", "openpose_face_manual_pose"}
 
 
 def test_the_example_workflows_exist():
@@ -174,3 +174,28 @@ def test_examples_use_no_deprecated_node(path, host_info):
     _, info = host_info
     old = [node["type"] for node in _load(path)["nodes"] if info.get(node["type"], {}).get("deprecated")]
     assert not old, f"{path.name} shows artists deprecated nodes {old}: use their replacements (nodes/deprecations.py)"
+
+
+@pytest.mark.parametrize("name", ["instantid_openpose_expression", "openpose_face_manual_pose"])
+def test_openpose_workflows_feed_the_predictors_openpose_drawing_to_a_stock_controlnet_after_instantid(name, host_info):
+    """The Landmark Predictor's OpenPose drawing goes into the stock Apply ControlNet (Advanced), chained on
+    Apply InstantID's conditioning, and the KSampler samples that chain with InstantID's MODEL."""
+    from comfyui_facesnap.devkit.workflow_format import ui_to_api
+
+    _, info = host_info
+    prompt = ui_to_api(_load(WORKFLOWS[0].with_name(f"{name}.json")), info)
+    by_type = {}
+    for key, node in prompt.items():
+        by_type.setdefault(node["class_type"], []).append(key)
+    (predictor,), (apply,), (openpose,), (sampler,), (loader,) = (by_type[t] for t in (
+        "FaceSnapLandmarkPredictor", "FaceSnapApplyInstantID", "ControlNetApplyAdvanced", "KSampler",
+        "ControlNetLoader"))
+    assert prompt[predictor]["inputs"]["style"].startswith("openpose_face")
+    assert ("drive" in prompt[predictor]["inputs"]) == (name == "instantid_openpose_expression")
+    cn = prompt[openpose]["inputs"]
+    assert cn["image"] == [predictor, 1] and cn["control_net"] == [loader, 0]
+    assert cn["positive"] == [apply, 1] and cn["negative"] == [apply, 2]
+    assert prompt[loader]["inputs"]["control_net_name"] == "xinsir-controlnet-openpose-sdxl-1.0.safetensors"
+    sampled = prompt[sampler]["inputs"]
+    assert sampled["model"] == [apply, 0]
+    assert sampled["positive"] == [openpose, 0] and sampled["negative"] == [openpose, 1]

@@ -16,7 +16,8 @@ import torch
 from ..errors import InvalidInputError, NoFaceError
 from ..face_analysis.align import box_to_crop_matrix
 from ..face_analysis.landmark_views import faces_to_landmarks
-from ..face_analysis.landmarks72 import LandmarkSet, draw_control_image
+from ..face_analysis.landmark_styles import FACESNAP72, draw_landmarks
+from ..face_analysis.landmarks72 import LandmarkSet
 from ..face_analysis.record import FaceSet
 from .face_fitting import FitOptions, FitResult, euler_to_matrix, fit_landmarks, matrix_to_euler, project
 from .flame_articulation import JAW_JOINT
@@ -287,10 +288,11 @@ def predict_from_faces(model: MorphableModel, reference: FaceSet, drive: FaceSet
     return result
 
 
-def draw_prediction(model: MorphableModel, prediction: Prediction) -> tuple[list[np.ndarray], list[torch.Tensor],
-                                                                            list[np.ndarray]]:
-    """Control images (72 points on black), monochrome 3D renders (H, W) in [0, 1], and overlays (the points over
-    the drive photo, or over the render where there is no photo), all at the first item's canvas size."""
+def draw_prediction(model: MorphableModel, prediction: Prediction,
+                    style: str = FACESNAP72) -> tuple[list[np.ndarray], list[torch.Tensor], list[np.ndarray]]:
+    """Control images (the 72 points drawn in ``style`` on black, see landmark_styles.py), monochrome 3D renders
+    (H, W) in [0, 1], and overlays (the same drawing over the drive photo, or over the render where there is no
+    photo), all at the first item's canvas size."""
     out_h, out_w = prediction.landmarks.canvas_sizes[0]
     controls, renders, overlays = [], [], []
     for points, verts, background in zip(prediction.landmarks.points, prediction.vertices,
@@ -298,7 +300,7 @@ def draw_prediction(model: MorphableModel, prediction: Prediction) -> tuple[list
         render = render_shaded(verts, model.triangles, out_h, out_w)
         if background is None:
             background = (render.numpy()[..., None] * 255).astype(np.uint8).repeat(3, 2)
-        controls.append(draw_control_image(points, out_h, out_w))
+        controls.append(draw_landmarks(points, out_h, out_w, style))
         renders.append(render)
-        overlays.append(draw_control_image(points, out_h, out_w, canvas=background))
+        overlays.append(draw_landmarks(points, out_h, out_w, style, canvas=background))
     return controls, renders, overlays

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidInputError
-from .landmarks72 import LandmarkSet, draw_control_image
+from .landmark_styles import FACESNAP72, draw_landmarks
+from .landmarks72 import LandmarkSet
 from .align import box_to_crop_matrix, crop_square, transform_points
 from .record import FaceSet
 
@@ -44,10 +45,10 @@ def output_size(landmarks: LandmarkSet, width: int = 0, height: int = 0) -> tupl
     return (height, width) if width > 0 else landmarks.canvas_sizes[0]
 
 
-def render_landmarks(landmarks: LandmarkSet, width: int = 0,
-                     height: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Control images (landmarks on black) and overlays (on the photo, or black when there is none), at
-    ``output_size``. Points are scaled from each item's canvas to the output size.
+def render_landmarks(landmarks: LandmarkSet, width: int = 0, height: int = 0,
+                     style: str = FACESNAP72) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Control images (landmarks on black) and overlays (on the photo, or black when there is none), drawn in
+    ``style`` (landmark_styles.py) at ``output_size``. Points are scaled from each item's canvas to the output size.
     """
     import cv2
 
@@ -56,7 +57,7 @@ def render_landmarks(landmarks: LandmarkSet, width: int = 0,
     for points, (canvas_h, canvas_w), background in zip(landmarks.points, landmarks.canvas_sizes,
                                                          landmarks.backgrounds):
         scaled = points * np.array([out_w / canvas_w, out_h / canvas_h], np.float32)
-        controls.append(draw_control_image(scaled, out_h, out_w))
+        controls.append(draw_landmarks(scaled, out_h, out_w, style))
         if background is None:
             photo = np.zeros((out_h, out_w, 3), np.uint8)
         elif background.shape[:2] == (out_h, out_w):
@@ -65,5 +66,5 @@ def render_landmarks(landmarks: LandmarkSet, width: int = 0,
             shrinking = out_h * out_w < background.shape[0] * background.shape[1]
             interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
             photo = cv2.resize(background, (out_w, out_h), interpolation=interpolation)
-        overlays.append(draw_control_image(scaled, out_h, out_w, canvas=photo))
+        overlays.append(draw_landmarks(scaled, out_h, out_w, style, canvas=photo))
     return controls, overlays
