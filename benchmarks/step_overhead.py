@@ -7,7 +7,12 @@ One step = one CFG-batched UNet call (cond + uncond), as KSampler runs it:
     (d) + FFRNet + the ID-Injector (heads computed, MODEL patched)
     (e) + FFRNet on the positive half only (the positive-only ControlNet option: FFRNet runs on batch 1, not 2)
     (f) (e) + the ID-Injector on the positive half
-(c)-(f) for every FFRNet preset: ``sdxl`` (the paper's full encoder copy) and ``sdxl_light``.
+    (g) InstantID: IdentityNet (an SDXL ControlNet reading the Resampler's 16 tokens of width 2048) on both halves
+        + IP-attention at the UNet's 70 cross-attentions (to_k_ip / to_v_ip over the 16 tokens), as the pack runs it
+    (h) InstantID with IdentityNet on the positive half only (IP-attention still on both halves)
+(c)-(f) for every FFRNet preset: ``sdxl`` (the paper's full encoder copy) and ``sdxl_light``. (g)/(h) are counted,
+not timed: IdentityNet has the full ``sdxl`` layout (InstantID's ControlNetModel config, loaded as an FFRNet
+without injector heads); the IP-attention is the pack's attn2 patch (comfy_glue/ip_attention_patch.py).
 
 FLOPs come from ``torch.utils.flop_counter`` on the meta device: the networks are built without weights and run on
 shape-only tensors, so the paper's 1024x1024 is counted exactly in seconds, with no arithmetic and no memory.
@@ -54,6 +59,8 @@ LABELS = {
     "d": "(d) + FFRNet + ID-Injector",
     "e": "(e) + FFRNet on the positive half only",
     "f": "(f) + FFRNet positive-only + ID-Injector",
+    "g": "(g) InstantID: + IdentityNet + IP-attention",
+    "h": "(h) InstantID: + IdentityNet positive-only + IP-attention",
 }
 
 
@@ -117,11 +124,37 @@ def step_inputs(batch: int, size: int, tokens: int, unet_cfg: dict, device):
                 y=torch.zeros(batch, unet_cfg["adm_in_channels"], device=device))
 
 
+def ip_attention_options(unet_cfg: dict, tokens: int, device, attention: str) -> dict:
+    """transformer_options with InstantID's IP-attention patch at every cross-attention of ``unet_cfg`` (the pack's
+    ``IPAttentionPatch``; the text attention inside it through ComfyUI's ``attention``), for a CFG batch."""
+    import torch
+
+    import comfy.ldm.modules.attention
+    from comfyui_facesnap.comfy_glue.ip_attention_patch import IPAttentionPatch
+    from comfyui_facesnap.models.identity.instantid.ip_attention import IPAttentionLayers
+    from comfyui_facesnap.models.identity.instantid.unet_sites import instantid_layer_sites
+
+    width = unet_cfg["context_dim"]
+    with torch.device(device):
+        layers = IPAttentionLayers(instantid_layer_sites(unet_cfg), context_dim=width)
+        cond, uncond = torch.zeros(1, tokens, width), torch.zeros(1, tokens, width)
+    text_attention = getattr(comfy.ldm.modules.attention, attention)
+
+    def inner(q, k, v, extra):
+        return text_attention(q, k, v, extra["n_heads"], attn_precision=extra.get("attn_precision"))
+
+    patches = {key: IPAttentionPatch(layers.for_patch_key(key), cond, uncond, 1.0, (float("inf"), 0.0), None, inner)
+               for key in layers.patch_keys}
+    return {"patches_replace": {"attn2": patches}, "cond_or_uncond": [0, 1]}
+
+
 def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta",
-                  attention: str = "attention_pytorch") -> dict[str, int]:
+                  attention: str = "attention_pytorch", identitynet_config=None) -> dict[str, int]:
     """FLOPs of each network in one CFG step (batch 2; FFRNet and its injector heads also on batch 1).
 
-    Built and run on ``device`` ("meta": shapes only). ``ffrnet_configs``: preset name -> FFRNetConfig."""
+    Built and run on ``device`` ("meta": shapes only). ``ffrnet_configs``: preset name -> FFRNetConfig. With
+    ``identitynet_config`` (an FFRNetConfig without injector), InstantID's IdentityNet on batch 2 and 1
+    ("identitynet2", "identitynet1") and its IP-attention ("ip_attention": the patched UNet's surplus) too."""
     import torch
 
     import comfy.supported_models
@@ -132,19 +165,29 @@ def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta"
         unet = comfy.supported_models.SDXL(unet_cfg).get_model({}, device=device).diffusion_model
         stock = stock_controlnet(unet_cfg, device)
         ffrnets = {preset: FFRNet(cfg) for preset, cfg in ffrnet_configs.items()}
+        identitynet = FFRNet(identitynet_config) if identitynet_config is not None else None
     text, fmix = (step_inputs(2, size, tokens, unet_cfg, device) for tokens in (TEXT_TOKENS, FMIX_TOKENS))
     hint = torch.zeros(2, 3, size, size, device=device)
+
+    def control_flops(net, batch: int, out: dict) -> int:
+        inputs = {k: v[:batch] for k, v in fmix.items()}
+        return count_flops(lambda: out.update(control=net(inputs["x"], hint[:batch], inputs["timesteps"],
+                                                          inputs["context"], inputs["y"])))
+
     flops = {}
     with torch.no_grad(), comfy_attention(attention):
         flops["unet"] = count_flops(lambda: unet(**text))
         flops["stock"] = count_flops(lambda: stock(text["x"], hint, text["timesteps"], text["context"], text["y"]))
         for preset, ffrnet in ffrnets.items():
             for batch in (2, 1):
-                inputs = {k: v[:batch] for k, v in fmix.items()}
                 out = {}
-                flops[f"ffrnet{batch} {preset}"] = count_flops(lambda: out.update(control=ffrnet(
-                    inputs["x"], hint[:batch], inputs["timesteps"], inputs["context"], inputs["y"])))
+                flops[f"ffrnet{batch} {preset}"] = control_flops(ffrnet, batch, out)
                 flops[f"injector{batch} {preset}"] = count_flops(lambda: ffrnet.injector_params(out["control"]))
+        if identitynet is not None:
+            for batch in (2, 1):
+                flops[f"identitynet{batch}"] = control_flops(identitynet, batch, {})
+            options = ip_attention_options(unet_cfg, FMIX_TOKENS, device, attention)
+            flops["ip_attention"] = count_flops(lambda: unet(**text, transformer_options=options)) - flops["unet"]
     return flops
 
 
@@ -156,6 +199,9 @@ def step_flops(flops: dict[str, int], presets) -> dict[str, int]:
         steps[f"d {p}"] = steps[f"c {p}"] + flops[f"injector2 {p}"]
         steps[f"e {p}"] = flops["unet"] + flops[f"ffrnet1 {p}"]
         steps[f"f {p}"] = steps[f"e {p}"] + flops[f"injector1 {p}"]
+    if "identitynet2" in flops:
+        steps["g"] = flops["unet"] + flops["ip_attention"] + flops["identitynet2"]
+        steps["h"] = flops["unet"] + flops["ip_attention"] + flops["identitynet1"]
     return steps
 
 
@@ -163,6 +209,11 @@ def headline_ratios(steps: dict[str, float], preset: str) -> tuple[float, float,
     """ffrnet/unet = (c)/(a), injector/ffrnet = (d)/(c), ffrnet_positive_only/unet = (e)/(a)."""
     return (steps[f"c {preset}"] / steps["a"], steps[f"d {preset}"] / steps[f"c {preset}"],
             steps[f"e {preset}"] / steps["a"])
+
+
+def instantid_ratios(steps: dict[str, float]) -> tuple[float, float]:
+    """instantid/unet = (g)/(a) and instantid_positive_only/unet = (h)/(a)."""
+    return steps["g"] / steps["a"], steps["h"] / steps["a"]
 
 
 def label(key: str) -> str:
@@ -328,9 +379,12 @@ def count_steps(size: int, presets) -> dict:
 
     started = time.time()
     flops = network_flops(size, sdxl_unet_config(torch.float32),
-                          {p: FFRNetConfig.preset(p, id_injector=True) for p in presets})
+                          {p: FFRNetConfig.preset(p, id_injector=True) for p in presets},
+                          identitynet_config=FFRNetConfig.preset("sdxl", id_injector=False))
     steps = step_flops(flops, presets)
     print_flops(size, steps, time.time() - started)
+    print(f"  InstantID's parts: IdentityNet {flops['identitynet2'] / 1e12:.3f} TFLOP on both halves, "
+          f"{flops['identitynet1'] / 1e12:.3f} on the positive; IP-attention {flops['ip_attention'] / 1e12:.3f} TFLOP")
     return steps
 
 
@@ -402,6 +456,9 @@ def main(argv=None):
             if f"e {preset}" in times:
                 line += f", ffrnet_positive_only/unet {times[f'e {preset}'] / times['a']:.3f}"
         print(line)
+    instantid, instantid_positive_only = instantid_ratios(steps)
+    print(f"[instantid] FLOPs: ratio instantid/unet {instantid:.3f}, ratio instantid_positive_only/unet "
+          f"{instantid_positive_only:.3f} (IdentityNet + IP-attention; the paper's preset follows)")
     ffrnet_unet, injector_ffrnet, positive_only_unet = headline_ratios(steps, "sdxl")
     print(f"ratio ffrnet/unet: {ffrnet_unet:.3f}")
     print(f"ratio injector/ffrnet: {injector_ffrnet:.4f}")

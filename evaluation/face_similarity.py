@@ -1,8 +1,8 @@
 """Likeness: cosine similarity of face-recognition features of a generated face and the reference faces.
 
 Each face backend has its own feature and its own metric name, and the two are never mixed:
-``FaceSim`` is the cosine of antelopev2 glintr100 ArcFace embeddings (insightface backend), as FaceSnap's Table 1
-and Diff-PC's Sim; ``FaceSim-dlib`` is the cosine of dlib's 128-D descriptors, a fallback on a different scale
+``FaceSim`` is the cosine of antelopev2 glintr100 ArcFace embeddings (insightface backend), as Diff-PC's Sim
+(FaceSnap's Table 1 measured its FaceSim with FaceNet: not comparable); ``FaceSim-dlib`` is the cosine of dlib's 128-D descriptors, a fallback on a different scale
 (the six different people of insightface's t1.jpg have dlib cosines of 0.81-0.91 to each other), never comparable
 with FaceSim.
 """

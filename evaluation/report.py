@@ -25,7 +25,8 @@ def _fmt_fid(value) -> str:
 
 
 def markdown_table(summary: dict[str, dict], facesim_name: str, notes: dict[str, str], settings: dict) -> str:
-    facesim_note = ("ArcFace (antelopev2 glintr100) cosine x 100, as the papers' FaceSim / Sim"
+    facesim_note = ("ArcFace (antelopev2 glintr100) cosine x 100, as Diff-PC's Sim; FaceSnap's Table 1 measured "
+                    "FaceSim with FaceNet, so its numbers are not comparable"
                     if facesim_name == "FaceSim" else
                     "dlib 128-D descriptor cosine x 100: a fallback on its own scale, NOT comparable with FaceSim")
     lines = [

@@ -14,8 +14,8 @@ seed               ``seed`` / ``noise_seed`` of every sampler node (class name c
 output             the only SaveImage (or the SaveImage titled "Generation" when there are several)
 =================  ===============================================================================================
 
-A new mode (such as InstantID) is a subclass that overrides ``template`` (and ``pose_control`` if its control
-differs) plus one entry in ``MODES``.
+A new mode is a subclass that overrides ``template`` (and ``pose_control`` if its control differs) plus one entry in
+``MODES``; a mode with a ``default_workflow`` (a file in workflows/) generates with that one unless given another.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ OUTPUT_TITLE = "Generation"
 SEED_INPUTS = ("seed", "noise_seed")
 SAVE_TYPE = "SaveImage"
 LOAD_TYPE = "LoadImage"
+PREDICTOR_TYPE = "FaceSnapLandmarkPredictor"
+DRAW_TYPES = ("FaceSnapDrawLandmarks", "FaceSnapDrawKeypoints")  # FaceSnap's landmark image, InstantID's keypoints
+INSTANTID_APPLY_TYPES = ("FaceSnapApplyInstantID", "FaceSnapApplyInstantIDAdvanced")
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class WorkflowMode:
 
     name = "workflow"
     description = "the workflow as given"
+    default_workflow: str | None = None  # a file in workflows/ this mode uses unless given one
 
     def template(self, prompt: dict) -> dict:
         template = copy.deepcopy(prompt)
@@ -158,13 +162,13 @@ class WorkflowMode:
         return template
 
     def pose_control(self, template: dict) -> PoseControl:
-        predictors = _nodes(template, "FaceSnapLandmarkPredictor")
+        predictors = _nodes(template, PREDICTOR_TYPE)
         if predictors:
             inputs = template[predictors[0]]["inputs"]
             if inputs.get("pose_source") == "manual":
                 return PoseControl("manual", tuple(float(inputs.get(k, 0.0)) for k in ("yaw", "pitch", "roll")))
             return PoseControl("drive")
-        if _nodes(template, "FaceSnapDrawLandmarks"):
+        if any(_nodes(template, draw) for draw in DRAW_TYPES):  # drawn from the reference's face crop
             return PoseControl("reference")
         return PoseControl(None)
 
@@ -214,7 +218,28 @@ class SdxlBaselineMode(WorkflowMode):
         return {node_id: node for node_id, node in template.items() if node_id in keep}
 
 
-MODES: dict[str, WorkflowMode] = {mode.name: mode for mode in (WorkflowMode(), SdxlBaselineMode())}
+class InstantIDMode(WorkflowMode):
+    """InstantID's public weights (IP-attention and IdentityNet): workflows/instantid_portrait.json unless given
+    another workflow that applies InstantID (instantid_pose_from_drive.json, instantid_manual_pose.json). The pose
+    control is IdentityNet's keypoints: drawn from the reference (portrait), or the Landmark Predictor's (drive photo,
+    manual angles)."""
+
+    name = "instantid"
+    description = "InstantID (IdentityNet + IP-attention, public weights); default workflows/instantid_portrait.json"
+    default_workflow = "instantid_portrait.json"
+
+    def template(self, prompt: dict) -> dict:
+        template = super().template(prompt)
+        if not any(_nodes(template, apply) for apply in INSTANTID_APPLY_TYPES):
+            raise InvalidInputError(
+                "the instantid mode needs a workflow that applies InstantID, and this one has no FaceSnap Apply "
+                "InstantID node",
+                "give it an InstantID workflow (--mode instantid=workflows/instantid_pose_from_drive.json), or "
+                "evaluate this workflow in the workflow mode")
+        return template
+
+
+MODES: dict[str, WorkflowMode] = {mode.name: mode for mode in (WorkflowMode(), SdxlBaselineMode(), InstantIDMode())}
 
 
 def get_mode(name: str) -> WorkflowMode:

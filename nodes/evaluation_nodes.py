@@ -22,8 +22,8 @@ class FaceSimilarity(io.ComfyNode):
             display_name="FaceSnap Face Similarity",
             category=CATEGORY,
             description="Scores how much the largest face of each image looks like the reference faces: the mean "
-                        "cosine of face-recognition features (ArcFace glintr100 with the insightface analyzer, as the "
-                        "papers' FaceSim; dlib's 128-D descriptor otherwise, a different scale reported as "
+                        "cosine of face-recognition features (ArcFace glintr100 with the insightface analyzer, like "
+                        "Diff-PC's Sim; FaceSnap's FaceSim used FaceNet; dlib's 128-D descriptor otherwise, a different scale reported as "
                         "FaceSim-dlib). Use it to rank seeds or settings by likeness. An image without a face scores "
                         "-1 and ranks last.",
             inputs=[

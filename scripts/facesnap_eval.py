@@ -12,8 +12,10 @@ skipped when the run is repeated.
         --fid-weights weights-inception-2015-12-05-6726825d.pth --3dmm ComfyUI/models/3dmm/ict_face_narrow.npz \\
         --out eval_out
 
-Modes: ``workflow`` (the workflow as given) and ``sdxl`` (plain SDXL baseline derived from it); ``--mode
-NAME=WORKFLOW`` gives a mode its own workflow file. Outputs: results.json, results.md (Table 1 layout),
+Modes: ``workflow`` (the --workflow as given), ``sdxl`` (plain SDXL baseline derived from the --workflow) and
+``instantid`` (InstantID's public weights, workflows/instantid_portrait.json); ``--mode NAME=WORKFLOW`` gives a mode
+its own workflow file, e.g. ``--mode instantid --mode sdxl=workflows/instantid_portrait.json`` for InstantID beside
+the plain SDXL of the same checkpoint, size, steps and CFG. Outputs: results.json, results.md (Table 1 layout),
 per_image.csv, contact_sheet.png. Every model file is local; a missing one stops the run with its name and the flag
 that leaves its metric out (--no-clip, --no-fid, --no-3dmm).
 """
@@ -60,9 +62,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     what.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
     what.add_argument("--seeds", type=int, nargs="+", default=[1])
     what.add_argument("--workflow", type=pathlib.Path, default=DEFAULT_WORKFLOW,
-                      help="UI or API workflow JSON (default: workflows/facesnap_portrait.json)")
+                      help="UI or API workflow JSON of the workflow and sdxl modes "
+                           "(default: workflows/facesnap_portrait.json)")
     what.add_argument("--mode", action="append", metavar="NAME[=WORKFLOW]",
-                      help="workflow (as given) or sdxl (plain SDXL baseline); repeatable; default: workflow")
+                      help="workflow (as given), sdxl (plain SDXL baseline) or instantid (default workflow "
+                           "workflows/instantid_portrait.json); repeatable; default: workflow")
     what.add_argument("--drive", type=pathlib.Path, help="drive photo, for workflows that take one")
     how = parser.add_argument_group("metrics (local model files only)")
     how.add_argument("--face-backend", choices=["insightface", "dlib"], default="insightface",
@@ -107,6 +111,8 @@ def mode_runs(args, client: ComfyClient) -> list[ModeRun]:
         name, _, path = spec.partition("=")
         mode = get_mode(name)
         workflow = pathlib.Path(path) if path else args.workflow
+        if not path and mode.default_workflow:
+            workflow = PACK_ROOT / "workflows" / mode.default_workflow
         label = workflow.stem if name == "workflow" else name
         if label in labels:
             label = f"{label}_{workflow.stem}"

@@ -1,9 +1,14 @@
-"""Tiny local models for the evaluation tests: an open_clip folder and a random-weight FID Inception file."""
+"""Tiny local models for the evaluation tests (an open_clip folder, a random-weight FID Inception file) and the
+evaluation CLI loaded as a module."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import pathlib
+
+EVAL_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "facesnap_eval.py"
 
 TINY_CLIP = {"embed_dim": 32,
              "vision_cfg": {"image_size": 64, "layers": 1, "width": 64, "patch_size": 16, "head_width": 32},
@@ -38,3 +43,12 @@ def write_random_inception(path: pathlib.Path, features: int = 64) -> pathlib.Pa
     else:
         torch.save(state, path)
     return path
+
+
+@functools.cache
+def load_eval_cli():
+    """scripts/facesnap_eval.py as a module (once per process)."""
+    spec = importlib.util.spec_from_file_location("facesnap_eval", EVAL_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,6 +1,7 @@
 """The benchmarks' own machinery on tiny models: step_overhead's FLOP counting on the meta device (equal to counting
-real tensors), its positive-only and ratio arithmetic and weight sharing; landmark_transfer's per-person detail
-outside the 3DMM basis and its jaw-contour noise (on the toy 3DMM; the ICT model stays out of the tests)."""
+real tensors), its positive-only and ratio arithmetic, InstantID's IdentityNet and IP-attention, weight sharing;
+landmark_transfer's per-person detail outside the 3DMM basis and its jaw-contour noise (on the toy 3DMM; the ICT model
+stays out of the tests)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,32 @@ def test_positive_only_halves_ffrnet_and_ratios_come_from_whole_steps(step, tiny
     assert ffrnet_unet == (flops["unet"] + flops["ffrnet2 tiny"]) / flops["unet"]
     assert injector_ffrnet == steps["d tiny"] / steps["c tiny"] > 1.0
     assert positive_unet == pytest.approx(1 + (ffrnet_unet - 1) / 2)
+
+
+@pytest.mark.comfy
+def test_instantid_counts_identitynet_and_each_ip_attention_layer_once(step, tiny_configs):
+    """IdentityNet is an FFRNet without heads on the 16 identity tokens; the IP-attention surplus of the patched UNet
+    equals the closed form over the UNet's cross-attentions (to_k_ip, to_v_ip, QK^T, AV; 2 FLOPs per multiply-add),
+    so every patch ran exactly once, on both halves of the CFG batch."""
+    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.instantid.unet_sites import instantid_layer_sites
+
+    unet_cfg, ffrnet_cfgs = tiny_configs
+    identitynet = FFRNetConfig.tiny(id_injector=False, cross_attention_dim=unet_cfg["context_dim"])
+    size, tokens, width = 64, step.FMIX_TOKENS, unet_cfg["context_dim"]
+    flops = step.network_flops(size, unet_cfg, ffrnet_cfgs, identitynet_config=identitynet)
+    assert flops["identitynet2"] == 2 * flops["identitynet1"] == flops["ffrnet2 tiny"]
+    sites = instantid_layer_sites(unet_cfg).values()
+    assert len(sites) == 4  # the tiny UNet: 1 input, 1 middle and 2 output cross-attentions
+    side = lambda channels: size // 8 // (channels // unet_cfg["model_channels"])  # noqa: E731 (latent side per level)
+    closed_form = sum(2 * (4 * tokens * width * s.channels + 4 * side(s.channels) ** 2 * tokens * s.channels)
+                      for s in sites)
+    assert flops["ip_attention"] == closed_form
+    steps = step.step_flops(flops, ["tiny"])
+    assert steps["g"] == flops["unet"] + flops["ip_attention"] + flops["identitynet2"]
+    assert steps["h"] == steps["g"] - flops["identitynet1"]
+    instantid, positive_only = step.instantid_ratios(steps)
+    assert instantid > positive_only > 1.0
 
 
 @pytest.mark.comfy
@@ -135,6 +162,19 @@ def test_timed_configurations_run_interleaved_through_the_sampler(step, tiny_con
     assert {"a", "b", "c tiny", "d tiny"} <= set(configs)
     assert configs["c tiny"][1][0][1]["control"].control_model.id_injector is None
     assert configs["d tiny"][1][0][1]["control"].control_model.id_injector is not None
+    ffrnet = configs["c tiny"][1][0][1]["control"].control_model
+    assert configs["e tiny"][1][0][1]["control"].control_model is ffrnet and "control" not in configs["e tiny"][2][0][1]
+    batches = []
+    hook = ffrnet.register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append((args[0] if args else kwargs["x"]).shape[0]), with_kwargs=True)
+    timer = step.Timer(torch.zeros(1, 4, 4, 4), 1, torch.device("cpu"))
+    try:
+        for key in ("c tiny", "e tiny"):
+            batches.append(key)
+            timer(*configs[key])
+    finally:
+        hook.remove()
+    assert batches == ["c tiny", 2, "e tiny", 1]  # positive-only: FFRNet on the positive half of the CFG batch
     times = step.interleaved_times(configs, step.Timer(torch.zeros(1, 4, 4, 4), 1, torch.device("cpu")), rounds=2,
                                    warmup=0, device=torch.device("cpu"))
     assert set(times) == set(configs) and all(len(walls) == 2 and best > 0 for best, _, walls in times.values())
@@ -163,5 +203,6 @@ def test_main_times_interleaved_and_ends_with_the_three_flop_ratios(step, tiny_c
     assert [line.split(":")[0] for line in lines[-3:]] == [
         "ratio ffrnet/unet", "ratio injector/ffrnet", "ratio ffrnet_positive_only/unet"]
     assert any(line.startswith("[sdxl_light] FLOPs: ratio ffrnet/unet") and "timed:" in line for line in lines)
+    assert any(line.startswith("[instantid] FLOPs: ratio instantid/unet") for line in lines)
     ffrnet_unet, injector_ffrnet, positive_unet = (float(line.split(": ")[1]) for line in lines[-3:])
     assert ffrnet_unet > positive_unet > 1.0 and injector_ffrnet > 1.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import functools
-import importlib.util
 import json
 import pathlib
 import subprocess
@@ -20,15 +19,13 @@ import numpy as np
 import pytest
 
 from comfyui_facesnap.models.errors import ModelFileError
-from evaluation_fixtures import write_random_inception, write_tiny_clip
+from evaluation_fixtures import EVAL_SCRIPT as SCRIPT
+from evaluation_fixtures import load_eval_cli, write_random_inception, write_tiny_clip
 
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "facesnap_eval.py"
-_spec = importlib.util.spec_from_file_location("facesnap_eval", SCRIPT)
-eval_cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(eval_cli)
+eval_cli = load_eval_cli()
 
 
 def tiny_workflow() -> dict:

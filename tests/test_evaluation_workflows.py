@@ -1,6 +1,6 @@
 """The evaluation's workflow modes on the shipped workflows (patching by node type and title, the plain-SDXL baseline,
-each mode's pose control) checked by ComfyUI's own validator, and the FaceSnap Face Similarity node through the
-executor."""
+the InstantID mode, each workflow's pose control, the CLI's choice of workflow per mode) checked by ComfyUI's own
+validator, and the FaceSnap Face Similarity node through the executor."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from comfyui_facesnap.evaluation.workflow_modes import MODES, Job, output_node, prompt_node, seed_nodes
+from comfyui_facesnap.evaluation.workflow_modes import MODES, Job, PoseControl, output_node, prompt_node, seed_nodes
 from comfyui_facesnap.models.errors import InvalidInputError
 
 pytestmark = pytest.mark.comfy
@@ -18,6 +18,8 @@ pytestmark = pytest.mark.comfy
 WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows"
 GENERATION = ["facesnap_portrait", "facesnap_pose_from_drive", "facesnap_manual_pose", "facesnap_diffpc_render",
               "facesnap_multi_reference"]
+INSTANTID = ["instantid_portrait", "instantid_pose_from_drive", "instantid_manual_pose"]
+MODE_WORKFLOWS = [("workflow", name) for name in GENERATION] + [("instantid", name) for name in INSTANTID]
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +48,12 @@ def assert_valid(host, prompt):
     assert valid[0] and not valid[3], (valid[1], valid[3])
 
 
-@pytest.mark.parametrize("name", GENERATION)
-def test_every_shipped_generation_workflow_patches_and_validates(host_info, name):
+@pytest.mark.parametrize("mode_name,name", MODE_WORKFLOWS)
+def test_every_shipped_generation_workflow_patches_and_validates(host_info, mode_name, name):
     host, info = host_info
-    mode = MODES["workflow"]
+    mode = MODES[mode_name]
     template = mode.template(api(name, info))
-    prompt = mode.patch(template, job(), "facesnap_eval/x")
+    prompt = mode.patch(template, job(mode_name), "facesnap_eval/x")
     assert_valid(host, prompt)
     assert prompt[prompt_node(prompt)]["inputs"]["text"] == "a knight in shining armour"
     assert all(prompt[i]["inputs"]["seed"] == 4242 for i in seed_nodes(prompt))
@@ -66,6 +68,60 @@ def test_every_shipped_generation_workflow_patches_and_validates(host_info, name
     assert template == mode.template(api(name, info)), "patching must not change the template"
 
 
+def test_instantid_mode_takes_instantid_workflows_and_reads_their_keypoint_control(host_info):
+    _, info = host_info
+    mode = MODES["instantid"]
+    control = {name: mode.pose_control(mode.template(api(name, info))) for name in INSTANTID}
+    assert control["instantid_portrait"].kind == "reference"  # keypoints drawn from the reference's face crop
+    assert control["instantid_pose_from_drive"].kind == "drive"
+    assert control["instantid_manual_pose"] == PoseControl("manual", (30.0, -5.0, 0.0))
+    assert mode.needs_drive(mode.template(api("instantid_pose_from_drive", info)))
+    assert not mode.needs_drive(mode.template(api("instantid_portrait", info)))
+    assert mode.default_workflow == "instantid_portrait.json" and (WORKFLOWS / mode.default_workflow).is_file()
+    with pytest.raises(InvalidInputError, match="applies InstantID") as err:
+        mode.template(api("facesnap_portrait", info))
+    assert "workflow mode" in err.value.fix
+    # the workflow mode reads the same control from an InstantID workflow
+    as_given = MODES["workflow"]
+    assert as_given.pose_control(as_given.template(api("instantid_portrait", info))).kind == "reference"
+
+
+class ObjectInfoClient:
+    """What the CLI asks of a server while it builds the modes' templates."""
+
+    def __init__(self, info: dict):
+        self.info = info
+
+    def object_info(self) -> dict:
+        return self.info
+
+
+def test_cli_gives_each_mode_its_workflow(host_info, tmp_path):
+    from evaluation_fixtures import load_eval_cli
+
+    host, info = host_info
+    eval_cli = load_eval_cli()
+    common = ["--server", "http://127.0.0.1:8188", "--references", str(tmp_path), "--prompt", "x", "--out",
+              str(tmp_path / "out")]
+    args = eval_cli.parse_args([*common, "--mode", "instantid", "--mode", "sdxl", "--mode",
+                                f"sdxl={WORKFLOWS / 'instantid_portrait.json'}", "--mode",
+                                f"instantid={WORKFLOWS / 'instantid_manual_pose.json'}", "--mode", "workflow"])
+    runs = eval_cli.mode_runs(args, ObjectInfoClient(info))
+    assert [(run.label, run.workflow_name) for run in runs] == [
+        ("instantid", "instantid_portrait.json"), ("sdxl", "facesnap_portrait.json"),
+        ("sdxl_instantid_portrait", "instantid_portrait.json"),
+        ("instantid_instantid_manual_pose", "instantid_manual_pose.json"),
+        ("facesnap_portrait", "facesnap_portrait.json")]
+    for run in runs:
+        assert_valid(host, run.mode.patch(run.template, job(run.label, drive=None), f"facesnap_eval/{run.label}"))
+    sampler = lambda template: template[seed_nodes(template)[0]]["inputs"]  # noqa: E731
+    assert sampler(runs[2].template)["cfg"] == sampler(runs[0].template)["cfg"] == 4.5  # InstantID's own settings
+    assert runs[2].template[sampler(runs[2].template)["latent_image"][0]]["inputs"]["width"] == 1016
+    drive_args = eval_cli.parse_args([*common, "--mode", f"instantid={WORKFLOWS / 'instantid_pose_from_drive.json'}"])
+    with pytest.raises(InvalidInputError, match="drive photo"):
+        eval_cli.mode_runs(drive_args, ObjectInfoClient(info))
+
+
 def test_each_workflow_says_what_pose_it_asks_for(host_info):
     _, info = host_info
     control = {name: MODES["workflow"].pose_control(MODES["workflow"].template(api(name, info))) for name in GENERATION}
@@ -78,7 +134,7 @@ def test_each_workflow_says_what_pose_it_asks_for(host_info):
         MODES["workflow"].patch(MODES["workflow"].template(api("facesnap_pose_from_drive", info)), job(drive=None), "x")
 
 
-@pytest.mark.parametrize("name", GENERATION)
+@pytest.mark.parametrize("name", GENERATION + INSTANTID)
 def test_plain_sdxl_baseline_keeps_only_the_base_graph(host_info, name):
     host, info = host_info
     baseline = MODES["sdxl"]
