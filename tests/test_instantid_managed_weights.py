@@ -124,7 +124,6 @@ def test_neither_loader_picks_fp8_matmul_layers(host, monkeypatch, tmp_path):
     import comfy.model_management
     import comfy.ops
     import folder_paths
-    from comfy.cli_args import PerformanceFeature, args
 
     from comfyui_facesnap.comfy_glue.bundle import load_bundle
     from comfyui_facesnap.comfy_glue.instantid_bundle import load_instantid_bundle
@@ -132,7 +131,7 @@ def test_neither_loader_picks_fp8_matmul_layers(host, monkeypatch, tmp_path):
     from comfy_test_nodes.tiny_models import tiny_facesnap_models
 
     monkeypatch.setattr(comfy.model_management, "supports_fp8_compute", lambda device=None: True)
-    monkeypatch.setattr(args, "fast", {PerformanceFeature.Fp8MatrixMultiplication})
+    monkeypatch.setattr(comfy.ops.args, "fast", {comfy.ops.PerformanceFeature.Fp8MatrixMultiplication})  # --fast
     storage, manual_cast, _ = expected_dtypes("fp8_e4m3fn")
     assert comfy.ops.pick_operations(storage, manual_cast) is comfy.ops.fp8_ops  # what the flag changes
 
