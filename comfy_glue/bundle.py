@@ -9,14 +9,14 @@ import uuid
 import torch
 
 import comfy.model_management
-import comfy.model_patcher
 
 from ..models.identity.attribute_mixer import FacialAttributeMixer
 from ..models.identity.face_features import FaceFeatures
 from ..models.identity.facesnap_checkpoint import DIFFUSERS_WEIGHT_NAMES, load_facesnap
 from ..models.identity.ffrnet import FFRNet
 from .control import wrap_identity_model
-from .weight_dtypes import DTYPE_OPTIONS, build_managed, choose_weight_dtypes, dtype_option, file_dtype
+from .weight_dtypes import (DTYPE_OPTIONS, build_managed, choose_weight_dtypes, dtype_option, file_dtype,
+                            managed_patcher)
 
 __all__ = ["DTYPE_OPTIONS", "FaceSnapBundle", "backbone_files", "dtype_option", "load_bundle"]  # loaders import these
 
@@ -40,19 +40,17 @@ class FaceSnapBundle:
     def __init__(self, mixer: FacialAttributeMixer, ffrnet: FFRNet | None, metadata: dict, name: str = "",
                  dtype: str = "auto", key: str | None = None):
         device = comfy.model_management.get_torch_device()
-        offload = comfy.model_management.unet_offload_device()
         self.dtypes = choose_weight_dtypes(dtype, device, file_dtype(mixer, ffrnet))
         self.dtype = self.dtypes.compute
         self.mixer = build_managed(lambda ops, compute: FacialAttributeMixer(mixer.config, ops, compute), mixer,
-                                   self.dtypes).to(offload)
+                                   self.dtypes)
         self.ffrnet = None
         if ffrnet is not None:
-            self.ffrnet = build_managed(lambda ops, compute: FFRNet(ffrnet.config, ops, compute), ffrnet,
-                                        self.dtypes).to(offload)
+            self.ffrnet = build_managed(lambda ops, compute: FFRNet(ffrnet.config, ops, compute), ffrnet, self.dtypes)
         self.metadata = metadata
         self.name = name
         self.key = key or f"{name or 'facesnap'}#{uuid.uuid4().hex}"
-        self.mixer_patcher = comfy.model_patcher.ModelPatcher(self.mixer, load_device=device, offload_device=offload)
+        self.mixer_patcher = managed_patcher(self.mixer)
         self.control = None
         if self.ffrnet is not None:  # its ModelPatcher is the control's control_model_wrapped (get_models())
             self.control = wrap_identity_model(self.ffrnet, manual_cast_dtype=self.dtypes.manual_cast)

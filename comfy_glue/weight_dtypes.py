@@ -1,18 +1,26 @@
 """Storage and compute dtypes of the pack's networks inside ComfyUI, chosen and built as ComfyUI's loaders do.
 
-A loader's ``dtype`` option names the STORAGE dtype: auto, fp16, bf16, fp32 or fp8_e4m3fn (ComfyUI's UNet loader
-offers the same ``weight_dtype`` choices). As in ComfyUI's ControlNet loader (``load_controlnet_state_dict``):
+The one code path for every network the pack loads (FaceSnap's mixer, FFRNet and heads; InstantID's Resampler,
+IP-attention layers and IdentityNet). A loader's ``dtype`` option names the STORAGE dtype: auto, fp16, bf16, fp32 or
+fp8_e4m3fn (ComfyUI's UNet loader offers the same ``weight_dtype`` choices). As in ComfyUI's ControlNet loaders
+(``comfy/controlnet.py``):
 
-- auto = ``model_management.unet_dtype(model_params=-1, weight_dtype=<the file's dtype>)``: ComfyUI's dtype flags
+- auto = ``model_management.unet_dtype(model_params=-1, weight_dtype=<the files' dtype>)``: ComfyUI's dtype flags
   (``--fp8_e4m3fn-unet``, ``--bf16-unet``, ...) apply, and an fp8 file stays fp8;
 - compute = ``unet_manual_cast(storage, load device)`` where the device cannot compute in the storage dtype (fp8
   everywhere; fp16/bf16 on a CPU), else the storage dtype itself;
-- layers = ``comfy.ops.pick_operations(storage, manual cast)``: ``disable_weight_init`` when storage == compute,
-  ``manual_cast`` otherwise (each layer casts its weights to the compute dtype when it runs). Both kinds are
-  streamed layer by layer by ComfyUI's low-VRAM partial load.
+- layers = ``comfy.ops.pick_operations(storage, manual cast, disable_fast_fp8=True)``, the call of
+  ``controlnet_config``, which every ControlNet family ComfyUI added since its fp8 matrix multiply loads through
+  (the older SD/SDXL ``load_controlnet_state_dict`` omits the flag). It gives ``disable_weight_init`` when storage ==
+  compute and ``manual_cast`` otherwise (each layer casts its weights to the compute dtype when it runs), never
+  ``fp8_ops``: ``--fast fp8_matrix_mult`` would quantise these small identity networks' activations to fp8 with unit
+  scale (clamped in place to +-448), which nothing here can test. No ``load_device`` is passed, as in all of
+  ComfyUI's loaders: with the flag it would only feed the fp8-compute probe, whose answer is then unused. Both layer
+  kinds are streamed layer by layer by ComfyUI's low-VRAM partial load.
 
 The networks take these classes through their ``operations`` argument and the compute dtype through
-``compute_dtype`` (see ``models/identity/operations.py``).
+``compute_dtype`` (see ``models/identity/operations.py``); ``build_managed`` builds them, ``managed_patcher`` hands them
+to ComfyUI's model management.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Callable
 import torch
 
 import comfy.model_management
+import comfy.model_patcher
 import comfy.ops
 import comfy.utils
 
@@ -51,7 +60,7 @@ class WeightDtypes:
 
     @property
     def operations(self):
-        return comfy.ops.pick_operations(self.storage, self.manual_cast)
+        return comfy.ops.pick_operations(self.storage, self.manual_cast, disable_fast_fp8=True)
 
 
 def choose_weight_dtypes(option: str, load_device: torch.device, file_dtype: torch.dtype | None) -> WeightDtypes:
@@ -71,7 +80,8 @@ def file_dtype(*modules: torch.nn.Module | None) -> torch.dtype | None:
 
 def build_managed(factory: Callable, module: torch.nn.Module, dtypes: WeightDtypes) -> torch.nn.Module:
     """``factory(operations, compute_dtype)`` built on the meta device from ComfyUI's operations and filled with
-    ``module``'s weights in the storage dtype (shared, not copied, where the dtype already matches)."""
+    ``module``'s weights in the storage dtype (shared, not copied, where the dtype already matches), on ComfyUI's
+    offload device."""
     state = module.state_dict()
     with torch.device("meta"):
         built = factory(dtypes.operations, dtypes.compute)
@@ -80,4 +90,11 @@ def build_managed(factory: Callable, module: torch.nn.Module, dtypes: WeightDtyp
     left = [n for n, t in (*built.named_parameters(), *built.named_buffers()) if t.is_meta]
     if left:
         raise RuntimeError(f"{type(built).__name__} has tensors outside its state dict: {left[:3]}")
-    return built.eval()
+    return built.eval().to(comfy.model_management.unet_offload_device())
+
+
+def managed_patcher(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
+    """A ModelPatcher that loads ``module`` to the UNet's device and offloads it like the UNet, so that model
+    management loads it fully, streams it layer by layer (low-VRAM partial load) or evicts it."""
+    return comfy.model_patcher.ModelPatcher(module, load_device=comfy.model_management.get_torch_device(),
+                                            offload_device=comfy.model_management.unet_offload_device())

@@ -54,7 +54,9 @@ class FaceSnapInstantIDLoader(io.ComfyNode):
                                        "renamed single file."),
                 io.Combo.Input("dtype", options=list(DTYPE_OPTIONS), default="auto",
                                tooltip="Storage precision of the Resampler, IP layers and IdentityNet: auto = what "
-                                       "ComfyUI picks for your device (as for a ControlNet), or fp16 / bf16 / fp32."),
+                                       "ComfyUI picks for your device (as for a ControlNet), or fp16 / bf16 / fp32 / "
+                                       "fp8_e4m3fn. Layers compute in fp16/bf16 (fp32 on a CPU) where the device "
+                                       "cannot compute in the storage dtype; fp8 halves the fp16 weight memory."),
             ],
             outputs=[InstantID.Output(display_name="instantid")],
         )

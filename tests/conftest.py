@@ -77,3 +77,14 @@ def comfy_host(tmp_path_factory):
     from comfyui_facesnap.devkit.comfy_host import ComfyHost
 
     return ComfyHost(PACK_ROOT, tmp_path_factory.mktemp("comfy"), extra_packs=[PACK_ROOT / "tests" / "comfy_test_nodes"])
+
+
+@pytest.fixture()
+def fresh_model_management():
+    """ComfyUI's model management with nothing loaded before or after the test (a prompt's models stay loaded
+    otherwise, as in a server)."""
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()
+    yield comfy.model_management
+    comfy.model_management.unload_all_models()

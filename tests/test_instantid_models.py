@@ -360,18 +360,19 @@ def test_identitynet_tiny_loads_as_ffrnet_and_reads_identity_tokens(tmp_path, la
 @pytest.mark.comfy
 @torch.no_grad()
 def test_comfy_ops_build_the_same_model():
-    """ComfyUI's cast-on-the-fly layers: weights stored in bfloat16 run in float32 without converting the model."""
+    """ComfyUI's cast-on-the-fly layers: weights stored in bfloat16 run in the float32 compute dtype without
+    converting the model."""
     import comfy.ops
 
     reference = _tiny_resampler(seed=7)
     with torch.device("meta"):
-        cast = Resampler(reference.config, operations=comfy.ops.manual_cast)
+        cast = Resampler(reference.config, operations=comfy.ops.manual_cast, compute_dtype=torch.float32)
     cast.load_state_dict({k: v.to(torch.bfloat16) for k, v in reference.state_dict().items()}, assign=True)
     assert cast.proj_in.weight.dtype == torch.bfloat16
     x = torch.randn(2, 512, generator=torch.Generator().manual_seed(8)) * 20
     out = cast(x)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, reference(x), atol=0.1, rtol=0.05)
-    layer = IPAttentionLayer(96, 64, operations=comfy.ops.manual_cast)
+    layer = IPAttentionLayer(96, 64, operations=comfy.ops.manual_cast, compute_dtype=torch.float32)
     layer.load_state_dict({k: v.to(torch.bfloat16) for k, v in IPAttentionLayer(96, 64).state_dict().items()})
     assert layer(torch.randn(2, 10, 64), out, heads=4).dtype == torch.float32

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InvalidInputError
-from ..ffrnet import TORCH_OPS
+from ..operations import TORCH_OPS
 from .unet_sites import CrossAttentionSite
 
 
@@ -37,18 +37,25 @@ def ip_attention(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads:
 
 
 class IPAttentionLayer(nn.Module):
-    """``to_k_ip`` / ``to_v_ip`` of one cross-attention layer."""
+    """``to_k_ip`` / ``to_v_ip`` of one cross-attention layer. ``operations``: layer classes (default torch.nn).
+    ``compute_dtype``: what the projections compute in (default: the weights' dtype; set it when the layers cast
+    stored weights per call, ComfyUI's manual cast). The attention itself runs in the queries' dtype, the UNet's."""
 
-    def __init__(self, context_dim: int, channels: int, operations=None):
+    def __init__(self, context_dim: int, channels: int, operations=None, compute_dtype: torch.dtype | None = None):
         super().__init__()
         ops = operations or TORCH_OPS
+        self.compute_dtype = compute_dtype
         self.to_k_ip = ops.Linear(context_dim, channels, bias=False)
         self.to_v_ip = ops.Linear(context_dim, channels, bias=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.compute_dtype or self.to_k_ip.weight.dtype
 
     def forward(self, q: torch.Tensor, tokens: torch.Tensor, heads: int, weight=1.0,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """q (B, L, C) projected queries; tokens (B or 1, T, context_dim) identity tokens."""
-        tokens = tokens.to(q.dtype)
+        tokens = tokens.to(q.device, self.dtype)
         return ip_attention(q, self.to_k_ip(tokens), self.to_v_ip(tokens), heads, weight, mask)
 
 
@@ -56,8 +63,10 @@ class IPAttentionLayers(nn.ModuleDict):
     """InstantID's ``ip_adapter``: one ``IPAttentionLayer`` per cross-attention, keyed by InstantID's number, so
     its state dict reads ``"1.to_k_ip.weight"``, ``"1.to_v_ip.weight"``, ``"3.to_k_ip.weight"``, ..."""
 
-    def __init__(self, sites: dict[int, CrossAttentionSite], context_dim: int = 2048, operations=None):
-        super().__init__({str(n): IPAttentionLayer(context_dim, site.channels, operations) for n, site in sites.items()})
+    def __init__(self, sites: dict[int, CrossAttentionSite], context_dim: int = 2048, operations=None,
+                 compute_dtype: torch.dtype | None = None):
+        super().__init__({str(n): IPAttentionLayer(context_dim, site.channels, operations, compute_dtype)
+                          for n, site in sites.items()})
         self.sites = dict(sites)
         self.context_dim = context_dim
         self._by_patch_key = {site.patch_key: str(n) for n, site in sites.items()}

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InvalidInputError
-from ..ffrnet import TORCH_OPS
+from ..operations import TORCH_OPS
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,16 @@ def feed_forward(cfg: ResamplerConfig, ops) -> nn.Sequential:
 
 
 class Resampler(nn.Module):
-    """``operations`` supplies ``Linear`` and ``LayerNorm`` (default torch.nn; ComfyUI passes ``comfy.ops``)."""
+    """``operations`` supplies ``Linear`` and ``LayerNorm`` (default torch.nn; ComfyUI passes ``comfy.ops``).
+    ``compute_dtype``: the dtype the embeddings are cast to (default: the weights'); set it when the weights are
+    stored in another dtype and the layers cast them per call (ComfyUI's manual cast)."""
 
-    def __init__(self, config: ResamplerConfig = ResamplerConfig(), operations=None):
+    def __init__(self, config: ResamplerConfig = ResamplerConfig(), operations=None,
+                 compute_dtype: torch.dtype | None = None):
         super().__init__()
         ops = operations or TORCH_OPS
         self.config = cfg = config
+        self.compute_dtype = compute_dtype
         self.latents = nn.Parameter(torch.randn(1, cfg.num_queries, cfg.dim) / cfg.dim ** 0.5)
         self.proj_in = ops.Linear(cfg.embedding_dim, cfg.dim)
         self.proj_out = ops.Linear(cfg.dim, cfg.output_dim)
@@ -89,13 +93,17 @@ class Resampler(nn.Module):
         self.layers = nn.ModuleList(
             [nn.ModuleList([PerceiverAttention(cfg, ops), feed_forward(cfg, ops)]) for _ in range(cfg.depth)])
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.compute_dtype or self.proj_in.weight.dtype
+
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, 512) or (B, N, 512) ArcFace embeddings -> (B, num_queries, output_dim) tokens."""
+        """(B, 512) or (B, N, 512) ArcFace embeddings -> (B, num_queries, output_dim) tokens in ``dtype``."""
         x = embeddings[:, None] if embeddings.ndim == 2 else embeddings
         if x.ndim != 3 or x.shape[-1] != self.config.embedding_dim or 0 in x.shape:
             raise InvalidInputError(f"the Resampler takes (batch, {self.config.embedding_dim}) ArcFace embeddings, "
                                     f"got {list(embeddings.shape)}", "feed it insightface's ArcFace embeddings")
-        x = self.proj_in(x)
+        x = self.proj_in(x.to(self.dtype))
         latents = self.latents.to(device=x.device, dtype=x.dtype).expand(x.shape[0], -1, -1)
         for attention, ff in self.layers:
             latents = latents + attention(x, latents)

@@ -40,35 +40,37 @@ CONTEXT_BASES = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}
 
 class InstantIDAdapter(nn.Module):
     """The two parts of ``ip-adapter.bin``; its state dict names are the file's (``image_proj.latents``,
-    ``ip_adapter.1.to_k_ip.weight``, ...). ``operations``: layer classes (default torch.nn; ComfyUI: comfy.ops)."""
+    ``ip_adapter.1.to_k_ip.weight``, ...). ``operations``: layer classes (default torch.nn; ComfyUI: comfy.ops);
+    ``compute_dtype``: what both parts compute in when their layers cast stored weights (see ``Resampler``)."""
 
     def __init__(self, config: ResamplerConfig = ResamplerConfig.instantid(), unet_config: dict = SDXL_UNET_CONFIG,
-                 operations=None):
+                 operations=None, compute_dtype: torch.dtype | None = None):
         super().__init__()
-        self.image_proj = Resampler(config, operations)
-        self.ip_adapter = IPAttentionLayers(instantid_layer_sites(unet_config), config.output_dim, operations)
+        self.config, self.unet_config = config, unet_config
+        self.image_proj = Resampler(config, operations, compute_dtype)
+        self.ip_adapter = IPAttentionLayers(instantid_layer_sites(unet_config), config.output_dim, operations,
+                                            compute_dtype)
         self.model_key = ""
 
     @torch.no_grad()
     def encode_identity(self, embeddings: torch.Tensor, uncond_noise: float = 0.0, seed: int = 0,
-                        compute_dtype: torch.dtype | None = None) -> Identity:
+                        device: torch.device | None = None) -> Identity:
         """One identity from the ArcFace embeddings (N, 512) of one person's photos.
 
         ``embeddings`` are insightface's ``Face.embedding``, which InstantID's pipeline and cubiq's node both feed
         unnormalised (not ``normed_embedding``). The N embeddings are averaged first (as cubiq's
         ComfyUI_InstantID does; InstantID's own pipeline would feed them as N key tokens). The negative tokens are
         the Resampler of zeros, as InstantID's pipeline does, plus ``uncond_noise`` x uniform noise when > 0
-        (cubiq's ``noise`` option), from a fixed ``seed``. ``compute_dtype``: what the Resampler computes in (default
-        its weights' dtype; ComfyUI's manual-cast layers store weights in another)."""
+        (cubiq's ``noise`` option), from a fixed ``seed``. ``device``: where the Resampler runs (default: where its
+        ``latents`` are; ComfyUI's partial load streams the layers and leaves that raw parameter offloaded)."""
         if embeddings.ndim != 2 or embeddings.shape[0] == 0:
             raise InvalidInputError(f"expected (references, 512) ArcFace embeddings, got {list(embeddings.shape)}",
                                     "connect at least one face with an ArcFace embedding")
-        latents = self.image_proj.latents
         mean = embeddings.to(torch.float32).mean(dim=0)
         negative = torch.zeros_like(mean)
         if uncond_noise > 0:
             negative = uncond_noise * torch.rand(mean.shape, generator=torch.Generator().manual_seed(seed))
-        inputs = torch.stack([mean, negative])[:, None].to(latents.device, compute_dtype or latents.dtype)
+        inputs = torch.stack([mean, negative])[:, None].to(device or self.image_proj.latents.device)
         cond, uncond = self.image_proj(inputs).chunk(2)
         return Identity(cond=cond, uncond=uncond, encoder=INSTANTID_RESAMPLER, model_key=self.model_key,
                         num_references=embeddings.shape[0], id_embedding=mean)
