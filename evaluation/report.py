@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+UP, DOWN = "\u2191", "\u2193"  # the table's better-direction arrows (escaped: ASCII source for Windows code pages)
+
 NOT_RUN = "n/a"
 THUMB = 192
 LABEL_H = 22
@@ -32,7 +34,7 @@ def markdown_table(summary: dict[str, dict], facesim_name: str, notes: dict[str,
     lines = [
         "Table 1 layout (FaceSnap): universal recontextualization",
         "",
-        f"| Method | CLIP-T↑ | CLIP-face↑ | {facesim_name}↑ | FID↓ | Time↓ | VRAM↓ |",
+        f"| Method | CLIP-T{UP} | CLIP-face{UP} | {facesim_name}{UP} | FID{DOWN} | Time{DOWN} | VRAM{DOWN} |",
         "|---|---|---|---|---|---|---|",
     ]
     for mode, s in summary.items():
@@ -43,7 +45,7 @@ def markdown_table(summary: dict[str, dict], facesim_name: str, notes: dict[str,
         "",
         "Face control and shape (Diff-PC), through the pack's 3DMM fit",
         "",
-        "| Method | control | Pose↓ (°) | Expr↓ | Shape↓ | faces found |",
+        f"| Method | control | Pose{DOWN} (°) | Expr{DOWN} | Shape{DOWN} | faces found |",
         "|---|---|---|---|---|---|",
     ]
     for mode, s in summary.items():

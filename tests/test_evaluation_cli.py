@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import pytest
 
+from comfyui_facesnap.evaluation.report import DOWN, UP
 from comfyui_facesnap.models.errors import ModelFileError
 from evaluation_fixtures import EVAL_SCRIPT as SCRIPT
 from evaluation_fixtures import load_eval_cli, write_random_inception, write_tiny_clip
@@ -123,7 +124,7 @@ def test_cli_generates_scores_and_resumes(setup, monkeypatch):
     assert summary["tiny_workflow"]["control"] == "reference" and summary["tiny_workflow"]["Pose"] is not None
     assert summary["sdxl"]["control"] is None and summary["sdxl"]["Pose"] is None
     table = (out / "results.md").read_text()
-    assert "| Method | CLIP-T↑ | CLIP-face↑ | FaceSim-dlib↑ | FID↓ | Time↓ | VRAM↓ |" in table
+    assert f"| Method | CLIP-T{UP} | CLIP-face{UP} | FaceSim-dlib{UP} | FID{DOWN} | Time{DOWN} | VRAM{DOWN} |" in table
     assert "| tiny_workflow |" in table and "| sdxl |" in table and "NOT comparable with FaceSim" in table
     assert table in stdout
     with open(out / "per_image.csv") as f:

@@ -15,6 +15,7 @@ from comfyui_facesnap.evaluation.clip_scores import ClipScorer, clip_score
 from comfyui_facesnap.evaluation.face_geometry import expression_error, fit_faces, pose_error, shape_error
 from comfyui_facesnap.evaluation.face_similarity import format_report, identity_feature, metric_name, score_images
 from comfyui_facesnap.evaluation.fid import INCEPTION_FILE, FidScore, load_inception
+from comfyui_facesnap.evaluation.report import DOWN, UP
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
 from comfyui_facesnap.models.face_analysis.align import crop_square, square_box
 from comfyui_facesnap.models.face_analysis.record import FaceRecord
@@ -270,7 +271,7 @@ def test_markdown_table_follows_table_1_and_names_what_was_not_run():
            "images": 10}
     table = markdown_table({"facesnap_portrait": row}, "FaceSim", {"Pose": "--no-3dmm"}, {})
     lines = table.splitlines()
-    assert lines[2] == "| Method | CLIP-T↑ | CLIP-face↑ | FaceSim↑ | FID↓ | Time↓ | VRAM↓ |"
+    assert lines[2] == f"| Method | CLIP-T{UP} | CLIP-face{UP} | FaceSim{UP} | FID{DOWN} | Time{DOWN} | VRAM{DOWN} |"
     assert lines[4] == "| facesnap_portrait | 32.6 | 81.4 | 73.6 | 205.6 | 6.1s | 18.1GB |"
     assert "| facesnap_portrait | none | n/a | n/a | 0.210 | 9/10 |" in lines
     assert "- Pose: not run: --no-3dmm" in lines and "ArcFace (antelopev2 glintr100)" in table
