@@ -16,5 +16,6 @@ fid                    FID through torchmetrics with a local Inception weights f
 face_geometry          pose / expression / shape errors through the pack's 3DMM fit
 scoring, report        per-image rows, per-mode summary, JSON / markdown / CSV / contact sheet
 pipeline               one run, start to end
+identification         identification against held-out galleries and its chance tests (learning benchmark)
 =====================  =============================================================================================
 """
