@@ -81,7 +81,7 @@ def run_scenario(name: str) -> dict:
 
     import execution
 
-    from comfyui_facesnap.devkit.comfy_host import ComfyHost, _StubServer
+    from comfyui_facesnap.devkit.comfy_host import ComfyHost, _StubServer, new_executor
     from comfyui_facesnap.devkit.workflow_files import insightface_images
 
     with tempfile.TemporaryDirectory() as work:
@@ -89,8 +89,7 @@ def run_scenario(name: str) -> dict:
         photo, prompt = graph(name)
         shutil.copy(insightface_images() / photo, host.input_dir / photo)
         valid = asyncio.run(execution.validate_prompt(str(uuid.uuid4()), prompt, None))
-        executor = execution.PromptExecutor(_StubServer(), cache_type=execution.CacheType.CLASSIC,
-                                            cache_args={"lru": 0, "ram": 0})
+        executor = new_executor(_StubServer())
         gc.collect()
         before = rss_mb()
         reset_peak()

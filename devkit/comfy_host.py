@@ -68,18 +68,48 @@ class ComfyHost:
         return ""
 
 
+def new_executor(server):
+    """A ``PromptExecutor`` with the CLASSIC cache, as ComfyUI's server builds it by default."""
+    import execution
+
+    # cache_args appeared after ComfyUI 0.3.48, the oldest host the pack supports
+    accepts = inspect.signature(execution.PromptExecutor).parameters
+    options = {"cache_args": {"lru": 0, "ram": 0}} if "cache_args" in accepts else {}
+    return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, **options)
+
+
+def comfyui_version() -> tuple[int, ...]:
+    """The host's version as a tuple, e.g. (0, 3, 75)."""
+    import comfyui_version as version
+
+    return tuple(int(part) for part in version.__version__.split(".")[:3])
+
+
+def cached_output(executor, node_id: str, slot: int = 0):
+    """The first item of output ``slot`` of ``node_id`` in the executor's cache. The cache entry is a list of
+    output lists up to ComfyUI 0.3.48 and a ``CacheEntry`` with ``.outputs`` later."""
+    entry = executor.caches.outputs.get(node_id)
+    outputs = getattr(entry, "outputs", entry)
+    return outputs[slot][0]
+
+
+def streamable_layers(patcher) -> dict[str, int]:
+    """name -> bytes of every module ComfyUI's partial loader handles one by one (``ModelPatcher._load_list``; its
+    entries are (bytes, name, module, params) up to 0.3.48 and (offload bytes, bytes, name, module, params) later)."""
+    layers = {}
+    for entry in patcher._load_list():
+        at = next(i for i, item in enumerate(entry) if isinstance(item, str))
+        layers[entry[at]] = entry[at - 1]
+    return layers
+
+
 class ComfySession:
     """A persistent ``PromptExecutor``: re-running an edited graph re-executes only the changed nodes."""
 
     def __init__(self, host: ComfyHost):
-        import execution
-
         self.host = host
         self.server = _StubServer()
-        # cache_args appeared after ComfyUI 0.3.48, the oldest host the pack supports
-        accepts = inspect.signature(execution.PromptExecutor).parameters
-        options = {"cache_args": {"lru": 0, "ram": 0}} if "cache_args" in accepts else {}
-        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC, **options)
+        self.executor = new_executor(self.server)
 
     def run(self, prompt: dict, expect_success: bool = True):
         valid = self.host.validate(prompt)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from comfy_test_nodes.tiny_models import tiny_facesnap_models
+from comfyui_facesnap.devkit.comfy_host import cached_output
 
 NO_CONTROLNET = "(FFRNet inside the FaceSnap file)"
 FACESNAP_FILES = {  # file name -> tiny_facesnap_models arguments
@@ -119,7 +120,7 @@ def add_stock_controlnet(g: dict, node: str = "stock") -> str:
 
 
 def cached(executor, node: str):
-    return executor.caches.outputs.get(node).outputs[0][0]
+    return cached_output(executor, node, 0)
 
 
 def latent(executor):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 from test_operations import LAYER_TYPES, layers_and_raw_parameters
+from comfyui_facesnap.devkit.comfy_host import cached_output, streamable_layers
 
 STORAGE = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3fn": torch.float8_e4m3fn}
 # raw parameters (outside any layer) that the networks cast to the input's device and dtype at use
@@ -63,11 +64,12 @@ def record_forwards(monkeypatch, networks: dict[str, type]) -> list:
 def force_partial_load(mm, monkeypatch, budget: str) -> None:
     """What ``load_models_gpu`` does on a GPU with too little free memory: ``model_load`` with a weight budget. With
     a CPU load device ComfyUI always loads fully (vram_state DISABLED -> lowvram_model_memory 0), so the budget is
-    passed here: 1 byte (everything streams) or 3/4 of each model (some layers are loaded, the rest streams)."""
+    passed here: 1 byte (everything streams) or 3/4 of each model's streamable layers (some layers are loaded, the
+    rest streams)."""
     model_load = mm.LoadedModel.model_load
 
     def with_budget(self, lowvram_model_memory=0, force_patch_weights=False):
-        memory = 1 if budget == "one_byte" else self.model.model_size() * 3 // 4
+        memory = 1 if budget == "one_byte" else sum(streamable_layers(self.model).values()) * 3 // 4
         return model_load(self, memory, force_patch_weights=force_patch_weights)
 
     monkeypatch.setattr(mm.LoadedModel, "model_load", with_budget)
@@ -108,7 +110,7 @@ def storage_sample_errors(host, graph, loader: str, networks, plain_graph: dict)
     errors = {}
     for option in ("fp16", "bf16", "fp8_e4m3fn"):
         executor = session.run(graph(option))
-        bundle = executor.caches.outputs.get(loader).outputs[0][0]
+        bundle = cached_output(executor, loader, 0)
         assert bundle.dtypes.compute == torch.float32 and bundle.control.manual_cast_dtype == torch.float32
         for name, module in networks(bundle).items():
             assert {p.dtype for p in module.parameters()} == {STORAGE[option]}, (option, name)
@@ -121,4 +123,4 @@ def storage_sample_errors(host, graph, loader: str, networks, plain_graph: dict)
 
 
 def _sampled(executor) -> torch.Tensor:
-    return executor.caches.outputs.get("sampler").outputs[0][0]["samples"].clone()
+    return cached_output(executor, "sampler", 0)["samples"].clone()

@@ -1,7 +1,6 @@
 """DECA's E_flame through the restricted loader: DECA's key names, refusal of code-running and wrong files, and
 regressed parameters that land in the pack's camera exactly where DECA's own projection puts them."""
 
-import pathlib
 
 import numpy as np
 import pytest

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from test_flame_loader import flame_files  # noqa: F401  (the FLAME-layout fixture model)
+from comfyui_facesnap.devkit.comfy_host import cached_output
 
 pytestmark = pytest.mark.comfy
 
@@ -80,13 +81,11 @@ class Session:
     """One persistent PromptExecutor, as a server keeps it."""
 
     def __init__(self, host):
-        import execution
 
-        from comfyui_facesnap.devkit.comfy_host import _StubServer
+        from comfyui_facesnap.devkit.comfy_host import _StubServer, new_executor
 
         self.host, self.server = host, _StubServer()
-        self.executor = execution.PromptExecutor(self.server, cache_type=execution.CacheType.CLASSIC,
-                                                 cache_args={"lru": 0, "ram": 0})
+        self.executor = new_executor(self.server)
 
     def run(self, prompt: dict) -> tuple[bool, dict]:
         """(success, error): validation errors come back as {'validation': node_errors}. Like a server, each run
@@ -450,7 +449,7 @@ def test_nothing_of_the_pack_outlives_the_prompt(host):
     prompt["20"] = {"class_type": "FaceSnapDrawLandmarks", "inputs": {"faces": ["12", 1], "frame": "image"}}
     prompt["21"] = {"class_type": "PreviewImage", "inputs": {"images": ["20", 1]}}
     assert session.run(prompt)[0]
-    outputs = [session.executor.caches.outputs.get(node).outputs[slot][0]
+    outputs = [cached_output(session.executor, node, slot)
                for node, slot in (("11", 0), ("12", 0), ("12", 1), ("20", 0), ("20", 1))]
     assert [type(o).__name__ for o in outputs] == ["DlibAnalyzer", "Tensor", "FaceSet", "Tensor", "Tensor"]
     held = [weakref.ref(o) for o in outputs]
@@ -512,7 +511,7 @@ def test_drive_items_without_a_face_take_the_manual_pose(host, folders, node_tex
     session = Session(host)
     ok, error = session.run(prompt)
     assert ok, error
-    landmarks, control = (session.executor.caches.outputs.get("30").outputs[i][0] for i in (0, 1))
+    landmarks, control = (cached_output(session.executor, "30", i) for i in (0, 1))
     assert landmarks.points.shape == (2, 72, 2) and np.isfinite(landmarks.points).all()
     assert landmarks.canvas_sizes == [(160, 160)] * 2 and tuple(control.shape) == (2, 160, 160, 3)
     report = session.ui("32")["text"][0]  # (the FLAME stand-in's random landmarks may also clamp item 0's pose)

@@ -10,6 +10,7 @@ from identity_graphs import setup_face_pipeline
 from instantid_graphs import add_faces, add_instantid_loader, register_instantid_folders, use_identity_folder
 
 from comfyui_facesnap.models.face_analysis.keypoints5 import draw_kps, kps5_from_landmarks72
+from comfyui_facesnap.devkit.comfy_host import cached_output
 
 pytestmark = pytest.mark.comfy
 
@@ -75,7 +76,7 @@ def test_the_encode_node_averages_raw_embeddings(host, tmp_path):
 
 
 def _node_output(executor, node: str, index: int = 0):
-    return executor.caches.outputs.get(node).outputs[index][0]
+    return cached_output(executor, node, index)
 
 
 @pytest.mark.parametrize("backend", ["insightface", "dlib"])

@@ -22,6 +22,7 @@ from managed_weights_helpers import (assert_comfy_layers, assert_released, asser
                                      force_partial_load, is_loaded, record_forwards, storage_sample_errors,
                                      streamed_layers)
 from test_operations import ffrnet_inputs
+from comfyui_facesnap.devkit.comfy_host import cached_output
 
 pytestmark = pytest.mark.comfy
 
@@ -194,7 +195,7 @@ def test_partial_load_streams_instantid_with_identical_samples(host, monkeypatch
     assert all(is_loaded(mm, p) for p in patchers)
     identity = cached(executor, "encode_tom")
     assert identity.cond.device == identity.uncond.device == mm.intermediate_device()
-    positive = executor.caches.outputs.get("apply").outputs[1][0]
+    positive = cached_output(executor, "apply", 1)
     control = positive[0][1]["control"]
     assert type(control).__name__ == "IdentityControlNet" and control.cond_hint is None  # cleaned up by the sampler
     assert_released(mm, patchers)  # ComfyUI freeing memory

@@ -10,6 +10,7 @@ import weakref
 
 import pytest
 from test_hostile_inputs import Session, host, loader_prompt, write_ict_npz  # noqa: F401  (shared fixtures)
+from comfyui_facesnap.devkit.comfy_host import cached_output
 
 pytestmark = pytest.mark.comfy
 
@@ -31,7 +32,7 @@ def counting(monkeypatch, module, name: str) -> list:
 
 
 def output(session, node_id: str):
-    return session.executor.caches.outputs.get(node_id).outputs[0][0]
+    return cached_output(session.executor, node_id, 0)
 
 
 def _edit(path, write) -> None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from comfy_test_nodes.tiny_models import tiny_face_features, tiny_facesnap_models
 from identity_graphs import add_apply, add_injector, add_loader, base_graph, cached, latent, pack_module
+from comfyui_facesnap.devkit.comfy_host import comfyui_version
 from managed_weights_helpers import (assert_comfy_layers, assert_released, assert_streamed, expected_dtypes,
                                      force_partial_load, is_loaded, record_forwards, storage_sample_errors)
 from test_operations import LAYER_TYPES, ffrnet_outputs, layers_and_raw_parameters
@@ -110,6 +111,9 @@ def facesnap_classes(host) -> dict[str, type]:
 @pytest.mark.parametrize("budget", ["one_byte", "three_quarters"])
 def test_partial_load_streams_the_pack_with_identical_samples(host, monkeypatch, fresh_model_management, budget):
     mm = fresh_model_management
+    if budget == "three_quarters" and comfyui_version() < (0, 3, 75):
+        pytest.skip("ComfyUI 0.3.48's partial loader loads the tiny mixer whole at 3/4 of its layers (its layer "
+                    "accounting differs); the one-byte case streams everything there too")
     seen = record_forwards(monkeypatch, facesnap_classes(host))
     full = latent(host.run(facesnap_graph()))
     assert {net for net, *_ in seen} == {"mixer", "ffrnet"}

@@ -16,6 +16,7 @@ from comfy_test_nodes.tiny_models import tiny_conditioning, tiny_face_features
 from identity_graphs import (add_apply, add_loader, add_stock_controlnet, base_graph, cached, pack_module,
                              register_facesnap_folder, setup_face_pipeline)
 from instantid_graphs import add_apply_instantid, add_encode, add_instantid_loader, register_instantid_folders
+from comfyui_facesnap.devkit.comfy_host import cached_output
 
 pytestmark = pytest.mark.comfy
 
@@ -120,7 +121,7 @@ def test_openpose_drawing_in_the_stock_controlnet_reads_the_prompt_beside_an_ide
     executor = host.run(stacked_graph(kind, stock_first))
 
     openpose = cached(executor, "openpose")
-    faces = executor.caches.outputs.get("crop").outputs[1][0]
+    faces = cached_output(executor, "crop", 1)
     expected = draw_openpose_face(faces_to_landmarks(faces, "crop").points[0], SIZE, SIZE, include_head=True)
     np.testing.assert_array_equal((openpose[0].numpy() * 255).round().astype(np.uint8), expected)
 

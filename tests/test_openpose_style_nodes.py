@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+from comfyui_facesnap.devkit.comfy_host import cached_output
 
 pytestmark = pytest.mark.comfy
 
@@ -41,7 +42,7 @@ def predictor_host(host, default_face_model_path, tmp_path_factory):
 
 
 def output(executor, node: str, index: int):
-    return executor.caches.outputs.get(node).outputs[index][0]
+    return cached_output(executor, node, index)
 
 
 def as_uint8(image) -> np.ndarray:

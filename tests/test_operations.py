@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
+from comfyui_facesnap.devkit.comfy_host import streamable_layers
 from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
 from comfyui_facesnap.models.identity.operations import TORCH_OPS, MultiheadAttention, resolve_operations
 
@@ -223,7 +224,7 @@ def test_lowvram_partial_load_streams_every_layer_with_identical_outputs(network
     expected = outputs(build())
     model = build(comfy.ops.disable_weight_init)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=cpu, offload_device=cpu)
-    streamed = {entry[2] for entry in patcher._load_list()}  # (offload bytes, bytes, name, module, params)
+    streamed = set(streamable_layers(patcher))
     layers, raw = layers_and_raw_parameters(model)
     assert {n for n, _ in layers} <= streamed and not any(n.rsplit(".", 1)[0] in streamed for n in raw)
     patcher.patch_model(device_to=cpu, lowvram_model_memory=1)
