@@ -1,7 +1,7 @@
 """Real-browser test (``make browser-test``): the pinned ComfyUI server on CPU, its PyPI frontend, headless Chromium.
 
 For every workflow in workflows/: it loads with no missing-node dialog and no console error, and the frontend's own
-``graphToPrompt`` gives the same API prompt as tests/workflow_format.py. The landmark workflow is queued and its
+``graphToPrompt`` gives the same API prompt as devkit/workflow_format.py. The landmark workflow is queued and its
 output images must appear in the UI. Screenshots and results.json are kept under an artifacts folder outside the repo.
 
 Needs Debian's ``chromium`` (installed with apt-get when missing and running as root) and ``playwright-core`` from
