@@ -3,18 +3,18 @@ Diff-PC ID-Injector."""
 
 from __future__ import annotations
 
+import folder_paths
 import torch
 from comfy_api.latest import io
 
-import folder_paths
-
+from ..comfy_glue.bundle import backbone_files, load_bundle
+from ..comfy_glue.identity_apply import apply_facesnap_identity, mixer_identity, require_ffrnet
+from ..comfy_glue.unet_patches import check_unet_matches, patch_model_with_injector
 from ..models.errors import ModelFileError
 from ..models.identity.face_features import FaceFeatures, arcface_embeddings, face_crop, reference_indices
 from .errors import reports_errors
-from ..comfy_glue.bundle import DTYPE_OPTIONS, backbone_files, load_bundle
-from ..comfy_glue.identity_apply import apply_facesnap_identity, mixer_identity, require_ffrnet
-from ..comfy_glue.unet_patches import check_unet_matches, patch_model_with_injector
 from .image_tensors import to_image_tensor
+from .loader_inputs import dtype_input
 from .model_cache import LoadedModels, file_identity
 from .socket_types import FaceFeatures as FaceFeaturesSocket
 from .socket_types import Faces, FaceSnapModel, Identity
@@ -55,11 +55,7 @@ class FaceSnapModelLoader(io.ComfyNode):
                                default=NO_CONTROLNET,
                                tooltip="Where FFRNet comes from: the FaceSnap file itself, or a diffusers-layout "
                                        "SDXL ControlNet .safetensors in ComfyUI/models/controlnet."),
-                io.Combo.Input("dtype", options=list(DTYPE_OPTIONS), default="auto", optional=True,
-                               tooltip="Storage precision of the mixer, FFRNet and ID-Injector weights: auto = what "
-                                       "ComfyUI picks for your device (as for a ControlNet), or fp16 / bf16 / fp32 / "
-                                       "fp8_e4m3fn. Layers compute in fp16/bf16 (fp32 on a CPU) where the device "
-                                       "cannot compute in the storage dtype; fp8 halves the fp16 weight memory."),
+                dtype_input("the mixer, FFRNet and ID-Injector weights", optional=True),
             ],
             outputs=[FaceSnapModel.Output(display_name="facesnap_model")],
         )

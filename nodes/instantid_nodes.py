@@ -3,12 +3,10 @@ IdentityNet on the conditioning), and draw InstantID's 5-keypoint control image 
 
 from __future__ import annotations
 
+import folder_paths
 import numpy as np
 from comfy_api.latest import io
 
-import folder_paths
-
-from ..comfy_glue.bundle import DTYPE_OPTIONS
 from ..comfy_glue.identity_apply import apply_instantid
 from ..comfy_glue.instantid_bundle import identitynet_files, load_instantid_bundle
 from ..models.errors import ModelFileError
@@ -17,6 +15,7 @@ from ..models.face_analysis.landmark_views import FRAMES
 from ..models.identity.face_features import arcface_embeddings
 from .errors import node_error, reports_errors
 from .image_tensors import to_image_tensor
+from .loader_inputs import dtype_input
 from .model_cache import LoadedModels
 from .socket_types import Faces, Identity, InstantID, Landmarks
 
@@ -52,11 +51,7 @@ class FaceSnapInstantIDLoader(io.ComfyNode):
                                tooltip="InstantID's IdentityNet in ComfyUI/models/controlnet: its "
                                        "diffusion_pytorch_model.safetensors (a config.json beside it is read) or a "
                                        "renamed single file."),
-                io.Combo.Input("dtype", options=list(DTYPE_OPTIONS), default="auto",
-                               tooltip="Storage precision of the Resampler, IP layers and IdentityNet: auto = what "
-                                       "ComfyUI picks for your device (as for a ControlNet), or fp16 / bf16 / fp32 / "
-                                       "fp8_e4m3fn. Layers compute in fp16/bf16 (fp32 on a CPU) where the device "
-                                       "cannot compute in the storage dtype; fp8 halves the fp16 weight memory."),
+                dtype_input("the Resampler, IP layers and IdentityNet"),
             ],
             outputs=[InstantID.Output(display_name="instantid")],
         )

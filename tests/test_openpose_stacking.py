@@ -13,22 +13,15 @@ import numpy as np
 import pytest
 import torch
 from comfy_test_nodes.tiny_models import tiny_conditioning, tiny_face_features
-from identity_graphs import (add_apply, add_loader, add_stock_controlnet, base_graph, cached, pack_module,
-                             register_facesnap_folder, setup_face_pipeline)
-from instantid_graphs import add_apply_instantid, add_encode, add_instantid_loader, register_instantid_folders
+from identity_graphs import add_apply, add_loader, add_stock_controlnet, base_graph, cached, pack_module
+from instantid_graphs import add_apply_instantid, add_encode, add_instantid_loader
+
 from comfyui_facesnap.devkit.comfy_host import cached_output
+from test_identity_nodes import host  # noqa: F401  (the same FaceSnap + InstantID host fixture)
 
 pytestmark = pytest.mark.comfy
 
 SIZE = 128  # the tiny graph's image size (latent 16 x 16): drawings at this size reach the ControlNets unresampled
-
-
-@pytest.fixture(scope="module")
-def host(comfy_host, insightface_images, tmp_path_factory):
-    register_facesnap_folder(tmp_path_factory.mktemp("facesnap"))
-    setup_face_pipeline(comfy_host, insightface_images, tmp_path_factory.mktemp("insightface"))
-    register_instantid_folders(comfy_host, insightface_images, tmp_path_factory.mktemp("instantid"))
-    return comfy_host
 
 
 def record_calls(monkeypatch, cls, into: list, tag: str) -> None:
