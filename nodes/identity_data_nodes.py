@@ -9,10 +9,11 @@ from comfy_api.latest import io, ui
 
 import folder_paths
 
-from ..models.errors import InvalidInputError, ModelFileError
+from ..models.errors import InvalidInputError
 from ..models.identity.identity import blend_identities, load_identity, save_identity
 from .errors import reports_errors
 from .model_cache import file_identity
+from .model_paths import resolve_model_file
 from .socket_types import Identity
 
 CATEGORY = "FaceSnap/Identity"
@@ -60,12 +61,11 @@ def save_path(name: str, overwrite: bool) -> str:
 
 
 def identity_path(name: str) -> str:
-    """The file of a FaceSnap Load Identity choice, resolved only inside the facesnap_identities folders."""
-    parts = checked_name(name)
-    path = folder_paths.get_full_path(FOLDER, "/".join(parts))
-    if path is None or not name.lower().endswith(EXTENSION):
-        dirs = ", ".join(folder_paths.get_folder_paths(FOLDER))
-        raise ModelFileError(f"identity {name!r} not found", f"save it with FaceSnap Save Identity, or put it in: {dirs}")
+    """The file of a FaceSnap Load Identity choice: a listed file of the facesnap_identities folders (the pack's
+    shared resolution, which lists only .safetensors there), under the stricter identity names, and never a link
+    that leads out of those folders."""
+    checked_name(name)
+    path = resolve_model_file("identity_name", FOLDER, name, "save it with FaceSnap Save Identity")
     if any(_within(folder, path) for folder in folder_paths.get_folder_paths(FOLDER)):
         return path
     raise InvalidInputError(f"identity {name!r} resolves outside the identity folders", NAME_FIX)

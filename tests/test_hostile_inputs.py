@@ -81,7 +81,6 @@ class Session:
     """One persistent PromptExecutor, as a server keeps it."""
 
     def __init__(self, host):
-
         from comfyui_facesnap.devkit.comfy_host import _StubServer, new_executor
 
         self.host, self.server = host, _StubServer()
