@@ -15,6 +15,7 @@ from ..models.identity.face_features import FaceFeatures
 from ..models.identity.facesnap_checkpoint import DIFFUSERS_WEIGHT_NAMES, load_facesnap
 from ..models.identity.ffrnet import FFRNet
 from .control import wrap_identity_model
+from .unet_patches import patch_model_with_injector
 from .weight_dtypes import (DTYPE_OPTIONS, build_managed, choose_weight_dtypes, dtype_option, file_dtype,
                             managed_patcher)
 
@@ -60,6 +61,12 @@ class FaceSnapBundle:
     @property
     def has_injector(self) -> bool:
         return self.ffrnet is not None and self.ffrnet.id_injector is not None
+
+    def inject(self, model_patcher, node_id: str = "DiffPCIDInjector"):
+        """A clone of MODEL with this file's ID-Injector heads (``unet_patches.patch_model_with_injector``); the
+        heads' network is loaded with the MODEL."""
+        return patch_model_with_injector(model_patcher, self.ffrnet, self.key, node_id,
+                                         ffrnet_patcher=self.control.control_model_wrapped)
 
     def _run_mixer(self, *args) -> torch.Tensor:
         comfy.model_management.load_models_gpu([self.mixer_patcher])

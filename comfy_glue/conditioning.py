@@ -3,7 +3,8 @@
 ``apply_identity_control`` is the one entry point (FaceSnap's apply nodes use it; so can any identity ControlNet
 wrapped as ``control.IdentityControlNet``). The tokens travel on the control object, never on the conditioning:
 ``cross_attn_controlnet`` is not set, so stock ControlNets chained before or after keep reading the prompt, and two
-identity controls (two people) each read their own tokens.
+identity controls (two people) each read their own tokens. Each cond also gets the ``area_probe`` entry through which
+its control learns the cond's area.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..models.errors import InvalidInputError
+from . import area_probe
 from .control import IdentityControlNet
 
 
@@ -45,7 +47,7 @@ def apply_identity_control(positive, negative, control: IdentityControlNet, cond
     def attach(conditioning):
         out = []
         for text, opts in conditioning:
-            d = opts.copy()
+            d = area_probe.with_probe(opts)
             previous = d.get("control")
             if previous not in copies:
                 c_net = control.copy().set_cond_hint(hint, strength, (start, end))

@@ -11,9 +11,12 @@ heads; anything with the call signature of ``comfy.cldm.cldm.ControlNet``):
   uncond chunks (``conditioning.apply_identity_control`` then also keeps it off the negative).
 - The hint (landmark image) and ``mask`` (N, H, W) cover the whole image. Like ComfyUI's conditioning masks they
   are resized to the latent (the hint to its pixel size), cropped to the area of the cond being sampled
-  (ConditioningSetArea / ...Percentage), then resized to what the model needs. The area and the latent size reach
-  the control through a calc_cond_batch wrapper that it registers as a ControlNet ``extra_hooks`` hook
-  (``_AREA_HOOK``): ``get_control`` itself only sees the cropped latent. Without an area this is the plain resize.
+  (ConditioningSetArea / ...Percentage), then resized to what the model needs. Each chunk's area comes from the
+  ``area_probe`` entry the apply functions put on the conds; the whole latent's size from the host
+  (``host_compat.sampled_latent_dims``), from an uncropped chunk, or on old hosts from a calc_cond_batch hook that
+  only hosts without dynamic VRAM get (``host_compat.latent_size_hooks``). Without an area this is the plain resize.
+- ``get_control`` runs on its own path: it builds its hint, tokens and residual weights itself and never relies on the
+  base class's hint cache, whose behaviour changes between hosts.
 - A control whose model has Diff-PC ID-Injector heads has an ``injector_key`` (the FaceSnap file's identity). It
   publishes its unscaled residuals and per-sample weights (strength x mask) under ``FEATURES_KEY`` in the per-call
   ``transformer_options``; only an ID-Injector patch on the MODEL with the same key turns them into (phi, mu)
@@ -27,15 +30,16 @@ from dataclasses import dataclass
 import torch
 
 import comfy.controlnet
-import comfy.hooks
 import comfy.model_management
-import comfy.patcher_extension
 import comfy.utils
 
 from ..models.errors import InvalidInputError
+from . import area_probe, host_compat
 from .unet_layout import unet_layout_error
 
 FEATURES_KEY = "facesnap_identity_features"  # transformer_options entry: [IdentityFeatures] of this UNet call
+LATENT_SIZE_HOOK = "facesnap_latent_size"
+MERGED_KEYS = ("input", "middle", "output")
 ASPECT_TOLERANCE = 0.02
 
 
@@ -47,29 +51,6 @@ class IdentityFeatures:
     residuals: list[torch.Tensor]  # the model's unscaled "output" residuals
     weights: list[torch.Tensor]  # per sample (strength x mask), at each residual's resolution
     source: str  # the node that applied the control, for messages
-
-
-@dataclass
-class _Call:
-    options: dict
-    control_prev: dict | None
-
-
-def _record_areas(executor, model, conds, x_in, timestep, model_options):
-    """calc_cond_batch wrapper: tell each identity control the latent size and the area of every cond it serves."""
-    dims = tuple(x_in.shape[2:])
-    for cond_list in conds:
-        for cond in cond_list or ():
-            control = cond.get("control")
-            while control is not None:
-                if isinstance(control, IdentityControlNet):
-                    control.areas[cond["uuid"]] = (cond.get("area"), dims)
-                control = control.previous_controlnet
-    return executor(model, conds, x_in, timestep, model_options)
-
-
-_AREA_HOOK = comfy.hooks.TransformerOptionsHook(
-    {"wrappers": {comfy.patcher_extension.WrappersMP.CALC_COND_BATCH: {"facesnap_identity_areas": [_record_areas]}}})
 
 
 class IdentityControlNet(comfy.controlnet.ControlNet):
@@ -86,11 +67,9 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
         self.mask: torch.Tensor | None = None
         self.injector_key: str | None = None
         self.node_id = ""
-        self.areas: dict = {}  # cond uuid -> (area or None, latent dims), filled by _record_areas
-        self._call: _Call | None = None
-        self._hint_key = None
-        self.extra_hooks = comfy.hooks.HookGroup()
-        self.extra_hooks.add(_AREA_HOOK)
+        self.latent_dims: tuple[int, ...] | None = None  # the whole sampled latent (h, w), once known
+        self._hint_cache: tuple | None = None  # (key, hint) of the last batch layout
+        self.extra_hooks = host_compat.latent_size_hooks(LATENT_SIZE_HOOK, _record_latent_size)
 
     def copy(self):
         c = IdentityControlNet(None, global_average_pooling=self.global_average_pooling,
@@ -105,6 +84,7 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
     # --- sampling -------------------------------------------------------------------------------------------
     def pre_run(self, model, percent_to_timestep_function):
         super().pre_run(model, percent_to_timestep_function)
+        self.latent_dims = host_compat.sampled_latent_dims(model)
         config = getattr(self.control_model, "config", None)
         problem = unet_layout_error(model, config) if config is not None else None
         if problem is not None:
@@ -112,55 +92,39 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
                                     "sample with the SDXL model the FaceSnap/ControlNet weights were made for")
 
     def cleanup(self):
-        self.areas = {}
+        self.latent_dims = None
+        self._hint_cache = None
         super().cleanup()
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
-        previous = self.previous_controlnet
+        kinds = transformer_options.get("cond_or_uncond") or [0]
+        areas = area_probe.chunk_areas(cond, len(kinds))
         control_prev = None
-        if previous is not None:  # the caller's cond: stock ControlNets keep reading the prompt
-            control_prev = previous.get_control(x_noisy, t, cond, batched_number, transformer_options)
-        self._check_inputs(x_noisy, cond, transformer_options)
-        self._prepare_hint(x_noisy, transformer_options)
-        own = dict(cond, crossattn_controlnet=self._tokens(x_noisy, transformer_options))
-        self.previous_controlnet, self._call = None, _Call(transformer_options, control_prev)
-        try:
-            control = super().get_control(x_noisy, t, own, batched_number, transformer_options)
-        finally:
-            self.previous_controlnet, self._call = previous, None
-        return control_prev if control is None else control
-
-    def control_merge(self, control, control_prev, output_dtype):
-        call = self._call
-        if call is not None and control_prev is None:
-            control_prev = call.control_prev
-        options = call.options if call is not None else {}
-        some = control["output"][0]
-        scale = self._sample_scale(some.shape[0], some, options)
-        weights = {}
-
-        def weight(x):
-            size = tuple(x.shape[-2:])
-            if size not in weights:
-                weights[size] = self._spatial(scale, x, options)
-            return weights[size]
-
-        if self.injector_key is not None and call is not None:
-            options.setdefault(FEATURES_KEY, []).append(IdentityFeatures(
-                self.injector_key, list(control["output"]), [weight(x) for x in control["output"]], self.node_id))
-        scaled = {key: [None if x is None else x * weight(x) for x in values] for key, values in control.items()}
-        strength = self.strength
-        self.strength = 1.0  # applied per sample above; the base merge multiplies by it in place
-        try:
-            return super().control_merge(scaled, control_prev, output_dtype)
-        finally:
-            self.strength = strength
+        if self.previous_controlnet is not None:  # the caller's cond: stock ControlNets keep reading the prompt
+            control_prev = self.previous_controlnet.get_control(x_noisy, t, cond, batched_number, transformer_options)
+        area_probe.drop(cond)
+        if self.timestep_range is not None and (t[0] > self.timestep_range[0] or t[0] < self.timestep_range[1]):
+            return control_prev
+        self._check_adm(cond)
+        dims = self._whole_latent(x_noisy, areas)
+        self._check_aspect(dims)
+        dtype = self.manual_cast_dtype or self.control_model.dtype
+        extra = dict(self.extra_args)
+        for name in self.extra_conds:
+            if cond.get(name) is not None:
+                extra[name] = cond[name].to(device=x_noisy.device, dtype=dtype)
+        sampling = self.model_sampling_current
+        control = self.control_model(
+            x=sampling.calculate_input(t, x_noisy).to(dtype), hint=self._hint(x_noisy, areas, dims, dtype),
+            timesteps=sampling.timestep(t).to(dtype), context=self._tokens(x_noisy, kinds).to(x_noisy.device, dtype),
+            **extra)
+        return self._merge(control, control_prev, _Chunks(kinds, areas, dims), transformer_options)
 
     # --- helpers --------------------------------------------------------------------------------------------
     def _named(self, message: str) -> str:
         return f"[{self.node_id}] {message}" if self.node_id else message
 
-    def _check_inputs(self, x_noisy, cond, options):
+    def _check_adm(self, cond):
         config = getattr(self.control_model, "config", None)
         adm = getattr(config, "projection_class_embeddings_input_dim", None)
         y = cond.get("y")
@@ -170,9 +134,21 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
                 self._named(f"this identity ControlNet is an SDXL ControlNet ({adm}-D ADM), but the model being "
                             f"sampled passes {got}"),
                 "sample with an SDXL base checkpoint (not SD1.5/SD2 or the SDXL refiner)")
+
+    def _whole_latent(self, x_noisy, areas) -> tuple[int, ...]:
+        """The size of the whole sampled latent: from the host, or from a batch that holds an uncropped chunk."""
+        if self.latent_dims is None and any(area is None for area in areas):
+            self.latent_dims = tuple(x_noisy.shape[2:])
+        if self.latent_dims is None:
+            raise InvalidInputError(
+                self._named("this ComfyUI does not tell ControlNets the size of the latent, and every cond this "
+                            "identity control serves has an area (ConditioningSetArea), so its landmarks cannot be "
+                            "placed"),
+                "apply the identity to a cond without an area as well, or update ComfyUI")
+        return self.latent_dims
+
+    def _check_aspect(self, dims):
         hint = self.cond_hint_original
-        uuids = options.get("uuids") or [None]
-        dims = self.areas.get(uuids[0], (None, None))[1] or tuple(x_noisy.shape[-2:])  # the whole latent
         if abs((hint.shape[-1] / hint.shape[-2]) / (dims[-1] / dims[-2]) - 1) > ASPECT_TOLERANCE:
             raise InvalidInputError(
                 self._named(f"the landmark image is {hint.shape[-1]}x{hint.shape[-2]} but the latent is "
@@ -180,63 +156,102 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
                             "landmarks off the face"),
                 "draw the landmarks at the output size (same aspect ratio; the size itself is resized to fit)")
 
-    def _tokens(self, x_noisy, options) -> torch.Tensor:
+    def _tokens(self, x_noisy, kinds) -> torch.Tensor:
         if self.cond_tokens is None or self.uncond_tokens is None:
             raise InvalidInputError(self._named("this identity ControlNet has no identity tokens"),
                                     "apply it with comfy_glue.conditioning.apply_identity_control")
-        kinds = options.get("cond_or_uncond") or [0]
         per = x_noisy.shape[0] // len(kinds)
         parts = [self.cond_tokens if kind == 0 else self.uncond_tokens for kind in kinds]
         return torch.cat([comfy.utils.repeat_to_batch_size(p, per) for p in parts])
 
-    def _sample_scale(self, batch: int, like: torch.Tensor, options: dict) -> torch.Tensor:
-        """Per-sample strength: cond chunks (0 in comfy.samplers' cond_or_uncond) get ``strength``, the others
-        ``uncond_strength`` (0 when ``positive_only``)."""
-        kinds = options.get("cond_or_uncond") or [0]
-        per = batch // len(kinds)
-        uncond = 0.0 if self.positive_only else self.strength if self.uncond_strength is None else self.uncond_strength
-        values = [float(self.strength) if kind == 0 else float(uncond) for kind in kinds]
-        return torch.tensor(values, dtype=like.dtype, device=like.device).repeat_interleave(per)[:, None, None, None]
+    def _hint(self, x_noisy, areas, dims, dtype) -> torch.Tensor:
+        """The landmark image for this batch, chunk by chunk cropped to its cond's area, at the latent's pixel size
+        (cached for the batch layout: the same every step)."""
+        key = (tuple(x_noisy.shape), tuple(areas), dims, dtype, x_noisy.device)
+        if self._hint_cache is not None and self._hint_cache[0] == key:
+            return self._hint_cache[1]
+        ratio = self.compression_ratio
+        size = (x_noisy.shape[-2] * ratio, x_noisy.shape[-1] * ratio)
+        hint = _per_chunk(self.cond_hint_original, x_noisy.shape[0], size, ratio, self.upscale_algorithm, "center",
+                          areas, dims)
+        hint = self.preprocess_image(hint).to(device=x_noisy.device, dtype=dtype)
+        self._hint_cache = (key, hint)
+        return hint
 
-    def _spatial(self, scale: torch.Tensor, x: torch.Tensor, options: dict) -> torch.Tensor:
+    def _merge(self, control: dict, control_prev: dict | None, chunks: "_Chunks", options: dict) -> dict:
+        """Scale each residual per sample (strength of the chunk's kind x mask), publish the raw residuals for a
+        paired ID-Injector, and add the earlier ControlNets' residuals."""
+        weights = {}
+
+        def weight(x):
+            size = tuple(x.shape[-2:])
+            if size not in weights:
+                weights[size] = self._weight(chunks, x)
+            return weights[size]
+
+        outputs = control.get("output", [])
+        if self.injector_key is not None:
+            options.setdefault(FEATURES_KEY, []).append(IdentityFeatures(
+                self.injector_key, list(outputs), [weight(x) for x in outputs], self.node_id))
+        out = {key: [None if x is None else x * weight(x) for x in control.get(key, [])] for key in MERGED_KEYS}
+        if control_prev is not None:
+            for key in MERGED_KEYS:
+                mine = out[key]
+                for i, prev in enumerate(control_prev.get(key, [])):
+                    if i >= len(mine):
+                        mine.append(prev)
+                    elif prev is not None:
+                        mine[i] = prev if mine[i] is None else prev + mine[i]
+        return out
+
+    def _weight(self, chunks: "_Chunks", x: torch.Tensor) -> torch.Tensor:
+        """Per sample: ``strength`` on cond chunks (0 in cond_or_uncond), ``uncond_strength`` (0 when
+        ``positive_only``) on the others, times the mask at ``x``'s resolution."""
+        per = x.shape[0] // len(chunks.kinds)
+        uncond = 0.0 if self.positive_only else self.strength if self.uncond_strength is None else self.uncond_strength
+        values = [float(self.strength) if kind == 0 else float(uncond) for kind in chunks.kinds]
+        scale = torch.tensor(values, dtype=x.dtype, device=x.device).repeat_interleave(per)[:, None, None, None]
         if self.mask is None:
             return scale
         mask = self.mask.to(device=x.device, dtype=x.dtype).reshape(-1, 1, *self.mask.shape[-2:])
-        return scale * self._per_chunk(mask, x.shape[0], x.shape[-2:], 1, "bilinear", "disabled", options)
+        return scale * _per_chunk(mask, x.shape[0], x.shape[-2:], 1, "bilinear", "disabled", chunks.areas,
+                                  chunks.dims)
 
-    def _prepare_hint(self, x_noisy, options):
-        """The hint for this batch, chunk by chunk cropped to its cond's area, at the latent's pixel size. Set as
-        ``cond_hint`` so that ComfyUI's ``get_control`` finds it ready (same size, same batch)."""
-        uuids = tuple(options.get("uuids") or [None])
-        key = (tuple(x_noisy.shape), tuple(self.areas.get(u, (None, None)) for u in uuids))
-        if self.cond_hint is not None and self._hint_key == key:
-            return
-        ratio = self.compression_ratio
-        size = (x_noisy.shape[-2] * ratio, x_noisy.shape[-1] * ratio)
-        hint = self._per_chunk(self.cond_hint_original, x_noisy.shape[0], size, ratio, self.upscale_algorithm, "center",
-                               options)
-        dtype = self.manual_cast_dtype or self.control_model.dtype
-        self.cond_hint = self.preprocess_image(hint).to(device=x_noisy.device, dtype=dtype)
-        self._hint_key = key
 
-    def _per_chunk(self, image, batch: int, size, scale: int, method: str, crop: str, options) -> torch.Tensor:
-        """``image`` (whole picture) for each batch chunk: resized to the latent x ``scale``, cropped to the chunk's
-        area, resized to ``size``; each chunk repeated to its share of ``batch``."""
-        uuids = options.get("uuids") or [None]
-        per = batch // len(uuids)
-        chunks = []
-        for uuid in uuids:
-            area, dims = self.areas.get(uuid, (None, None))
-            part, fit = image, crop
-            if area is not None and dims is not None and len(area) == 4 and len(dims) == 2:
-                h, w, y0, x0 = (v * scale for v in area)  # latent pixels; clamped as get_area_and_mult does
-                full = comfy.utils.common_upscale(part, dims[1] * scale, dims[0] * scale, method, crop)
-                part = full[..., y0:y0 + min(h, full.shape[-2] - y0), x0:x0 + min(w, full.shape[-1] - x0)]
-                fit = "disabled"
-            if tuple(part.shape[-2:]) != tuple(size):
-                part = comfy.utils.common_upscale(part, size[1], size[0], method, fit)
-            chunks.append(comfy.utils.repeat_to_batch_size(part, per))
-        return torch.cat(chunks)
+@dataclass(frozen=True)
+class _Chunks:
+    kinds: list  # cond_or_uncond of the batch's chunks
+    areas: list  # each chunk's area (h, w, y, x) in latent units, or None
+    dims: tuple  # the whole latent (h, w)
+
+
+def _per_chunk(image, batch: int, size, scale: int, method: str, crop: str, areas, dims) -> torch.Tensor:
+    """``image`` (the whole picture) for each batch chunk: resized to the whole latent x ``scale``, cropped to the
+    chunk's area, resized to ``size``; each chunk repeated to its share of ``batch``."""
+    per = batch // len(areas)
+    chunks = []
+    for area in areas:
+        part, fit = image, crop
+        if area is not None:
+            h, w, y0, x0 = (v * scale for v in area)  # clamped to the latent by ComfyUI (get_area_and_mult)
+            part = comfy.utils.common_upscale(part, dims[1] * scale, dims[0] * scale, method, crop)[..., y0:y0 + h,
+                                                                                                    x0:x0 + w]
+            fit = "disabled"
+        if tuple(part.shape[-2:]) != tuple(size):
+            part = comfy.utils.common_upscale(part, size[1], size[0], method, fit)
+        chunks.append(comfy.utils.repeat_to_batch_size(part, per))
+    return torch.cat(chunks)
+
+
+def _record_latent_size(conds, x_in) -> None:
+    """Tell every identity control of these conds the latent size (hosts without ``sampled_latent_dims``)."""
+    for cond_list in conds:
+        for cond in cond_list or ():
+            control = cond.get("control")
+            while control is not None:
+                if isinstance(control, IdentityControlNet):
+                    control.latent_dims = tuple(x_in.shape[2:])
+                control = control.previous_controlnet
 
 
 def wrap_identity_model(model: torch.nn.Module, manual_cast_dtype: torch.dtype | None = None) -> IdentityControlNet:

@@ -19,7 +19,6 @@ Outside a control's start/end window nothing is published, so the patch is a no-
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 import comfy.patcher_extension
 
@@ -41,19 +40,20 @@ def check_unet_matches(model_patcher, ffrnet: FFRNet) -> None:
         raise InvalidInputError(problem, "load an SDXL checkpoint (SD1.5/SD2/Flux models cannot use FaceSnap)")
 
 
-def _conv(layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """A head on ``x``'s device and dtype (the injector's FaceSnap model may be offloaded or in another dtype)."""
-    weight = layer.weight
-    if weight.device == x.device and weight.dtype == x.dtype:
-        return layer(x)
-    return F.conv2d(x, weight.to(x), None if layer.bias is None else layer.bias.to(x), padding=layer.padding)
+def _head(layer: torch.nn.Module, c_id: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
+    """A head through its layer call, so that ComfyUI's casting and streaming of the heads' network apply (its weights
+    are never read here). The residual is cast to the heads' compute dtype, in case another load of the same file
+    (another dtype) produced it."""
+    return layer(c_id.to(compute_dtype))
 
 
 class IDInjectorPatch:
     """The ID-Injector hooks of one MODEL: ``heads`` maps a FaceSnap file key to that file's IDInjector."""
 
-    def __init__(self, heads: dict[str, IDInjector], node_id: str = "DiffPCIDInjector"):
+    def __init__(self, heads: dict[str, IDInjector], compute_dtypes: dict[str, torch.dtype],
+                 node_id: str = "DiffPCIDInjector"):
         self.heads = heads
+        self.compute_dtypes = compute_dtypes
         self.node_id = node_id
 
     def __deepcopy__(self, memo):  # ModelPatcher.clone deep-copies model_options: share the heads, never copy them
@@ -107,8 +107,8 @@ class IDInjectorPatch:
                 f"[{self.node_id}] injection point {point} of the UNet ({tuple(h.shape)}) gets {got} from the FFRNet "
                 f"applied by {features.source or 'an identity control'}; the heads expect {layout.points} points",
                 "use FaceSnap weights made for this SDXL model in both the apply node and the ID-Injector node")
-        weight = features.weights[source]
-        return _conv(heads.phi[point], c_id) * weight, _conv(heads.mu[point], c_id) * weight
+        weight, dtype = features.weights[source], self.compute_dtypes[features.key]
+        return _head(heads.phi[point], c_id, dtype) * weight, _head(heads.mu[point], c_id, dtype) * weight
 
 
 def find_injector_patch(model_patcher) -> IDInjectorPatch | None:
@@ -116,9 +116,12 @@ def find_injector_patch(model_patcher) -> IDInjectorPatch | None:
     return next((p for p in patches.get("output_block_patch", []) if isinstance(p, IDInjectorPatch)), None)
 
 
-def patch_model_with_injector(model_patcher, ffrnet: FFRNet, key: str, node_id: str = "DiffPCIDInjector"):
+def patch_model_with_injector(model_patcher, ffrnet: FFRNet, key: str, node_id: str = "DiffPCIDInjector", *,
+                              ffrnet_patcher=None):
     """A clone of MODEL whose ID-Injector also applies ``ffrnet``'s heads to the controls of FaceSnap file ``key``.
-    The input MODEL is untouched."""
+    ``ffrnet_patcher`` (the ModelPatcher that manages ``ffrnet``, None outside ComfyUI's sampling) is loaded with the
+    MODEL, so the heads are in place even when another load of the file runs the control. The input MODEL is
+    untouched."""
     check_unet_matches(model_patcher, ffrnet)
     layout = ffrnet.id_injector.layout
     if layout != ffrnet.config.injector_layout():
@@ -126,7 +129,8 @@ def patch_model_with_injector(model_patcher, ffrnet: FFRNet, key: str, node_id: 
                                 "re-export the FaceSnap file with save_facesnap")
     m = model_patcher.clone()
     old = find_injector_patch(m)
-    patch = IDInjectorPatch({**(old.heads if old else {}), key: ffrnet.id_injector}, node_id)
+    patch = IDInjectorPatch({**(old.heads if old else {}), key: ffrnet.id_injector},
+                            {**(old.compute_dtypes if old else {}), key: ffrnet.dtype}, node_id)
     if old is None:
         m.set_model_output_block_patch(patch)
     else:
@@ -134,6 +138,8 @@ def patch_model_with_injector(model_patcher, ffrnet: FFRNet, key: str, node_id: 
         patches[patches.index(old)] = patch
     m.remove_wrappers_with_key(DIFFUSION_MODEL, WRAPPER_KEY)
     m.add_wrapper_with_key(DIFFUSION_MODEL, WRAPPER_KEY, patch.wrap_unet)
+    if ffrnet_patcher is not None:
+        m.set_additional_models(f"{WRAPPER_KEY}:{key}", [ffrnet_patcher])
     return m
 
 

@@ -31,11 +31,11 @@ from typing import Callable
 import torch
 
 import comfy.model_management
-import comfy.model_patcher
 import comfy.ops
 import comfy.utils
 
 from ..models.errors import InvalidInputError
+from . import host_compat
 
 DTYPE_OPTIONS = {"auto": None, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32,
                  "fp8_e4m3fn": torch.float8_e4m3fn}
@@ -93,8 +93,9 @@ def build_managed(factory: Callable, module: torch.nn.Module, dtypes: WeightDtyp
     return built.eval().to(comfy.model_management.unet_offload_device())
 
 
-def managed_patcher(module: torch.nn.Module) -> comfy.model_patcher.ModelPatcher:
-    """A ModelPatcher that loads ``module`` to the UNet's device and offloads it like the UNet, so that model
+def managed_patcher(module: torch.nn.Module):
+    """A patcher of the class the host's own loaders use now (``host_compat.model_patcher_class``: the dynamic-VRAM
+    one where it is on) that loads ``module`` to the UNet's device and offloads it like the UNet, so that model
     management loads it fully, streams it layer by layer (low-VRAM partial load) or evicts it."""
-    return comfy.model_patcher.ModelPatcher(module, load_device=comfy.model_management.get_torch_device(),
-                                            offload_device=comfy.model_management.unet_offload_device())
+    return host_compat.model_patcher_class()(module, load_device=comfy.model_management.get_torch_device(),
+                                             offload_device=comfy.model_management.unet_offload_device())

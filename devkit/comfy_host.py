@@ -1,4 +1,14 @@
-"""Run API-format graphs through ComfyUI's real validator and executor, in-process."""
+"""Run API-format graphs through ComfyUI's real validator and executor, in-process.
+
+The tests' side of the differences between ComfyUI hosts lives here (the pack's own side is
+``comfy_glue/host_compat.py``):
+
+| difference | 0.3.48 | 0.3.75 / 0.8.0 | 0.33.0 |
+|---|---|---|---|
+| ``PromptExecutor(cache_args=...)`` | absent | ``lru`` and ``ram`` | also ``ram_inactive`` |
+| ``executor.caches.outputs.get(node_id)`` | a list of output lists | a ``CacheEntry`` (``.outputs``) | a coroutine of a ``CacheEntry`` |
+| ``ModelPatcher._load_list()`` entries | (bytes, name, module, params) | (offload bytes, bytes, name, module, params) | the same |
+"""
 
 from __future__ import annotations
 
@@ -38,6 +48,16 @@ class ComfyHost:
                 raise RuntimeError(f"ComfyUI failed to load the custom node pack at {pack}")
         self.node_classes = nodes.NODE_CLASS_MAPPINGS
 
+    def load_builtin_nodes(self, *files: str) -> None:
+        """Load some of ComfyUI's own optional node files (``comfy_extras/nodes_*.py``), as its server does at start."""
+        import folder_paths
+        import nodes
+
+        extras = pathlib.Path(folder_paths.base_path) / "comfy_extras"
+        for name in files:
+            if not asyncio.run(nodes.load_custom_node(str(extras / name), module_parent="comfy_extras")):
+                raise RuntimeError(f"ComfyUI failed to load its node file comfy_extras/{name}")
+
     @property
     def input_dir(self) -> pathlib.Path:
         return self.workdir / "input"
@@ -72,9 +92,8 @@ def new_executor(server):
     """A ``PromptExecutor`` with the CLASSIC cache, as ComfyUI's server builds it by default."""
     import execution
 
-    # cache_args appeared after ComfyUI 0.3.48, the oldest host the pack supports
     accepts = inspect.signature(execution.PromptExecutor).parameters
-    options = {"cache_args": {"lru": 0, "ram": 0}} if "cache_args" in accepts else {}
+    options = {"cache_args": {"lru": 0, "ram": 0, "ram_inactive": 0}} if "cache_args" in accepts else {}
     return execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, **options)
 
 
@@ -86,16 +105,17 @@ def comfyui_version() -> tuple[int, ...]:
 
 
 def cached_output(executor, node_id: str, slot: int = 0):
-    """The first item of output ``slot`` of ``node_id`` in the executor's cache. The cache entry is a list of
-    output lists up to ComfyUI 0.3.48 and a ``CacheEntry`` with ``.outputs`` later."""
+    """The first item of output ``slot`` of ``node_id`` in the executor's cache (see the module docstring)."""
     entry = executor.caches.outputs.get(node_id)
+    if inspect.iscoroutine(entry):
+        entry = asyncio.run(entry)
     outputs = getattr(entry, "outputs", entry)
     return outputs[slot][0]
 
 
 def streamable_layers(patcher) -> dict[str, int]:
     """name -> bytes of every module ComfyUI's partial loader handles one by one (``ModelPatcher._load_list``; its
-    entries are (bytes, name, module, params) up to 0.3.48 and (offload bytes, bytes, name, module, params) later)."""
+    entries differ between hosts, see the module docstring)."""
     layers = {}
     for entry in patcher._load_list():
         at = next(i for i, item in enumerate(entry) if isinstance(item, str))

@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from ..comfy_glue.bundle import backbone_files, load_bundle
 from ..comfy_glue.identity_apply import apply_facesnap_identity, mixer_identity, require_ffrnet
-from ..comfy_glue.unet_patches import check_unet_matches, patch_model_with_injector
+from ..comfy_glue.unet_patches import check_unet_matches
 from ..models.errors import ModelFileError
 from ..models.identity.face_features import FaceFeatures, arcface_embeddings, face_crop, reference_indices
 from .errors import reports_errors
@@ -314,7 +314,7 @@ class DiffPCIDInjector(io.ComfyNode):
         if not facesnap_model.has_injector:
             raise ModelFileError(f"the FaceSnap file {facesnap_model.name!r} has no ID-Injector heads",
                                  "use FaceSnap weights trained with the ID-Injector, or leave this node out")
-        return io.NodeOutput(patch_model_with_injector(model, facesnap_model.ffrnet, facesnap_model.key))
+        return io.NodeOutput(facesnap_model.inject(model))
 
 
 class ApplyFaceSnap(io.ComfyNode):
@@ -345,7 +345,7 @@ class ApplyFaceSnap(io.ComfyNode):
                 start_percent, end_percent) -> io.NodeOutput:
         require_ffrnet(facesnap_model)
         if facesnap_model.has_injector:
-            model = patch_model_with_injector(model, facesnap_model.ffrnet, facesnap_model.key, "ApplyFaceSnap")
+            model = facesnap_model.inject(model, "ApplyFaceSnap")
         else:
             check_unet_matches(model, facesnap_model.ffrnet)
         if strength == 0:

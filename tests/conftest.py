@@ -88,3 +88,17 @@ def fresh_model_management():
     comfy.model_management.unload_all_models()
     yield comfy.model_management
     comfy.model_management.unload_all_models()
+
+
+@pytest.fixture(autouse=True)
+def conds_without_hooks(request, monkeypatch):
+    """In every test that samples through ComfyUI: fails the test if any cond given to the sampler has hooks that make
+    a dynamic-VRAM host replace the MODEL (tests/cond_hooks.py). Yields the records."""
+    if request.node.get_closest_marker("comfy") is None or request.node.get_closest_marker("hooked") or not HAVE_COMFY:
+        yield []
+        return
+    from cond_hooks import record_cond_hooks, unexpected_hooks
+
+    records = record_cond_hooks(monkeypatch)
+    yield records
+    assert not unexpected_hooks(records), f"conds with hooks: {unexpected_hooks(records)}"

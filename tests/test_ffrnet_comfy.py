@@ -128,18 +128,17 @@ def test_zero_heads_are_a_no_op_and_the_input_model_is_untouched(fs, base_model)
 def _merged_controls(fs, monkeypatch):
     """(cond_or_uncond, merged middle residual, ID-Injector weight of point 0's source) per control call."""
     merged = []
-    original = fs.IdentityControlNet.control_merge
+    original = fs.IdentityControlNet._merge
 
-    def recording(self, control, control_prev, output_dtype):
-        options = self._call.options
-        out = original(self, control, control_prev, output_dtype)
+    def recording(self, control, control_prev, chunks, options):
+        out = original(self, control, control_prev, chunks, options)
         features = options[fs.FEATURES_KEY][-1]
         source = bundle_layout(self).source_indices[0]
         weight = features.weights[source] * torch.ones_like(features.residuals[source])
         merged.append((options["cond_or_uncond"], out["middle"][0].clone(), weight))
         return out
 
-    monkeypatch.setattr(fs.IdentityControlNet, "control_merge", recording)
+    monkeypatch.setattr(fs.IdentityControlNet, "_merge", recording)
     return merged
 
 

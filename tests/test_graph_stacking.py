@@ -261,6 +261,54 @@ def test_an_ffrnet_that_does_not_fit_the_model_is_a_named_error(host):
 
 
 # --- item 4: the mask follows the area of area conditioning --------------------------------------------------------
+def rebuild_hints_like_newer_hosts(monkeypatch):
+    """Newer ComfyUI (read in a v0.38-era tree) rebuilds a ControlNet's hint in ``get_control`` from its own cache
+    keyed by the latent size, ignoring a ``cond_hint`` set beforehand: simulated by clearing it on every call."""
+    import comfy.controlnet
+
+    base = comfy.controlnet.ControlNet.get_control
+
+    def rebuilding(self, *args, **kwargs):
+        self.cond_hint = None
+        return base(self, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.controlnet.ControlNet, "get_control", rebuilding)
+
+
+def set_area(g: dict, area: str) -> None:
+    """The positive covers only the right half of the 128x128 image."""
+    if area == "pixels":
+        g["area"] = {"class_type": "ConditioningSetArea", "inputs": {
+            "conditioning": ["cond", 0], "width": 64, "height": 128, "x": 64, "y": 0, "strength": 1.0}}
+    else:
+        g["area"] = {"class_type": "ConditioningSetAreaPercentage", "inputs": {
+            "conditioning": ["cond", 0], "width": 0.5, "height": 1.0, "x": 0.5, "y": 0.0, "strength": 1.0}}
+    g["sampler"]["inputs"]["positive"] = ["area", 0]
+
+
+@pytest.mark.parametrize("hint_cache", ["host", "rebuilt"])
+@pytest.mark.parametrize("area", ["pixels", "percentage"])
+def test_landmark_image_is_cropped_to_the_conditioning_area(host, monkeypatch, area, hint_cache):
+    """The area chunk's FFRNet sees the right half of the landmark image (white), never the whole image squeezed,
+    also where the host's ControlNet base class rebuilds hints its own way."""
+    if hint_cache == "rebuilt":
+        rebuild_hints_like_newer_hosts(monkeypatch)
+    hints = []
+    ffrnet = pack_module(host, "DiffPCIDInjector", "models.identity.ffrnet").FFRNet
+    forward = ffrnet.forward
+    monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: hints.append(k["hint"].clone()) or forward(self, *a, **k))
+    g = base_graph(steps=1)
+    set_area(g, area)
+    g["hint"] = {"class_type": "FaceSnapTestRectImage", "inputs": dict(width=128, height=128, x=64, y=0, w=64, h=128)}
+    add_apply(g, add_loader(g))
+    host.run(g)
+    cropped = [h for h in hints if h.shape[-1] == 64]
+    assert cropped, "the area conds were sampled on their 16x8 latent crop (64 px wide hints)"
+    for hint in cropped:
+        assert float(hint.min()) > 0.99, "the area's hint must be the right (white) half of the landmark image"
+    assert any(h.shape[-1] == 128 for h in hints), "the whole-image negative saw the whole hint"
+
+
 @pytest.mark.parametrize("area", ["pixels", "percentage"])
 def test_mask_is_aligned_with_the_conditioning_area(host, calls, monkeypatch, area):
     raw = []
@@ -268,13 +316,7 @@ def test_mask_is_aligned_with_the_conditioning_area(host, calls, monkeypatch, ar
     forward = ffrnet.forward
     monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: raw.append(forward(self, *a, **k)) or raw[-1])
     g = base_graph(steps=1)
-    if area == "pixels":  # the right half of the 128x128 image
-        g["area"] = {"class_type": "ConditioningSetArea", "inputs": {
-            "conditioning": ["cond", 0], "width": 64, "height": 128, "x": 64, "y": 0, "strength": 1.0}}
-    else:
-        g["area"] = {"class_type": "ConditioningSetAreaPercentage", "inputs": {
-            "conditioning": ["cond", 0], "width": 0.5, "height": 1.0, "x": 0.5, "y": 0.0, "strength": 1.0}}
-    g["sampler"]["inputs"]["positive"] = ["area", 0]
+    set_area(g, area)
     add_apply(g, add_loader(g), mask=(64, 0, 32, 128))  # the left half of the area
     host.run(g)
     unet_calls = [(shape, control) for kind, shape, control in calls if kind == "unet"]

@@ -125,6 +125,6 @@ def test_docs_and_code_name_no_tracker_items():
 
 
 def test_one_documented_way_to_train_the_light_ffrnet():
-    readme = (ROOT / "README.md").read_text()
-    assert "model.ffrnet_preset: sdxl_light" in readme
-    assert "transformer_layers_per_block: [1, 2, 2]}" not in readme
+    docs = "\n".join(p.read_text() for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))])
+    assert "model.ffrnet_preset: sdxl_light" in docs
+    assert "transformer_layers_per_block: [1, 2, 2]}" not in docs

@@ -51,6 +51,39 @@ def tiny_unet_patcher(seed: int = 0, sd15: bool = False):
     return comfy.model_patcher.ModelPatcher(model, load_device=CPU, offload_device=CPU)
 
 
+class TinyClip:
+    """The tiny checkpoint's CLIP: no text encoder (FaceSnapTestCLIPTextEncode makes the conditioning); it takes
+    LoRA patches the way ComfyUI's CLIP does (LoraLoader clones it and adds patches) and keeps them."""
+
+    def __init__(self, seed: int = 0, patches: tuple = ()):
+        self.seed = seed
+        self.patches = patches
+        self.cond_stage_model = torch.nn.Module()
+
+    def clone(self):
+        return TinyClip(self.seed, self.patches)
+
+    def add_patches(self, patches, strength_patch=1.0, strength_model=1.0):
+        self.patches = (*self.patches, (patches, strength_patch))
+        return []
+
+
+def tiny_lora(seed: int = 0, rank: int = 2, std: float = 0.2) -> dict:
+    """A LoRA for the tiny SDXL in kohya's layout (lora_unet_<key>.lora_up/lora_down/alpha) on every 2-D weight of
+    its transformer blocks."""
+    unet = tiny_unet_patcher(seed).model
+    g = torch.Generator().manual_seed(seed + 100)
+    lora = {}
+    for key, weight in unet.state_dict().items():
+        if "transformer_blocks" not in key or weight.ndim != 2 or not key.startswith("diffusion_model."):
+            continue
+        name = "lora_unet_" + key[len("diffusion_model."):-len(".weight")].replace(".", "_")
+        lora[f"{name}.lora_up.weight"] = torch.randn(weight.shape[0], rank, generator=g) * std
+        lora[f"{name}.lora_down.weight"] = torch.randn(rank, weight.shape[1], generator=g) * std
+        lora[f"{name}.alpha"] = torch.tensor(float(rank))
+    return lora
+
+
 def tiny_vae(seed: int = 0):
     import comfy.sd
     from comfy.ldm.models.autoencoder import AutoencoderKL
