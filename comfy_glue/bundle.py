@@ -14,6 +14,7 @@ from ..models.identity.attribute_mixer import FacialAttributeMixer
 from ..models.identity.face_features import FaceFeatures
 from ..models.identity.facesnap_checkpoint import DIFFUSERS_WEIGHT_NAMES, load_facesnap
 from ..models.identity.ffrnet import FFRNet
+from ..models.identity.identity import weights_key
 from .control import wrap_identity_model
 from .unet_patches import patch_model_with_injector
 from .weight_dtypes import (DTYPE_OPTIONS, build_managed, choose_weight_dtypes, dtype_option, file_dtype,
@@ -43,6 +44,7 @@ class FaceSnapBundle:
         device = comfy.model_management.get_torch_device()
         self.dtypes = choose_weight_dtypes(dtype, device, file_dtype(mixer, ffrnet))
         self.dtype = self.dtypes.compute
+        self.weights_key = weights_key(mixer.state_dict())  # the file's mixer, whatever the storage dtype
         self.mixer = build_managed(lambda ops, compute: FacialAttributeMixer(mixer.config, ops, compute), mixer,
                                    self.dtypes)
         self.ffrnet = None
@@ -87,5 +89,6 @@ class FaceSnapBundle:
 def load_bundle(path: str, controlnet_path: str | None, name: str, dtype: str, key: str):
     """Load a FaceSnap file (and its diffusers backbone) into a bundle; ``key`` = the file's identity."""
     dtype_option(dtype)  # refuse a bad option before reading the files
-    mixer, ffrnet, metadata = load_facesnap(path, controlnet_path)
+    mixer, ffrnet, metadata = load_facesnap(path, controlnet_path,
+                                            interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
     return FaceSnapBundle(mixer, ffrnet, metadata, name=name, dtype=dtype, key=key)

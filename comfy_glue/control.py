@@ -35,6 +35,7 @@ import comfy.utils
 
 from ..models.errors import InvalidInputError
 from . import area_probe, host_compat
+from .node_errors import node_error
 from .unet_layout import unet_layout_error
 
 FEATURES_KEY = "facesnap_identity_features"  # transformer_options entry: [IdentityFeatures] of this UNet call
@@ -88,8 +89,8 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
         config = getattr(self.control_model, "config", None)
         problem = unet_layout_error(model, config) if config is not None else None
         if problem is not None:
-            raise InvalidInputError(self._named(f"this identity ControlNet does not fit the sampled model: {problem}"),
-                                    "sample with the SDXL model the FaceSnap/ControlNet weights were made for")
+            raise self._error(f"this identity ControlNet does not fit the sampled model: {problem}",
+                              "sample with the SDXL model the FaceSnap/ControlNet weights were made for")
 
     def cleanup(self):
         self.latent_dims = None
@@ -121,8 +122,9 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
         return self._merge(control, control_prev, _Chunks(kinds, areas, dims), transformer_options)
 
     # --- helpers --------------------------------------------------------------------------------------------
-    def _named(self, message: str) -> str:
-        return f"[{self.node_id}] {message}" if self.node_id else message
+    def _error(self, message: str, fix: str) -> Exception:
+        """The pack's node error naming the applying node: raised while sampling, it reaches ComfyUI's dialog as is."""
+        return node_error(self.node_id, message, fix) if self.node_id else InvalidInputError(message, fix)
 
     def _check_adm(self, cond):
         config = getattr(self.control_model, "config", None)
@@ -130,9 +132,9 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
         y = cond.get("y")
         if adm is not None and (y is None or y.shape[-1] != adm):
             got = "no ADM vector (an SD1.5/SD2 model?)" if y is None else f"a {y.shape[-1]}-D ADM vector"
-            raise InvalidInputError(
-                self._named(f"this identity ControlNet is an SDXL ControlNet ({adm}-D ADM), but the model being "
-                            f"sampled passes {got}"),
+            raise self._error(
+                f"this identity ControlNet is an SDXL ControlNet ({adm}-D ADM), but the model being sampled passes "
+                f"{got}",
                 "sample with an SDXL base checkpoint (not SD1.5/SD2 or the SDXL refiner)")
 
     def _whole_latent(self, x_noisy, areas) -> tuple[int, ...]:
@@ -140,26 +142,24 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
         if self.latent_dims is None and any(area is None for area in areas):
             self.latent_dims = tuple(x_noisy.shape[2:])
         if self.latent_dims is None:
-            raise InvalidInputError(
-                self._named("this ComfyUI does not tell ControlNets the size of the latent, and every cond this "
-                            "identity control serves has an area (ConditioningSetArea), so its landmarks cannot be "
-                            "placed"),
+            raise self._error(
+                "this ComfyUI does not tell ControlNets the size of the latent, and every cond this identity control "
+                "serves has an area (ConditioningSetArea), so its landmarks cannot be placed",
                 "apply the identity to a cond without an area as well, or update ComfyUI")
         return self.latent_dims
 
     def _check_aspect(self, dims):
         hint = self.cond_hint_original
         if abs((hint.shape[-1] / hint.shape[-2]) / (dims[-1] / dims[-2]) - 1) > ASPECT_TOLERANCE:
-            raise InvalidInputError(
-                self._named(f"the landmark image is {hint.shape[-1]}x{hint.shape[-2]} but the latent is "
-                            f"{dims[-1] * 8}x{dims[-2] * 8} pixels: a different aspect ratio would crop the "
-                            "landmarks off the face"),
+            raise self._error(
+                f"the landmark image is {hint.shape[-1]}x{hint.shape[-2]} but the latent is {dims[-1] * 8}x"
+                f"{dims[-2] * 8} pixels: a different aspect ratio would crop the landmarks off the face",
                 "draw the landmarks at the output size (same aspect ratio; the size itself is resized to fit)")
 
     def _tokens(self, x_noisy, kinds) -> torch.Tensor:
         if self.cond_tokens is None or self.uncond_tokens is None:
-            raise InvalidInputError(self._named("this identity ControlNet has no identity tokens"),
-                                    "apply it with comfy_glue.conditioning.apply_identity_control")
+            raise self._error("this identity ControlNet has no identity tokens",
+                              "apply it with comfy_glue.conditioning.apply_identity_control")
         per = x_noisy.shape[0] // len(kinds)
         parts = [self.cond_tokens if kind == 0 else self.uncond_tokens for kind in kinds]
         return torch.cat([comfy.utils.repeat_to_batch_size(p, per) for p in parts])

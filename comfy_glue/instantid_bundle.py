@@ -55,7 +55,7 @@ class InstantIDBundle:
         self.dtypes = choose_weight_dtypes(dtype, device, file_dtype(adapter, identitynet))
         self.adapter = build_managed(lambda ops, compute: InstantIDAdapter(adapter.config, adapter.unet_config, ops,
                                                                            compute), adapter, self.dtypes)
-        self.adapter.model_key = adapter.model_key
+        self.adapter.model_key, self.adapter.legacy_model_key = adapter.model_key, adapter.legacy_model_key
         self.identitynet = build_managed(lambda ops, compute: FFRNet(identitynet.config, ops, compute), identitynet,
                                          self.dtypes)
         self.name = name
@@ -69,6 +69,11 @@ class InstantIDBundle:
         return self.adapter.model_key
 
     @property
+    def accepted_keys(self) -> tuple[str, str]:
+        """The weights keys of identities this file's apply takes (the current one, and the one saved before)."""
+        return self.adapter.model_key, self.adapter.legacy_model_key
+
+    @property
     def ip_layers(self):
         return self.adapter.ip_adapter
 
@@ -77,16 +82,18 @@ class InstantIDBundle:
         comfy.model_management.load_models_gpu([self.resampler_patcher])
         identity = self.adapter.encode_identity(embeddings, uncond_noise, seed, self.resampler_patcher.load_device)
         out = comfy.model_management.intermediate_device()
-        return replace(identity, cond=identity.cond.to(out, torch.float32), uncond=identity.uncond.to(out, torch.float32))
+        return replace(identity, cond=identity.cond.to(out, torch.float32), uncond=identity.uncond.to(out, torch.float32),
+                       model_name=self.name)
 
 
 def load_instantid_bundle(ip_path: str, controlnet_path: str, name: str = "", dtype: str = "auto") -> InstantIDBundle:
     """InstantID's ip-adapter file and its IdentityNet (a diffusers SDXL ControlNet) as one bundle."""
     dtype_option(dtype)  # refuse a bad option before reading the files
+    interrupt = comfy.model_management.throw_exception_if_processing_interrupted
     config, unet_config = file_layout(ip_path)
-    adapter = build_instantid(read_instantid_tensors(ip_path, expected_shapes(config, unet_config)), config,
+    adapter = build_instantid(read_instantid_tensors(ip_path, expected_shapes(config, unet_config), interrupt), config,
                               unet_config)
-    identitynet = load_diffusers_controlnet(identitynet_path(controlnet_path), id_injector=False)
+    identitynet = load_diffusers_controlnet(identitynet_path(controlnet_path), interrupt=interrupt)
     width = identitynet.config.cross_attention_dim
     if width != config.output_dim:
         raise ModelFileError(

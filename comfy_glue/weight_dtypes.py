@@ -82,11 +82,13 @@ def build_managed(factory: Callable, module: torch.nn.Module, dtypes: WeightDtyp
     """``factory(operations, compute_dtype)`` built on the meta device from ComfyUI's operations and filled with
     ``module``'s weights in the storage dtype (shared, not copied, where the dtype already matches), on ComfyUI's
     offload device."""
-    state = module.state_dict()
+    state = {}
+    for name, value in module.state_dict().items():  # a long conversion stops at ComfyUI's /interrupt
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        state[name] = value.to(dtypes.storage) if value.is_floating_point() else value
     with torch.device("meta"):
         built = factory(dtypes.operations, dtypes.compute)
-    built.load_state_dict({k: v.to(dtypes.storage) if v.is_floating_point() else v for k, v in state.items()},
-                          assign=True)
+    built.load_state_dict(state, assign=True)
     left = [n for n, t in (*built.named_parameters(), *built.named_buffers()) if t.is_meta]
     if left:
         raise RuntimeError(f"{type(built).__name__} has tensors outside its state dict: {left[:3]}")

@@ -4,26 +4,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 
+from ..comfy_glue.node_errors import FaceSnapNodeError, node_error  # noqa: F401  (FaceSnapNodeError: re-exported)
 from ..models.errors import FaceSnapError, InvalidInputError
-
-# ComfyUI's error dialog titles an error with ``module + "." + qualname`` of its type (execution.full_type_name).
-# ComfyUI imports the pack under its folder path, so the natural module name would be a file-system path.
-ERROR_MODULE = "comfyui_facesnap"
-
-
-class FaceSnapNodeError(RuntimeError):
-    """What ComfyUI shows in its error dialog. The server keeps running."""
-
-
-FaceSnapNodeError.__module__ = ERROR_MODULE
-
-
-def node_error(node_id: str, message: str, fix: str = "") -> FaceSnapNodeError:
-    text = f"[{node_id}] {message}"
-    if fix:
-        text += f"\nFix: {fix}"
-    return FaceSnapNodeError(text)
 
 
 def combo_problem(schema, values: dict, skip=()) -> InvalidInputError | None:
@@ -41,9 +25,21 @@ def combo_problem(schema, values: dict, skip=()) -> InvalidInputError | None:
     return None
 
 
+def number_problem(values: dict) -> InvalidInputError | None:
+    """The first number input that is NaN or infinite. ComfyUI's validation compares numbers with min and max, which
+    NaN passes, and an API prompt can carry ``NaN`` (Python's JSON reader accepts it)."""
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            return InvalidInputError(f"{name} = {value} is not a finite number",
+                                     f"set {name} to a number within its range (the workflow may have been edited "
+                                     "by hand or made by a script)")
+    return None
+
+
 def reports_errors(execute):
     """Decorate a node's ``execute`` classmethod: dropdown values are checked against the schema first (except the
-    inputs listed in the class's ``RESOLVED_INPUTS``), and FaceSnapErrors and MemoryErrors come out naming the node."""
+    inputs listed in the class's ``RESOLVED_INPUTS``) and number values for NaN and infinity, and FaceSnapErrors and
+    MemoryErrors come out naming the node."""
     signature = inspect.signature(execute)
 
     @functools.wraps(execute)
@@ -51,7 +47,7 @@ def reports_errors(execute):
         schema = cls.define_schema()
         try:
             values = signature.bind(cls, *args, **kwargs).arguments
-            problem = combo_problem(schema, values, getattr(cls, "RESOLVED_INPUTS", ()))
+            problem = combo_problem(schema, values, getattr(cls, "RESOLVED_INPUTS", ())) or number_problem(values)
             if problem is not None:
                 raise problem
             return execute(cls, *args, **kwargs)

@@ -8,7 +8,7 @@ from comfy_api.latest import io, ui
 from ..evaluation.face_similarity import NO_FACE_SCORE, format_report, reference_features, score_images
 from ..models.errors import InvalidInputError
 from .errors import reports_errors
-from .image_tensors import to_rgb_uint8
+from .image_tensors import ensure_memory, image_bytes, to_rgb_uint8
 from .socket_types import FaceAnalyzer, Faces
 
 CATEGORY = "FaceSnap/Evaluation"
@@ -47,6 +47,10 @@ class FaceSimilarity(io.ComfyNode):
     def execute(cls, analyzer, images, reference_faces) -> io.NodeOutput:
         if images.shape[0] == 0:
             raise InvalidInputError("the image batch is empty", "connect the generated images (VAE Decode)")
+        if images.ndim == 4:  # the ranked copy of the batch and the RGB images the analyzer reads
+            count, height, width = images.shape[:3]
+            ensure_memory(image_bytes(count, height, width), f"{count} image(s) of {width} x {height} to rank",
+                          "the number or the size of the images (score them in smaller batches)")
         references = reference_features(reference_faces, analyzer.name)
         results = score_images(analyzer, to_rgb_uint8(images), references)
         scores = [NO_FACE_SCORE if r.score is None else r.score for r in results]

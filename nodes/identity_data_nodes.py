@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 
 from comfy_api.latest import io, ui
+from safetensors import SafetensorError
 
 import folder_paths
 
@@ -19,19 +21,32 @@ from .socket_types import Identity
 CATEGORY = "FaceSnap/Identity"
 FOLDER = "facesnap_identities"
 EXTENSION = ".safetensors"
-SEGMENT = re.compile(r"^[\w][\w\- .]*$")  # one folder or file name: letters, digits, _ - . and spaces
+SEGMENT = re.compile(r"[\w][\w\- .]*")  # one folder or file name: letters, digits, _ - . and spaces (fullmatch)
 WINDOWS_DEVICES = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 NAME_FIX = "use a plain name such as 'alice' or 'people/alice' (letters, digits, _ - . and spaces)"
+MAX_NAME_BYTES = 255  # a file or folder name on Linux and macOS file systems
+SUFFIX_BYTES = len(f"_00000{EXTENSION}")  # what save_path may append to the last segment
 
 
 def checked_name(name: str) -> list[str]:
-    """The path segments of an identity name relative to its folder; anything that could leave it is refused."""
+    """The path segments of an identity name relative to its folder; anything that could leave it is refused, and so
+    is a segment that is too long on disk (255 bytes; letters outside A-Z take 2 to 4) or a control character."""
     parts = name.strip().replace("\\", "/").split("/") if isinstance(name, str) else []
+    if isinstance(name, str) and any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
+        raise InvalidInputError(f"identity name {name!r} is not allowed: it holds a control character (a line break, "
+                                "tab, ...)", NAME_FIX)
     bad = (not parts or len(name) > 200 or ":" in name
-           or any(not SEGMENT.match(p) or p.endswith((" ", ".")) or p.split(".")[0].lower() in WINDOWS_DEVICES
+           or any(not SEGMENT.fullmatch(p) or p.endswith((" ", ".")) or p.split(".")[0].lower() in WINDOWS_DEVICES
                   for p in parts))
     if bad:
         raise InvalidInputError(f"identity name {name!r} is not allowed", NAME_FIX)
+    for index, part in enumerate(parts):
+        size = len(part.encode("utf-8")) + (SUFFIX_BYTES if index == len(parts) - 1 else 0)
+        if size > MAX_NAME_BYTES:
+            raise InvalidInputError(f"identity name {name!r} is not allowed: {part[:20]!r}... takes {size} bytes "
+                                    f"as a file or folder name (with {EXTENSION} and a counter), above the "
+                                    f"{MAX_NAME_BYTES}-byte limit of file systems",
+                                    "use a shorter name (letters outside A-Z take 2 to 4 bytes each)")
     return parts
 
 
@@ -98,8 +113,15 @@ class FaceSnapSaveIdentity(io.ComfyNode):
     @reports_errors
     def execute(cls, identity, name: str, overwrite: bool) -> io.NodeOutput:
         path = save_path(name, overwrite)
-        save_identity(path, identity, {"name": os.path.splitext(os.path.basename(path))[0]})
         folder = folder_paths.get_folder_paths(FOLDER)[0]
+        try:
+            save_identity(path, identity, {"name": os.path.splitext(os.path.basename(path))[0]})
+        except (OSError, SafetensorError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise InvalidInputError(
+                f"the identity could not be saved as {os.path.relpath(path, folder)} in {folder}: {reason}",
+                "choose another name (a folder in it must not be an existing file), or make the identity folder "
+                "writable and free some disk space") from err
         return io.NodeOutput(ui=ui.PreviewText(f"saved {os.path.relpath(path, folder)}: {identity.describe()}"))
 
 

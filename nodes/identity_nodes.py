@@ -12,15 +12,16 @@ from ..comfy_glue.identity_apply import apply_facesnap_identity, mixer_identity,
 from ..comfy_glue.unet_patches import check_unet_matches
 from ..models.errors import ModelFileError
 from ..models.identity.face_features import FaceFeatures, arcface_embeddings, face_crop, reference_indices
+from ..models.identity.facesnap_checkpoint import OWN_FFRNET
 from .errors import reports_errors
-from .image_tensors import to_image_tensor
-from .loader_inputs import dtype_input
+from .image_tensors import check_control_image, to_image_tensor
+from .loader_inputs import dtype_input, other_weights_input
 from .model_cache import LoadedModels, file_identity
 from .socket_types import FaceFeatures as FaceFeaturesSocket
 from .socket_types import Faces, FaceSnapModel, Identity
 
 CATEGORY = "FaceSnap/Identity"
-NO_CONTROLNET = "(FFRNet inside the FaceSnap file)"
+NO_CONTROLNET = OWN_FFRNET
 _LOADED = LoadedModels("facesnap")
 
 
@@ -54,7 +55,9 @@ class FaceSnapModelLoader(io.ComfyNode):
                 io.Combo.Input("controlnet_name", options=[NO_CONTROLNET] + folder_paths.get_filename_list("controlnet"),
                                default=NO_CONTROLNET,
                                tooltip="Where FFRNet comes from: the FaceSnap file itself, or a diffusers-layout "
-                                       "SDXL ControlNet .safetensors in ComfyUI/models/controlnet."),
+                                       "SDXL ControlNet .safetensors in ComfyUI/models/controlnet for a FaceSnap file "
+                                       "without its own FFRNet. A file with its own FFRNet refuses another ControlNet "
+                                       "(an error names both) rather than ignore it."),
                 dtype_input("the mixer, FFRNet and ID-Injector weights", optional=True),
             ],
             outputs=[FaceSnapModel.Output(display_name="facesnap_model")],
@@ -131,6 +134,7 @@ def _mask_input():
                          tooltip="Optional: where FFRNet and the ID-Injector act (1 = full effect).")
 
 
+
 def _conditioning_outputs():
     return [io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")]
 
@@ -150,6 +154,7 @@ def _advanced_inputs(identity: bool):
 def _apply_features(node_id, positive, negative, bundle, features, landmark_image, strength, start, end, mask=None,
                     uncond_strength=None, uncond_noise=0.0):
     """The face-features apply nodes: the mixer's identity, applied like the identity apply nodes do."""
+    check_control_image(landmark_image, "landmark_image")
     require_ffrnet(bundle)
     return apply_facesnap_identity(positive, negative, bundle, mixer_identity(bundle, features), landmark_image,
                                    strength, start, end, mask, uncond_strength, uncond_noise, node_id=node_id)
@@ -254,6 +259,7 @@ class FaceSnapApplyIdentity(io.ComfyNode):
     @reports_errors
     def execute(cls, positive, negative, facesnap_model, identity, landmark_image, strength, start_percent,
                 end_percent, mask=None) -> io.NodeOutput:
+        check_control_image(landmark_image, "landmark_image")
         if strength == 0:
             return io.NodeOutput(positive, negative)
         return io.NodeOutput(*apply_facesnap_identity(positive, negative, facesnap_model, identity, landmark_image,
@@ -275,6 +281,7 @@ class FaceSnapApplyIdentityAdvanced(io.ComfyNode):
                                      tooltip="Run FFRNet on the positive only (the negative keeps its own "
                                              "ControlNets): about half FFRNet's cost per step; uncond_strength "
                                              "is then unused."),
+                    other_weights_input("FaceSnap file"),
                     _mask_input()],
             outputs=_conditioning_outputs(),
         )
@@ -282,10 +289,13 @@ class FaceSnapApplyIdentityAdvanced(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, positive, negative, facesnap_model, identity, landmark_image, cond_strength, start_percent,
-                end_percent, uncond_strength, uncond_noise, positive_only=False, mask=None) -> io.NodeOutput:
+                end_percent, uncond_strength, uncond_noise, positive_only=False, allow_other_weights=False,
+                mask=None) -> io.NodeOutput:
+        check_control_image(landmark_image, "landmark_image")
         return io.NodeOutput(*apply_facesnap_identity(
             positive, negative, facesnap_model, identity, landmark_image, cond_strength, start_percent, end_percent,
-            mask, uncond_strength, uncond_noise, positive_only, node_id="FaceSnapApplyIdentityAdvanced"))
+            mask, uncond_strength, uncond_noise, positive_only, allow_other_weights,
+            node_id="FaceSnapApplyIdentityAdvanced"))
 
 
 class DiffPCIDInjector(io.ComfyNode):

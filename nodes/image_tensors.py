@@ -47,17 +47,16 @@ def ensure_memory(estimate: int, what: str, lower: str) -> None:
             f"{MEMORY_LIMIT_ENV} set higher (in MB)")
 
 
-def to_rgb_uint8(image: torch.Tensor) -> list[np.ndarray]:
-    """IMAGE batch -> list of (H, W, 3) uint8 RGB. Grayscale is repeated; an alpha channel is dropped.
-    Converted one image at a time, so the only large allocation is the uint8 result."""
+def _image_batch(image, connect: str) -> torch.Tensor:
+    """``image`` as a (B, H, W, C) IMAGE batch with at least one image of at least one pixel, or the error naming
+    what is wrong; ``connect`` says what to connect instead."""
     if not isinstance(image, torch.Tensor):
-        raise InvalidInputError(f"expected an IMAGE tensor, got {type(image).__name__}",
-                                "connect an IMAGE output, such as Load Image")
+        raise InvalidInputError(f"expected an IMAGE tensor, got {type(image).__name__}", f"connect {connect}")
     if image.ndim == 3:
         image = image.unsqueeze(0)
     if image.ndim != 4:
         raise InvalidInputError(f"expected an IMAGE tensor of shape (B, H, W, C), got {tuple(image.shape)}",
-                                "connect an IMAGE output, such as Load Image")
+                                f"connect {connect}")
     if image.shape[0] == 0:
         raise InvalidInputError("the image batch is empty (0 images)",
                                 "connect an IMAGE output that holds at least one image; a node before this one "
@@ -65,6 +64,40 @@ def to_rgb_uint8(image: torch.Tensor) -> list[np.ndarray]:
     if image.shape[1] == 0 or image.shape[2] == 0:
         raise InvalidInputError(f"the images are {image.shape[2]} x {image.shape[1]} pixels",
                                 "connect images of at least one pixel on each side")
+    return image
+
+
+def _nonfinite_error(index: int) -> InvalidInputError:
+    return InvalidInputError(f"image {index} of the batch holds NaN or infinite pixel values",
+                             "fix the node that made this image (for example a failed decode or a division by zero); "
+                             "the pack does not guess missing pixels")
+
+
+def check_control_image(image, input_name: str) -> torch.Tensor:
+    """The pre-flight check of a control image an apply node hands to a ControlNet (landmarks, keypoints): a
+    non-empty RGB IMAGE batch with finite pixels, whose copies while sampling fit the memory limit. Its aspect ratio is
+    checked against the latent when sampling starts (``comfy_glue/control.py``)."""
+    connect = "the image output of FaceSnap Draw Landmarks or Draw Keypoints"
+    try:
+        image = _image_batch(image, connect)
+        count, height, width, channels = image.shape
+        if channels != 3:
+            raise InvalidInputError(f"the images have {channels} channels; a control image is RGB (3 channels)",
+                                    f"connect {connect}, or convert the image to RGB first")
+        ensure_memory(image_bytes(count, height, width), f"{count} control image(s) of {width} x {height}",
+                      "the size of the control image (draw it at the output size: only its aspect ratio matters)")
+        for index, item in enumerate(image):
+            if not bool(torch.isfinite(item).all()):
+                raise _nonfinite_error(index)
+    except InvalidInputError as err:
+        raise InvalidInputError(f"{input_name}: {err.message}", err.fix) from None
+    return image
+
+
+def to_rgb_uint8(image: torch.Tensor) -> list[np.ndarray]:
+    """IMAGE batch -> list of (H, W, 3) uint8 RGB. Grayscale is repeated; an alpha channel is dropped.
+    Converted one image at a time, so the only large allocation is the uint8 result."""
+    image = _image_batch(image, "an IMAGE output, such as Load Image")
     channels = image.shape[-1]
     if channels not in (1, 3, 4):
         raise InvalidInputError(f"images with {channels} channels are not supported",
@@ -73,9 +106,7 @@ def to_rgb_uint8(image: torch.Tensor) -> list[np.ndarray]:
     for index, item in enumerate(image.detach()):
         item = item.float()
         if not torch.isfinite(item).all():
-            raise InvalidInputError(f"image {index} of the batch holds NaN or infinite pixel values",
-                                    "fix the node that made this image (for example a failed decode or a division "
-                                    "by zero); the pack does not guess missing pixels")
+            raise _nonfinite_error(index)
         rgb = item.expand(-1, -1, 3) if channels == 1 else item[..., :3]
         result.append(np.ascontiguousarray((rgb.clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()))
     return result

@@ -14,8 +14,8 @@ from ..models.face_analysis.keypoints5 import faces_to_kps5, kps5_from_landmarks
 from ..models.face_analysis.landmark_views import FRAMES
 from ..models.identity.face_features import arcface_embeddings
 from .errors import node_error, reports_errors
-from .image_tensors import to_image_tensor
-from .loader_inputs import dtype_input
+from .image_tensors import MEMORY_LIMIT_NOTE, check_control_image, ensure_memory, image_bytes, to_image_tensor
+from .loader_inputs import dtype_input, other_weights_input
 from .model_cache import LoadedModels
 from .socket_types import Faces, Identity, InstantID, Landmarks
 
@@ -151,6 +151,7 @@ class FaceSnapApplyInstantID(io.ComfyNode):
     @reports_errors
     def execute(cls, model, positive, negative, instantid, identity, keypoints_image, weight, start_percent,
                 end_percent, mask=None) -> io.NodeOutput:
+        check_control_image(keypoints_image, "keypoints_image")
         return io.NodeOutput(*apply_instantid(model, positive, negative, instantid, identity, keypoints_image, weight,
                                               weight, start_percent, end_percent, mask,
                                               node_id="FaceSnapApplyInstantID"))
@@ -177,6 +178,7 @@ class FaceSnapApplyInstantIDAdvanced(io.ComfyNode):
                     io.Boolean.Input("positive_only", default=False,
                                      tooltip="Run IdentityNet on the positive only (like diffusers' guess mode): "
                                              "about half its cost per step."),
+                    other_weights_input("InstantID ip-adapter file"),
                     _mask_input()],
             outputs=_apply_outputs(),
         )
@@ -184,10 +186,13 @@ class FaceSnapApplyInstantIDAdvanced(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, model, positive, negative, instantid, identity, keypoints_image, ip_weight, cn_strength,
-                start_percent, end_percent, uncond_noise=0.0, positive_only=False, mask=None) -> io.NodeOutput:
+                start_percent, end_percent, uncond_noise=0.0, positive_only=False, allow_other_weights=False,
+                mask=None) -> io.NodeOutput:
+        check_control_image(keypoints_image, "keypoints_image")
         return io.NodeOutput(*apply_instantid(model, positive, negative, instantid, identity, keypoints_image,
                                               ip_weight, cn_strength, start_percent, end_percent, mask, uncond_noise,
-                                              positive_only, node_id="FaceSnapApplyInstantIDAdvanced"))
+                                              positive_only, allow_other_weights,
+                                              node_id="FaceSnapApplyInstantIDAdvanced"))
 
 
 class FaceSnapDrawKeypoints(io.ComfyNode):
@@ -210,7 +215,7 @@ class FaceSnapDrawKeypoints(io.ComfyNode):
                                tooltip="For faces: the crop's frame (crop-sized canvas) or the source image's."),
                 io.Int.Input("width", default=0, min=0, max=8192, step=8, optional=True,
                              tooltip="Canvas width; 0 = the crop or source size. Set width and height together "
-                                     "(the output's size, or at least its aspect ratio)."),
+                                     f"(the output's size, or at least its aspect ratio). {MEMORY_LIMIT_NOTE}"),
                 io.Int.Input("height", default=0, min=0, max=8192, step=8, optional=True,
                              tooltip="Canvas height; 0 = the crop or source size."),
             ],
@@ -227,6 +232,10 @@ class FaceSnapDrawKeypoints(io.ComfyNode):
         else:
             raise node_error("FaceSnapDrawKeypoints", "nothing to draw: neither faces nor landmarks is connected",
                              "connect the faces output of FaceSnap Face Crop, or a landmarks output")
+        out_h, out_w = (height, width) if width > 0 and height > 0 else sizes[0] if len(sizes) else (0, 0)
+        ensure_memory(image_bytes(len(points), out_h, out_w, outputs=2),
+                      f"{len(points)} keypoint image(s) and overlay(s) of {out_w} x {out_h}",
+                      "width and height (0 keeps the crop or source size), or the size or number of faces upstream")
         controls, overlays = render_kps5(np.asarray(points), sizes, photos, width, height)
         return io.NodeOutput(to_image_tensor(controls), to_image_tensor(overlays))
 

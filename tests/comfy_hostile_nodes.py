@@ -1,11 +1,11 @@
 """Test-only ComfyUI nodes that make the hostile inputs a real graph can carry: an empty IMAGE batch and non-finite
-pixels. Loaded with ``nodes.load_custom_node`` by tests/test_hostile_inputs.py (not a test module itself)."""
+pixels, a 2-channel image. Loaded with ``nodes.load_custom_node`` by tests/test_hostile_inputs.py (not a test module itself)."""
 
 
 class FaceSnapTestBadImage:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"image": ("IMAGE",), "problem": (["empty batch", "nan", "inf"],)}}
+        return {"required": {"image": ("IMAGE",), "problem": (["empty batch", "nan", "inf", "two channels"],)}}
 
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "spoil"
@@ -14,6 +14,8 @@ class FaceSnapTestBadImage:
     def spoil(self, image, problem):
         if problem == "empty batch":
             return (image[:0],)
+        if problem == "two channels":
+            return (image[..., :2].contiguous(),)
         image = image.clone()
         image[:, : image.shape[1] // 2] = float("nan") if problem == "nan" else float("inf")
         return (image,)

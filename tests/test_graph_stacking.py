@@ -385,8 +385,9 @@ def backbone_files(host, tmp_path, monkeypatch):
 
     checkpoint = pack_module(host, "FaceSnapModelLoader", "models.identity.facesnap_checkpoint")
     reads = []
-    read = checkpoint._read
-    monkeypatch.setattr(checkpoint, "_read", lambda path: reads.append(os.path.basename(path)) or read(path))
+    read = checkpoint.read_tensors
+    monkeypatch.setattr(checkpoint, "read_tensors", lambda path, interrupt=None: reads.append(os.path.basename(path))
+                        or read(path, interrupt))
     mixer, ffrnet = tiny_facesnap_models(seed=5)
     backbone = {k: v for k, v in ffrnet.state_dict().items() if not k.startswith("id_injector.")}
     controlnets = tmp_path / "controlnet"

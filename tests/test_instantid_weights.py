@@ -251,5 +251,5 @@ def test_layout_from_metadata_and_storage_dtype(tmp_path):
     for bad in ({"resampler_config": '{"dim": -3}'}, {"resampler_config": "not json"},
                 {"unet_config": '{"model_channels": 32}'}, {"resampler_config": '{"depth": 2.5}'}):
         save_file(state, str(path), metadata={**layout, **bad})
-        with pytest.raises(ModelFileError, match="corrupt layout in its metadata"):
+        with pytest.raises(ModelFileError, match=r"tiny\.safetensors: .*(resampler|unet)_config"):
             load_instantid(str(path))

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, ModelFileError
+from ..file_checks import check_finite
 from ..face_analysis.align import crop_square
 from .face_fitting import FitResult, axis_angle_to_matrix
 from ..identity.operations import resolve_operations
@@ -125,6 +126,7 @@ def load_deca_encoder(path: str | pathlib.Path, operations=None) -> DecaEncoder:
     if missing or wrong:
         raise ModelFileError(f"{path}: E_flame does not match DECA's ResNet-50 encoder (missing {missing[:4]}, "
                              f"wrong shape {wrong[:4]})", DECA_HINT)
+    check_finite({k: state[k] for k in expected}, str(path), DECA_HINT)
     encoder.load_state_dict({k: state[k] for k in expected})
     return encoder.eval()
 

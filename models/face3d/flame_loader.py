@@ -20,6 +20,7 @@ import pickle
 import numpy as np
 
 from ..errors import ModelFileError
+from ..file_checks import check_finite
 from .file_errors import code_reference, refused_code_error, safe_reason
 from .flame_articulation import flame_articulation
 from .morphable_model import MorphableModel, frame_normalisation, normalised_model
@@ -119,6 +120,7 @@ def load_flame_pkl(path: str | pathlib.Path) -> dict[str, np.ndarray]:
         raise ModelFileError(f"{path} is not a FLAME model (expected the keys {', '.join(FLAME_KEYS)}; found {found})",
                              FLAME_HINT)
     model = {k: _plain(v) for k, v in raw.items()}
+    check_finite({k: v for k, v in model.items() if isinstance(v, np.ndarray)}, str(path), FLAME_HINT, what="array")
     verts, shapedirs = np.asarray(model["v_template"]), np.asarray(model["shapedirs"])
     if verts.ndim != 2 or verts.shape[1] != 3 or shapedirs.shape[:2] != verts.shape or \
             shapedirs.ndim != 3 or shapedirs.shape[2] <= FLAME_SHAPE_COMPONENTS:
@@ -147,7 +149,9 @@ def load_landmark_embedding(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     if not isinstance(raw, dict) or "full_lmk_faces_idx" not in raw or "full_lmk_bary_coords" not in raw:
         raise ModelFileError(f"{path} is not DECA's landmark embedding (no full_lmk_faces_idx / full_lmk_bary_coords)",
                              EMBEDDING_HINT)
-    return {k: np.asarray(_plain(v)) for k, v in raw.items()}
+    arrays = {k: np.asarray(_plain(v)) for k, v in raw.items()}
+    check_finite(arrays, str(path), EMBEDDING_HINT, what="array")
+    return arrays
 
 
 def flame_morphable_model(model_path, embedding_path, num_shape: int = 100, num_expression: int = 50) -> MorphableModel:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError, ModelFileError
+from ..file_checks import first_nonfinite
 from ..face_analysis.landmarks72 import extras_from_ibug68
 from .file_errors import safe_reason
 
@@ -279,8 +280,10 @@ def load_ict_npz(path: str | pathlib.Path) -> MorphableModel:
             arrays["id_basis"].shape[1:] != neutral.shape or arrays["exp_basis"].shape[1:] != neutral.shape:
         raise ModelFileError(f"{path}: array shapes do not match the ICT-FaceKit narrow face topology",
                              ict_invalid_hint(path))
-    if not all(np.isfinite(arrays[k].astype(np.float32)).all() for k in ("neutral", "id_basis", "exp_basis")):
-        raise ModelFileError(f"{path} contains non-finite numbers (corrupt download?)", ict_invalid_hint(path))
+    bad = first_nonfinite({k: arrays[k] for k in ("neutral", "id_basis", "exp_basis")})
+    if bad is not None:
+        raise ModelFileError(f"{path}: array {bad!r} holds NaN or infinite values (corrupt download?)",
+                             ict_invalid_hint(path))
     names = [str(n) for n in arrays["exp_names"]]
     keep = [i for i, n in enumerate(names) if not n.startswith(NON_LANDMARK_EXPRESSIONS)]
     lmk = np.array(ICT_LMK68, np.int64)

@@ -16,15 +16,25 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import torch
 from torch import nn
 
-from .attribute_mixer import FacialAttributeMixer, MixerConfig
 from ..errors import ModelFileError
+from ..file_checks import (Interrupt, check_finite, check_parameter_budget, declared_parameters, parse_config,
+                           read_config_file)
+from .attribute_mixer import FacialAttributeMixer
+from .config_bounds import checked_ffrnet_config, checked_mixer_config
 from .ffrnet import FFRNet, FFRNetConfig
+from .id_injector import IDInjector
+from .parameter_counts import ffrnet_parameters, injector_parameters, mixer_parameters
+from .safetensors_files import read_header, read_tensors
 
 FORMAT_VERSION = "1"
+OWN_FFRNET = "(FFRNet inside the FaceSnap file)"  # FaceSnap Model Loader's controlnet_name for "none"
+REEXPORT_FIX = "re-export the file with save_facesnap, or use the original download"
+CONTROLNET_FIX = "use an unmodified diffusers SDXL ControlNet (config.json beside its weights, or a single .safetensors)"
 DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
 
 
@@ -45,35 +55,38 @@ def _config_base(cfg: FFRNetConfig) -> str:
     return base_model_name(cfg.projection_class_embeddings_input_dim, None, len(cfg.block_out_channels))
 
 
-def _sd_base(sd: dict, prefix: str = "") -> str:
-    proj = sd.get(prefix + "add_embedding.linear_1.weight")
-    k = next((v for n, v in sd.items() if n.startswith(prefix) and n.endswith("attn2.to_k.weight")), None)
-    levels = len({n.split(".")[1] for n in sd if n.startswith(prefix + "down_blocks.")}) or None
-    return base_model_name(None if proj is None else proj.shape[1], None if k is None else k.shape[1], levels)
+def _dim(shape, axis: int) -> int | None:
+    return shape[axis] if shape is not None and len(shape) > axis else None
 
 
-def _shape(t) -> tuple:
-    return tuple(t.shape) if hasattr(t, "shape") else tuple(t.get_shape())
+def _sd_base(shapes: dict[str, tuple], prefix: str = "") -> str:
+    """The base model a ControlNet/UNet's tensor shapes (from a header) belong to."""
+    proj = shapes.get(prefix + "add_embedding.linear_1.weight")
+    k = next((v for n, v in shapes.items() if n.startswith(prefix) and n.endswith("attn2.to_k.weight")), None)
+    levels = len({n.split(".")[1] for n in shapes if n.startswith(prefix + "down_blocks.")}) or None
+    return base_model_name(_dim(proj, 1), _dim(k, 1), levels)
 
 
-def _validate(module: nn.Module, tensors: dict, prefix: str, path: str, expected_base: str, file_base: str) -> None:
+def _validate(module: nn.Module, shapes: dict[str, tuple], prefix: str, path: str, expected_base: str,
+              file_base: str) -> None:
+    """Every tensor of ``module`` under ``prefix`` in the file's header ``shapes``, with its shape, and no other."""
     expected = module.state_dict()
     for name, ref in expected.items():
         key = prefix + name
-        if key not in tensors:
+        if key not in shapes:
             raise ModelFileError(
                 f"{os.path.basename(path)} has no tensor {key!r} (expected for {expected_base}); "
                 f"the file looks like {file_base}",
                 f"use a FaceSnap/ControlNet file made for {expected_base}",
             )
-        got = _shape(tensors[key])
+        got = tuple(shapes[key])
         if got != tuple(ref.shape):
             raise ModelFileError(
                 f"tensor {key!r} in {os.path.basename(path)} has shape {list(got)}, expected {list(ref.shape)}: "
                 f"the file is for {file_base}, this model needs {expected_base}",
                 f"use weights made for {expected_base}, not {file_base}",
             )
-    extra = [k for k in tensors if k.startswith(prefix) and k[len(prefix):] not in expected]
+    extra = [k for k in shapes if k.startswith(prefix) and k[len(prefix):] not in expected]
     if extra:
         raise ModelFileError(
             f"{os.path.basename(path)} has {len(extra)} unexpected tensors under {prefix!r}, e.g. {extra[0]!r}",
@@ -89,22 +102,14 @@ def _build(factory, tensors: dict, prefix: str) -> nn.Module:
     return module
 
 
-def _read(path: str):
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
+def _header(path: str) -> tuple[dict[str, tuple], dict[str, str]]:
     if not os.path.isfile(path):
         raise ModelFileError(f"weights file not found: {path}", "put the .safetensors file there")
-    try:
-        with safe_open(path, framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-        tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ModelFileError(
-            f"{os.path.basename(path)} is not a readable .safetensors file ({err})",
-            "re-download or re-export the file; only .safetensors weights are supported",
-        ) from err
-    return tensors, metadata
+    return read_header(path)
+
+
+def _config(metadata: dict, key: str, name: str) -> dict:
+    return parse_config(metadata[key], f"its {key} metadata", name, REEXPORT_FIX)
 
 
 def save_facesnap(path: str, mixer: FacialAttributeMixer, ffrnet: FFRNet | None,
@@ -134,43 +139,56 @@ def save_facesnap(path: str, mixer: FacialAttributeMixer, ffrnet: FFRNet | None,
     save_file(tensors, path, metadata=metadata)
 
 
-def load_facesnap(path: str, controlnet_path: str | None = None, operations=None):
+def load_facesnap(path: str, controlnet_path: str | None = None, operations=None, interrupt: Interrupt = None):
     """-> (mixer, ffrnet_or_None, metadata). ``controlnet_path`` supplies the backbone when the file has none
-    (a diffusers ControlNet folder or .safetensors); the file's injector heads are attached to it.
+    (a diffusers ControlNet folder or .safetensors); the file's injector heads are attached to it. A file that has
+    its own FFRNet refuses a ``controlnet_path``: its heads and mixer were trained with that FFRNet.
     ``operations``: layer classes of the mixer, FFRNet and the heads (``operations.py``; default torch.nn). The modules
-    hold the file's dtype; ComfyUI's glue rebuilds them in its storage dtype (``comfy_glue/weight_dtypes.py``)."""
-    tensors, metadata = _read(path)
+    hold the file's dtype; ComfyUI's glue rebuilds them in its storage dtype (``comfy_glue/weight_dtypes.py``).
+    Every config value, parameter count and tensor shape is checked from the header before any data is read;
+    ``interrupt`` is polled between tensors."""
+    shapes, metadata = _header(path)
     name = os.path.basename(path)
     if metadata.get("facesnap_format") != FORMAT_VERSION or "mixer_config" not in metadata:
         raise ModelFileError(
-            f"{name} is not a FaceSnap weights file (no FaceSnap metadata); it looks like {_sd_base(tensors)} weights",
+            f"{name} is not a FaceSnap weights file (no FaceSnap metadata); it looks like {_sd_base(shapes)} weights",
             "put a FaceSnap .safetensors in models/facesnap; ControlNets belong in models/controlnet",
         )
-    try:
-        mixer_cfg = MixerConfig.from_dict(json.loads(metadata["mixer_config"]))
-        ffr_cfg = FFRNetConfig.from_dict(json.loads(metadata["ffrnet_config"])) if "ffrnet_config" in metadata else None
-    except (ValueError, TypeError) as err:
-        raise ModelFileError(f"{name} has a corrupt config in its metadata ({err})", "re-export the file") from err
-    mixer_base = f"a mixer of width {mixer_cfg.dim}"
+    mixer_cfg = checked_mixer_config(_config(metadata, "mixer_config", name), name, REEXPORT_FIX)
+    ffr_cfg = None
+    if "ffrnet_config" in metadata:
+        ffr_cfg = checked_ffrnet_config(_config(metadata, "ffrnet_config", name), name, REEXPORT_FIX)
+    own_backbone = ffr_cfg is not None and any(k.startswith("ffrnet.") for k in shapes)
+    if own_backbone and controlnet_path is not None:
+        raise ModelFileError(
+            f"{name} has its own FFRNet, so the ControlNet {os.path.basename(controlnet_path)!r} chosen beside it "
+            "would not be used", f"set controlnet_name to {OWN_FFRNET!r}, or pick a FaceSnap file without FFRNet")
+    check_parameter_budget(mixer_parameters(mixer_cfg), declared_parameters(shapes, "mixer."), "its mixer_config",
+                           name, REEXPORT_FIX)
     with torch.device("meta"):
-        _validate(FacialAttributeMixer(mixer_cfg), tensors, "mixer.", path, mixer_base, "another mixer layout")
+        _validate(FacialAttributeMixer(mixer_cfg), shapes, "mixer.", path, f"a mixer of width {mixer_cfg.dim}",
+                  "another mixer layout")
+    if own_backbone:
+        check_parameter_budget(ffrnet_parameters(ffr_cfg), declared_parameters(shapes, "ffrnet."),
+                               "its ffrnet_config", name, REEXPORT_FIX)
+        if ffr_cfg.id_injector:
+            check_parameter_budget(injector_parameters(ffr_cfg.injector_layout()),
+                                   declared_parameters(shapes, "injector."), "its ffrnet_config (ID-Injector heads)",
+                                   name, REEXPORT_FIX)
+        with torch.device("meta"):
+            _validate(FFRNet(ffr_cfg), _with_injector(shapes), "ffrnet.", path, _config_base(ffr_cfg),
+                      _sd_base(shapes, "ffrnet."))
+    tensors = read_tensors(path, interrupt)
+    check_finite(tensors, name, REEXPORT_FIX, interrupt)
     mixer = _build(lambda: FacialAttributeMixer(mixer_cfg, operations), tensors, "mixer.")
 
     ffrnet = None
-    if ffr_cfg is not None and any(k.startswith("ffrnet.") for k in tensors):
-        base = _config_base(ffr_cfg)
-        with torch.device("meta"):
-            _validate(FFRNet(ffr_cfg), _with_injector(tensors), "ffrnet.", path, base, _sd_base(tensors, "ffrnet."))
+    if own_backbone:
         ffrnet = _build(lambda: FFRNet(ffr_cfg, operations), _with_injector(tensors), "ffrnet.")
     elif controlnet_path is not None:
-        ffrnet = load_diffusers_controlnet(controlnet_path, id_injector=bool(ffr_cfg and ffr_cfg.id_injector),
-                                           injector_kernel_size=ffr_cfg.injector_kernel_size if ffr_cfg else 1,
-                                           operations=operations)
-        if ffrnet.id_injector is not None:
-            with torch.device("meta"):
-                _validate(ffrnet.id_injector, tensors, "injector.", path, _config_base(ffrnet.config), "another layout")
-            ffrnet.id_injector.load_state_dict({k[len("injector."):]: v for k, v in tensors.items()
-                                                if k.startswith("injector.")})
+        ffrnet = load_diffusers_controlnet(controlnet_path, operations=operations, interrupt=interrupt)
+        if ffr_cfg is not None and ffr_cfg.id_injector:
+            _attach_injector(ffrnet, ffr_cfg.injector_kernel_size, shapes, tensors, path, operations)
     if ffrnet is not None and ffrnet.config.cross_attention_dim != mixer_cfg.dim:
         raise ModelFileError(
             f"the FFRNet cross-attention width {ffrnet.config.cross_attention_dim} differs from the mixer width {mixer_cfg.dim}",
@@ -178,6 +196,23 @@ def load_facesnap(path: str, controlnet_path: str | None = None, operations=None
         )
     user_metadata = {k: v for k, v in metadata.items() if k not in ("mixer_config", "ffrnet_config")}
     return mixer.eval(), (ffrnet.eval() if ffrnet is not None else None), user_metadata
+
+
+def _attach_injector(ffrnet: FFRNet, kernel_size: int, shapes: dict, tensors: dict, path: str, operations) -> None:
+    """The FaceSnap file's ``injector.*`` heads on a ControlNet backbone from another file, sized by that backbone:
+    checked against the file's header before they are built."""
+    cfg = replace(ffrnet.config, id_injector=True, injector_kernel_size=kernel_size)
+    layout = cfg.injector_layout()
+    check_parameter_budget(injector_parameters(layout), declared_parameters(shapes, "injector."),
+                           "the ID-Injector heads its ffrnet_config sets for this ControlNet", os.path.basename(path),
+                           "use the ControlNet that was trained together with this FaceSnap file")
+    with torch.device("meta"):
+        heads = IDInjector(layout, operations)
+    _validate(heads, shapes, "injector.", path, _config_base(cfg), "another layout")
+    dtype = ffrnet.conv_in.weight.dtype  # the backbone file's (``ffrnet.dtype`` is the compute dtype)
+    heads.load_state_dict({k[len("injector."):]: v.to(dtype) for k, v in tensors.items()
+                           if k.startswith("injector.")}, assign=True)
+    ffrnet.config, ffrnet.id_injector = cfg, heads
 
 
 def _with_injector(tensors: dict) -> dict:
@@ -188,73 +223,86 @@ def _with_injector(tensors: dict) -> dict:
 
 
 def load_diffusers_controlnet(path: str, id_injector: bool = False, injector_kernel_size: int = 1,
-                              operations=None) -> FFRNet:
+                              operations=None, interrupt: Interrupt = None) -> FFRNet:
     """A diffusers ControlNet (folder with config.json, or a single .safetensors) as the FFRNet backbone.
 
     Single files carry no config; it is read from the safetensors metadata when present, else inferred from
-    the tensor shapes (head count assumes SDXL's 64-wide heads). Injector heads start at zero (a no-op)."""
+    the tensor shapes (head count assumes SDXL's 64-wide heads). The config is checked field by field and against
+    the parameters the file holds before anything is built. Injector heads start at zero (a no-op)."""
+    name = config_name = os.path.basename(path)
     if os.path.isdir(path):
         config_path = os.path.join(path, "config.json")
+        config_name = os.path.join(name, "config.json")
         weights = next((os.path.join(path, n) for n in DIFFUSERS_WEIGHT_NAMES if os.path.isfile(os.path.join(path, n))), None)
         if weights is None or not os.path.isfile(config_path):
             raise ModelFileError(f"{path} is not a diffusers ControlNet folder (config.json + "
                                  f"{DIFFUSERS_WEIGHT_NAMES[0]})", "point to a diffusers ControlNet folder or .safetensors")
-        with open(config_path, encoding="utf-8") as f:
-            config = json.load(f)
-        tensors, _ = _read(weights)
+        config = read_config_file(config_path, CONTROLNET_FIX)
+        shapes, _ = _header(weights)
     else:
-        tensors, metadata = _read(path)
-        if "zero_convs.0.0.weight" in tensors:
-            raise ModelFileError(f"{os.path.basename(path)} is an original-layout (LDM) ControlNet",
+        weights = path
+        shapes, metadata = _header(path)
+        if "zero_convs.0.0.weight" in shapes:
+            raise ModelFileError(f"{name} is an original-layout (LDM) ControlNet",
                                  "FFRNet loads diffusers-layout ControlNets; convert it with diffusers first")
-        if "controlnet_cond_embedding.conv_in.weight" not in tensors:
-            raise ModelFileError(f"{os.path.basename(path)} is not a diffusers ControlNet",
+        if "controlnet_cond_embedding.conv_in.weight" not in shapes:
+            raise ModelFileError(f"{name} is not a diffusers ControlNet",
                                  "use a diffusers SDXL ControlNet .safetensors")
-        config = json.loads(metadata["config"]) if "config" in metadata else infer_diffusers_config(tensors)
-    base = _sd_base(tensors)
+        config = (parse_config(metadata["config"], "its config metadata", name, CONTROLNET_FIX)
+                  if "config" in metadata else infer_diffusers_config(shapes, name))
+    base = _sd_base(shapes)
     if config.get("projection_class_embeddings_input_dim") != 2816 or config.get("addition_embed_type", "text_time") != "text_time":
-        raise ModelFileError(f"{os.path.basename(path)} is a ControlNet for {base}, not SDXL",
+        raise ModelFileError(f"{name} is a ControlNet for {base}, not SDXL",
                              "FaceSnap's FFRNet is an SDXL ControlNet; use an SDXL (diffusers) ControlNet")
-    cfg = FFRNetConfig.from_diffusers(config, id_injector=id_injector)
-    cfg.injector_kernel_size = injector_kernel_size
+    cfg = checked_ffrnet_config(config, config_name, CONTROLNET_FIX, where="config", diffusers=True)
+    check_parameter_budget(ffrnet_parameters(cfg), declared_parameters(shapes), "its config", config_name,
+                           CONTROLNET_FIX)
     with torch.device("meta"):
-        probe = FFRNet(FFRNetConfig.from_diffusers(config, id_injector=False))
-    _validate(probe, tensors, "", path, _config_base(cfg), base)
-    ffrnet = _build(lambda: FFRNet(FFRNetConfig.from_diffusers(config, id_injector=False), operations), tensors, "")
+        _validate(FFRNet(cfg), shapes, "", path, _config_base(cfg), base)
+    tensors = read_tensors(weights, interrupt)
+    check_finite(tensors, os.path.basename(weights), CONTROLNET_FIX, interrupt)
+    ffrnet = _build(lambda: FFRNet(cfg, operations), tensors, "")
     if id_injector:
-        ffrnet.config = cfg
+        ffrnet.config = replace(cfg, id_injector=True, injector_kernel_size=injector_kernel_size)
         dtype = ffrnet.conv_in.weight.dtype  # the file's (``ffrnet.dtype`` is the compute dtype)
-        from .id_injector import IDInjector
-
-        ffrnet.id_injector = IDInjector(cfg.injector_layout(), operations).to(dtype)
+        ffrnet.id_injector = IDInjector(ffrnet.config.injector_layout(), operations).to(dtype)
     return ffrnet
 
 
-def infer_diffusers_config(tensors: dict) -> dict:
-    """Rebuild a diffusers ControlNet config from tensor shapes."""
-    levels = sorted({int(k.split(".")[1]) for k in tensors if k.startswith("down_blocks.")})
-    channels = [tensors[f"down_blocks.{i}.resnets.0.conv1.weight"].shape[0] for i in levels]
-    layers = len({k.split(".")[3] for k in tensors if k.startswith("down_blocks.0.resnets.")})
+def infer_diffusers_config(shapes: dict, name: str = "the file") -> dict:
+    """Rebuild a diffusers ControlNet config from the tensor shapes of its header (or from its tensors)."""
+    shapes = {k: tuple(v.shape) if hasattr(v, "shape") else tuple(v) for k, v in shapes.items()}
+    try:
+        return _inferred_config(shapes)
+    except (KeyError, IndexError, ValueError, StopIteration) as err:
+        raise ModelFileError(f"{name} has no config and its layout cannot be read from its tensors (missing or "
+                             f"malformed: {err})", CONTROLNET_FIX) from None
+
+
+def _inferred_config(shapes: dict[str, tuple]) -> dict:
+    levels = sorted({int(k.split(".")[1]) for k in shapes if k.startswith("down_blocks.")})
+    channels = [shapes[f"down_blocks.{i}.resnets.0.conv1.weight"][0] for i in levels]
+    layers = len({k.split(".")[3] for k in shapes if k.startswith("down_blocks.0.resnets.")})
     types, depth, heads = [], [], []
     for i, ch in zip(levels, channels):
-        has_attn = any(k.startswith(f"down_blocks.{i}.attentions.") for k in tensors)
+        has_attn = any(k.startswith(f"down_blocks.{i}.attentions.") for k in shapes)
         types.append("CrossAttnDownBlock2D" if has_attn else "DownBlock2D")
-        blocks = {k.split(".")[5] for k in tensors if k.startswith(f"down_blocks.{i}.attentions.0.transformer_blocks.")}
+        blocks = {k.split(".")[5] for k in shapes if k.startswith(f"down_blocks.{i}.attentions.0.transformer_blocks.")}
         depth.append(max(len(blocks), 1))
         heads.append(max(ch // 64, 1))
-    cond = [tensors["controlnet_cond_embedding.conv_in.weight"].shape[0]]
-    n_blocks = len({k.split(".")[2] for k in tensors if k.startswith("controlnet_cond_embedding.blocks.")})
-    cond += [tensors[f"controlnet_cond_embedding.blocks.{j}.weight"].shape[0] for j in range(1, n_blocks, 2)]
-    mid_blocks = {k.split(".")[4] for k in tensors if k.startswith("mid_block.attentions.0.transformer_blocks.")}
+    cond = [shapes["controlnet_cond_embedding.conv_in.weight"][0]]
+    n_blocks = len({k.split(".")[2] for k in shapes if k.startswith("controlnet_cond_embedding.blocks.")})
+    cond += [shapes[f"controlnet_cond_embedding.blocks.{j}.weight"][0] for j in range(1, n_blocks, 2)]
+    mid_blocks = {k.split(".")[4] for k in shapes if k.startswith("mid_block.attentions.0.transformer_blocks.")}
     depth[-1] = len(mid_blocks) or depth[-1]
-    k_proj = next(v for k, v in tensors.items() if k.endswith("attn2.to_k.weight"))
-    add = tensors.get("add_embedding.linear_1.weight")
+    k_proj = next(v for k, v in shapes.items() if k.endswith("attn2.to_k.weight"))
+    add = shapes.get("add_embedding.linear_1.weight")
     return dict(
         addition_embed_type=None if add is None else "text_time",
-        in_channels=tensors["conv_in.weight"].shape[1],
-        conditioning_channels=tensors["controlnet_cond_embedding.conv_in.weight"].shape[1],
+        in_channels=shapes["conv_in.weight"][1],
+        conditioning_channels=shapes["controlnet_cond_embedding.conv_in.weight"][1],
         down_block_types=types, block_out_channels=channels, layers_per_block=layers,
-        transformer_layers_per_block=depth, attention_head_dim=heads, cross_attention_dim=k_proj.shape[1],
-        projection_class_embeddings_input_dim=None if add is None else add.shape[1],
+        transformer_layers_per_block=depth, attention_head_dim=heads, cross_attention_dim=k_proj[1],
+        projection_class_embeddings_input_dim=None if add is None else add[1],
         conditioning_embedding_out_channels=cond,
     )

@@ -1,12 +1,14 @@
 """An identity as data: the tokens one person's reference photos were encoded into, ready for a ControlNet and
 the UNet's cross-attention, and portable without the photos or the face models.
 
-An identity records which encoder made its tokens (``encoder``: the kind, ``model_key``: which weights), because
-tokens of two encoders live in different spaces: they may be blended only when both match.
+An identity records which encoder made its tokens (``encoder``: the kind, ``model_key``: which weights,
+``model_name``: the file they came from), because tokens of two encoders live in different spaces: they may be blended
+only when both match, and the apply nodes take only tokens of the weights they load (``weights_key``).
 
 File format (``.safetensors``, no pickle): tensors ``cond`` and ``uncond`` (1, T, D) and optionally
 ``id_embedding`` (512,); metadata ``facesnap_identity`` (format version), ``encoder``, ``model_key``,
-``num_references``, ``tokens``, ``width``, plus free-form string entries.
+``num_references``, ``tokens``, ``width``, optionally ``model_name`` (files saved before it existed load without
+it), plus free-form string entries.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..errors import InvalidInputError, ModelFileError
+from ..file_checks import check_finite
 from .safetensors_files import read_header, read_tensors
 
 FORMAT_VERSION = "1"
@@ -26,7 +29,7 @@ INSTANTID_RESAMPLER = "instantid-resampler"
 ARCFACE_DIM = 512
 TENSORS = ("cond", "uncond")
 OPTIONAL_TENSORS = ("id_embedding",)
-RESERVED_METADATA = ("facesnap_identity", "encoder", "model_key", "num_references", "tokens", "width")
+RESERVED_METADATA = ("facesnap_identity", "encoder", "model_key", "model_name", "num_references", "tokens", "width")
 LOAD_FIX = "pick a file written by FaceSnap Save Identity"
 
 
@@ -35,8 +38,8 @@ class Identity:
     """One person's identity tokens.
 
     cond / uncond: (1, T, D) tokens for the positive pass and the identity-free tokens for the negative pass.
-    encoder: what made them (``FACESNAP_MIXER``, ``INSTANTID_RESAMPLER``, ...); model_key: which weights of it.
-    num_references: how many photos went in. id_embedding: for encoders fed by ArcFace (InstantID), the averaged
+    encoder: what made them (``FACESNAP_MIXER``, ``INSTANTID_RESAMPLER``, ...); model_key: which weights of it
+    (``weights_key``); model_name: the weights file's name, for messages ("" when not recorded). num_references: how many photos went in. id_embedding: for encoders fed by ArcFace (InstantID), the averaged
     embedding the tokens were made from, so that blends can be re-encoded in embedding space.
     """
 
@@ -46,6 +49,7 @@ class Identity:
     model_key: str = ""
     num_references: int = 1
     id_embedding: torch.Tensor | None = None
+    model_name: str = ""
 
     def __post_init__(self):
         for name in TENSORS:
@@ -63,6 +67,9 @@ class Identity:
         if not self.encoder or not isinstance(self.encoder, str):
             raise InvalidInputError("an identity needs the name of the encoder that made it",
                                     f"use e.g. {FACESNAP_MIXER!r} or {INSTANTID_RESAMPLER!r}")
+        if not isinstance(self.model_key, str) or not isinstance(self.model_name, str):
+            raise InvalidInputError("an identity's model_key and model_name must be text",
+                                    "build identities with an identity encoder node")
         if not isinstance(self.num_references, int) or self.num_references < 1:
             raise InvalidInputError(f"an identity needs at least one reference, got {self.num_references!r}",
                                     "encode at least one reference photo")
@@ -82,23 +89,50 @@ class Identity:
     def source(self) -> str:
         return f"{self.encoder} [{self.model_key}]" if self.model_key else self.encoder
 
+    @property
+    def made_with(self) -> str:
+        """The weights that made the tokens, for messages: the file's name when recorded, and the key."""
+        key = f"weights key {self.model_key}" if self.model_key else "no weights key"
+        return f"{self.model_name} ({key})" if self.model_name else f"a file whose name was not recorded ({key})"
+
     def describe(self) -> str:
         refs = "reference" if self.num_references == 1 else "references"
         return f"{self.source}: {self.num_tokens} x {self.width} tokens from {self.num_references} {refs}"
 
 
+def _sampled(tensors: dict[str, torch.Tensor], samples: int, values_dtype: torch.dtype | None):
+    """Per tensor in name order: (name, shape, dtype, a strided sample of its values as float32)."""
+    for name in sorted(tensors):
+        t = tensors[name].detach()
+        flat = t.reshape(-1)
+        step = max(1, flat.numel() // samples)
+        sample = flat[::step][:samples].to(device="cpu", dtype=torch.float32)
+        if values_dtype is not None:
+            sample = sample.to(values_dtype).to(torch.float32)
+        yield name, tuple(t.shape), t.dtype, sample
+
+
 def weights_key(tensors: dict[str, torch.Tensor], samples: int = 256) -> str:
-    """A short fingerprint of a model's weights: names, shapes, dtypes and a strided sample of every tensor's values.
+    """A short fingerprint of a model's weights: names, shapes and a strided sample of every tensor's values, taken at
+    fp16 precision. It is the same for a file and its fp16 copy, and for any storage dtype the loader picks (keys are
+    taken from the file's tensors); a bf16 or fp8 copy rounds differently and gets another key.
 
     It tells two weight files apart (two trainings differ almost everywhere) in milliseconds, without hashing
     gigabytes; it is not a cryptographic hash of the file."""
     digest = hashlib.sha256()
-    for name in sorted(tensors):
-        t = tensors[name].detach()
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        flat = t.reshape(-1)
-        step = max(1, flat.numel() // samples)
-        digest.update(flat[::step][:samples].to(device="cpu", dtype=torch.float32).numpy().tobytes())
+    for name, shape, _, sample in _sampled(tensors, samples, torch.float16):
+        digest.update(f"{name}:{shape};".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def legacy_weights_key(tensors: dict[str, torch.Tensor], samples: int = 256) -> str:
+    """The key identities were saved with before ``weights_key`` ignored the dtype (the dtype in the digest, values at
+    full precision); apply nodes still accept it for the weights it was taken from."""
+    digest = hashlib.sha256()
+    for name, shape, dtype, sample in _sampled(tensors, samples, None):
+        digest.update(f"{name}:{shape}:{dtype};".encode())
+        digest.update(sample.numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -132,8 +166,8 @@ def save_identity(path: str, identity: Identity, extra_metadata: dict | None = N
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
     metadata = {str(k): str(v) for k, v in (extra_metadata or {}).items() if k not in RESERVED_METADATA}
     metadata.update(facesnap_identity=FORMAT_VERSION, encoder=identity.encoder, model_key=identity.model_key,
-                    num_references=str(identity.num_references), tokens=str(identity.num_tokens),
-                    width=str(identity.width))
+                    model_name=identity.model_name, num_references=str(identity.num_references),
+                    tokens=str(identity.num_tokens), width=str(identity.width))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_file(tensors, path, metadata=metadata)
 
@@ -164,12 +198,11 @@ def load_identity(path: str) -> tuple[Identity, dict[str, str]]:
     for tensor, value in data.items():
         if not value.is_floating_point():
             raise ModelFileError(f"tensor {tensor!r} in {name} holds {value.dtype} values, not floating point", LOAD_FIX)
-        if not bool(torch.isfinite(value).all()):
-            raise ModelFileError(f"tensor {tensor!r} in {name} holds NaN or infinite values", LOAD_FIX)
+    check_finite(data, name, LOAD_FIX)
     try:
         identity = Identity(cond=data["cond"], uncond=data["uncond"], encoder=encoder,
                             model_key=metadata.get("model_key", ""), num_references=refs,
-                            id_embedding=data.get("id_embedding"))
+                            id_embedding=data.get("id_embedding"), model_name=metadata.get("model_name", ""))
     except InvalidInputError as err:
         raise ModelFileError(f"{name} holds an invalid identity: {err.message}", LOAD_FIX) from err
     return identity, {k: v for k, v in metadata.items() if k not in RESERVED_METADATA}

@@ -16,7 +16,6 @@ UNet fields ``unet_sites`` reads), both JSON. The tests' tiny files use this; pu
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -26,11 +25,13 @@ import torch
 from torch import nn
 
 from ...errors import InvalidInputError, ModelFileError
-from ..identity import INSTANTID_RESAMPLER, Identity, weights_key
+from ...file_checks import Interrupt, check_finite, check_parameter_budget, declared_parameters, parse_config, poll
+from ..config_bounds import checked_resampler_config, checked_unet_config
+from ..identity import INSTANTID_RESAMPLER, Identity, legacy_weights_key, weights_key
+from ..parameter_counts import ip_layer_parameters, resampler_parameters
 from ..safetensors_files import read_header, read_tensors
 from .ip_attention import IPAttentionLayers
 from .resampler import Resampler, ResamplerConfig
-from .unet_sites import REQUIRED as UNET_FIELDS
 from .unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
 
 PARTS = ("image_proj", "ip_adapter")
@@ -50,7 +51,8 @@ class InstantIDAdapter(nn.Module):
         self.image_proj = Resampler(config, operations, compute_dtype)
         self.ip_adapter = IPAttentionLayers(instantid_layer_sites(unet_config), config.output_dim, operations,
                                             compute_dtype)
-        self.model_key = ""
+        self.model_key = ""  # weights_key of the Resampler's file tensors (set by build_instantid)
+        self.legacy_model_key = ""  # the key identities saved by earlier versions carry
 
     @torch.no_grad()
     def encode_identity(self, embeddings: torch.Tensor, uncond_noise: float = 0.0, seed: int = 0,
@@ -157,40 +159,45 @@ def check_instantid_shapes(shapes: dict[str, tuple], name: str, expected: dict[s
         raise ModelFileError(f"{name} has an unexpected tensor {extra!r}; it is not InstantID's ip-adapter", FILE_FIX)
 
 
-def read_instantid_tensors(path: str, expected: dict[str, tuple]) -> dict[str, torch.Tensor]:
-    """The file's tensors under ``image_proj.*`` / ``ip_adapter.*`` names, checked against ``expected`` shapes."""
+def read_instantid_tensors(path: str, expected: dict[str, tuple],
+                           interrupt: Interrupt = None) -> dict[str, torch.Tensor]:
+    """The file's tensors under ``image_proj.*`` / ``ip_adapter.*`` names, checked against ``expected`` shapes and
+    for NaN or infinite values. ``interrupt`` is polled between tensors."""
     name = os.path.basename(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"InstantID weights not found: {path}", FILE_FIX)
     if path.lower().endswith(".safetensors"):
         shapes, _ = read_header(path)
         check_instantid_shapes(shapes, name, expected)  # before reading any data
-        tensors = read_tensors(path)
+        tensors = read_tensors(path, interrupt)
     else:
         tensors = _read_pickle(path)
+        poll(interrupt)
         check_instantid_shapes({k: tuple(v.shape) for k, v in tensors.items()}, name, expected)
     bad = next((k for k, v in tensors.items() if not v.is_floating_point()), None)
     if bad is not None:
         raise ModelFileError(f"tensor {bad!r} in {name} is {tensors[bad].dtype}, not floating point", FILE_FIX)
+    check_finite(tensors, name, FILE_FIX, interrupt)
     return tensors
 
 
 def file_layout(path: str) -> tuple[ResamplerConfig, dict]:
     """(Resampler config, UNet config) of a weights file: InstantID's published SDXL layout unless a
-    ``.safetensors`` file names another in its metadata."""
+    ``.safetensors`` file names another in its metadata. A named layout is checked field by field and against the
+    parameters the file holds before anything is built from it."""
     if not path.lower().endswith(".safetensors"):
         return ResamplerConfig.instantid(), dict(SDXL_UNET_CONFIG)
-    _, metadata = read_header(path)
+    shapes, metadata = read_header(path)
     name = os.path.basename(path)
-    try:
-        fields = json.loads(metadata.get("resampler_config", "{}"))
-        unet = json.loads(metadata["unet_config"]) if "unet_config" in metadata else dict(SDXL_UNET_CONFIG)
-        config = ResamplerConfig(**{**ResamplerConfig.instantid().to_dict(), **fields})
-        numbers = [getattr(config, k) for k in config.to_dict()]
-        if not all(isinstance(v, int) and v > 0 for v in numbers) or not all(k in unet for k in UNET_FIELDS):
-            raise ValueError("expected positive integers and the UNet fields " + ", ".join(UNET_FIELDS))
-    except (ValueError, TypeError, AttributeError) as err:
-        raise ModelFileError(f"{name} has a corrupt layout in its metadata ({err})", FILE_FIX) from err
+    fields = parse_config(metadata.get("resampler_config", "{}"), "its resampler_config metadata", name, FILE_FIX)
+    config = checked_resampler_config(fields, name, FILE_FIX)
+    unet = dict(SDXL_UNET_CONFIG)
+    if "unet_config" in metadata:
+        unet = checked_unet_config(parse_config(metadata["unet_config"], "its unet_config metadata", name, FILE_FIX),
+                                   name, FILE_FIX)
+    if "resampler_config" in metadata or "unet_config" in metadata:
+        implied = resampler_parameters(config) + ip_layer_parameters(unet, config.output_dim)
+        check_parameter_budget(implied, declared_parameters(shapes), "the layout in its metadata", name, FILE_FIX)
     return config, unet
 
 
@@ -201,7 +208,8 @@ def build_instantid(tensors: dict[str, torch.Tensor], config: ResamplerConfig, u
     with torch.device("meta"):
         adapter = InstantIDAdapter(config, unet_config, operations)
     adapter.load_state_dict({k: v if dtype is None else v.to(dtype) for k, v in tensors.items()}, assign=True)
-    adapter.model_key = weights_key({k: v for k, v in tensors.items() if k.startswith("image_proj.")})
+    resampler = {k: v for k, v in tensors.items() if k.startswith("image_proj.")}
+    adapter.model_key, adapter.legacy_model_key = weights_key(resampler), legacy_weights_key(resampler)
     return adapter.eval()
 
 
