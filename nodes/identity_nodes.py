@@ -134,7 +134,6 @@ def _mask_input():
                          tooltip="Optional: where FFRNet and the ID-Injector act (1 = full effect).")
 
 
-
 def _conditioning_outputs():
     return [io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")]
 

@@ -7,9 +7,11 @@ Layout (tensor name prefixes):
                  diffusers ControlNet in ComfyUI's ``models/controlnet``, see ``load_diffusers_controlnet``)
 Metadata: ``facesnap_format``, ``mixer_config`` and ``ffrnet_config`` (JSON), plus free-form string entries.
 
-Every tensor shape is checked against the config before anything is built; a mismatch names the tensor and
-the base model the file is for. Models are built on the meta device and filled with ``assign=True``, so a
-full-size file loads without first allocating random weights.
+Before anything is built, every config value is checked (``config_bounds.py``), the parameters the config implies
+are compared with those the header declares (``parameter_counts.py``), and every tensor shape is checked against the
+config; a mismatch names the field, or the tensor and the base model the file is for. Only then are the tensors read,
+and refused if any holds NaN or infinite values. Models are built on the meta device and filled with
+``assign=True``, so a full-size file loads without first allocating random weights.
 """
 
 from __future__ import annotations
