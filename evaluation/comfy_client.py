@@ -7,8 +7,8 @@ to the history entry is used and marked as such.
 
 Peak VRAM is the largest memory PyTorch held on the server's device (``/system_stats`` ``torch_vram_total``, i.e.
 ``torch.cuda.memory_reserved``) sampled by ``server_pool`` at every poll while the prompt ran. Sampling can miss a
-peak shorter than the interval, and reserved memory is at least the allocated memory, so it is close to what nvidia-smi shows for
-the process. It is None on CPU servers.
+peak shorter than the interval, and reserved memory is at least the allocated memory, so it is close to what
+nvidia-smi shows for the process. It is None on CPU servers.
 """
 
 from __future__ import annotations

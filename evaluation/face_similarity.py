@@ -36,10 +36,6 @@ def analyzer_judge(backend: str) -> JudgeSpec:
     return JUDGES[ANALYZER_JUDGES[backend]]
 
 
-def metric_name(backend: str) -> str:
-    return analyzer_judge(backend).metric
-
-
 def identity_feature(record: FaceRecord) -> np.ndarray:
     """The L2-normalised recognition feature of ``record``'s own backend (ArcFace or dlib descriptor)."""
     raw = record.embedding if record.backend == "insightface" else record.descriptor

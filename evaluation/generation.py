@@ -87,7 +87,7 @@ def load_finished(out_dir: pathlib.Path, job: Job) -> Generation | None:
 
 
 def save_finished(out_dir: pathlib.Path, job: Job, done: Finished) -> Generation:
-    """Write the image (through a .part file, so a PNG is always whole) and then its sidecar."""
+    """Write the image and then its sidecar, each through a .part file, so that both are whole or absent."""
     png = image_path(out_dir, job)
     png.parent.mkdir(parents=True, exist_ok=True)
     png.with_suffix(".part").write_bytes(done.image)
@@ -96,8 +96,9 @@ def save_finished(out_dir: pathlib.Path, job: Job, done: Finished) -> Generation
     record = Generation(job.mode, job.person, job.prompt_index, job.prompt, job.seed, str(png.relative_to(out_dir)),
                         result.seconds, result.timing, result.peak_vram_bytes, result.device, result.prompt_id,
                         done.server)
-    png.with_suffix(".json").write_text(json.dumps({k: v for k, v in asdict(record).items() if k != "resumed"},
-                                                   indent=1))
+    sidecar = {k: v for k, v in asdict(record).items() if k != "resumed"}
+    png.with_suffix(".json.part").write_text(json.dumps(sidecar, indent=1))
+    png.with_suffix(".json.part").replace(png.with_suffix(".json"))  # a sidecar is whole or absent
     return record
 
 

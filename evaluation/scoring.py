@@ -90,7 +90,8 @@ def _faces_of(paths: Sequence[pathlib.Path], scorers: Scorers, what: str) -> tup
     return photos, faces
 
 
-def judge_features(scorers: Scorers, photos: Sequence[np.ndarray], faces: Sequence[FaceRecord]) -> dict[str, np.ndarray]:
+def judge_features(scorers: Scorers, photos: Sequence[np.ndarray],
+                   faces: Sequence[FaceRecord]) -> dict[str, np.ndarray]:
     return {judge.spec.metric: judge.features(list(zip(photos, faces))) for judge in scorers.judges}
 
 

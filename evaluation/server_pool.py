@@ -133,6 +133,8 @@ class ServerPool:
 
     def _collect(self, server: _Server, on_finished) -> None:
         """Sample the server's memory, then hand on every prompt it finished, in queue order."""
+        if not server.queued:
+            return
         server.device, memory = server.client.device_memory()
         if memory is not None:
             server.peak = max(server.peak or 0, memory)

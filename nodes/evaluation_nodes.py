@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import folder_paths
 import torch
 from comfy_api.latest import io, ui
@@ -11,8 +9,7 @@ from comfy_api.latest import io, ui
 from ..evaluation.face_similarity import (NO_FACE_SCORE, analyzer_judge, format_report, reference_features,
                                           score_images)
 from ..models.errors import InvalidInputError, ModelFileError
-from ..models.face_analysis import analyzer_files
-from ..models.face_analysis.recognisers import JUDGES, load_judge
+from ..models.face_analysis.recognisers import JUDGES, judge_status, load_judge
 from ..models.face_analysis.recognisers.specs import TORCH_JUDGES
 from .errors import reports_errors
 from .image_tensors import to_rgb_uint8
@@ -31,19 +28,9 @@ def judge_weights(name: str) -> str | None:
 
 
 def installed_judges() -> list[str]:
-    found = []
-    for name in JUDGES:
-        if name in TORCH_JUDGES:
-            ok = judge_weights(name) is not None
-        elif name == "ArcFace":
-            ok = importlib.util.find_spec("insightface") is not None and any(
-                f.replace("\\", "/").endswith("/glintr100.onnx")
-                for f in analyzer_files("insightface", folder_candidates("insightface")))
-        else:
-            ok = importlib.util.find_spec("dlib") is not None
-        if ok:
-            found.append(name)
-    return found
+    roots = folder_candidates("insightface")
+    return [name for name in JUDGES if (judge_weights(name) is not None if name in TORCH_JUDGES
+                                        else judge_status(name, insightface_roots=roots) is None)]
 
 
 def installed_judge(name: str, analyzer):
@@ -51,7 +38,8 @@ def installed_judge(name: str, analyzer):
     it without keeping it alive itself; ComfyUI reruns the node only when its inputs change); a clear error when
     its files are not installed."""
     if name not in JUDGES:
-        raise InvalidInputError(f"judge = {name!r} is not a judge", f"pick one of: {FROM_ANALYZER}, {', '.join(JUDGES)}")
+        raise InvalidInputError(f"judge = {name!r} is not a judge",
+                                f"pick one of: {FROM_ANALYZER}, {', '.join(JUDGES)}")
     if name not in installed_judges():
         where = ", ".join(folder_candidates(JUDGE_FOLDER if name in TORCH_JUDGES else "insightface"))
         raise ModelFileError(f"the {name} judge is not installed (looked in {where})", f"get {JUDGES[name].source}")

@@ -163,7 +163,8 @@ def main(argv=None) -> None:
         meta.update(upstream=repo, commit=checkout_commit(checkout, commit), torch=torch.__version__,
                     image_seed=str(IMAGE_SEED))
         save_file(tensors, str(args.out / f"{name}.safetensors"), metadata=meta)
-        print(f"{name}: {', '.join(f'{k} {list(v.shape)}' for k, v in tensors.items())} -> {args.out / name}.safetensors")
+        shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in tensors.items())
+        print(f"{name}: {shapes} -> {args.out / name}.safetensors")
 
 
 if __name__ == "__main__":

@@ -56,12 +56,12 @@ def load_eval_cli():
 
 class ScriptedServer:
     """A ComfyUI server's HTTP answers, scripted: each queued prompt finishes after ``polls`` history requests, with
-    the ``execution_start`` / ``execution_success`` timestamps ``seconds`` apart and an image on every node; ``/system_stats`` reports the next
-    of ``vram_gb`` (a CUDA device) or a CPU; ``fail`` makes a prompt's run fail; ``down`` makes every request fail
-    as a dead server's would."""
+    the ``execution_start`` / ``execution_success`` timestamps ``seconds`` apart and an image on every node;
+    ``/system_stats`` reports the next of ``vram_gb`` (a CUDA device) or a CPU; ``fail`` makes a prompt's run fail;
+    no prompt finishes while ``wait_for()`` is False; ``down`` makes every request fail as a dead server's would."""
 
-    def __init__(self, polls: int = 1, seconds: float = 1.5, vram_gb=None, fail: str | None = None):
-        self.polls, self.seconds, self.fail = polls, seconds, fail
+    def __init__(self, polls: int = 1, seconds: float = 1.5, vram_gb=None, fail: str | None = None, wait_for=None):
+        self.polls, self.seconds, self.fail, self.wait_for = polls, seconds, fail, wait_for
         self.vram = iter(vram_gb) if vram_gb is not None else None
         self.queued: list[dict] = []
         self.asked: dict[str, int] = {}
@@ -93,7 +93,7 @@ class ScriptedServer:
             return {"devices": [{"type": "cuda", "name": "cuda:0 GPU", "torch_vram_total": next(self.vram) * 2**30}]}
         prompt_id = path.rsplit("/", 1)[-1]
         self.asked[prompt_id] = self.asked.get(prompt_id, 0) + 1
-        if self.asked[prompt_id] < self.polls:
+        if self.asked[prompt_id] < self.polls or (self.wait_for is not None and not self.wait_for()):
             return {}
         if self.fail:
             return {prompt_id: {"status": {"status_str": "error", "messages": [

@@ -102,7 +102,8 @@ def setup(tmp_path_factory, insightface_images):
 
 def run_cli(setup, url, out, *modes):
     command = [sys.executable, str(SCRIPT), "--server", url, "--references", str(setup["people"]),
-               "--held-out", str(setup["held_out"]), "--prompt", "a portrait photo", "--prompt", "a watercolor painting",
+               "--held-out", str(setup["held_out"]), "--prompt", "a portrait photo",
+               "--prompt", "a watercolor painting",
                "--seeds", "7", "--workflow", str(setup["workflow"]), *[a for m in modes for a in ("--mode", m)],
                "--face-backend", "dlib", "--insightface-root", str(setup["base"] / "models" / "insightface"),
                "--judge-folder", str(setup["tmp"] / "face_recognition"),
@@ -198,8 +199,8 @@ def test_two_servers_share_the_prompts_and_one_dying_loses_nothing(setup, monkey
     (benchmark / "prompts.txt").write_text("# two prompts\na portrait photo\n\na watercolor painting\n")
     with comfy_servers(COMFY, bases, [tmp / "a.log", tmp / "b.log"], say=lambda _: None) as (first, second):
         command = [sys.executable, str(SCRIPT), "--server", first.url, "--server", second.url, "--benchmark",
-                   str(benchmark), "--seeds", "1", "2", "3", "--workflow", str(setup["workflow"]), "--face-backend", "dlib",
-                   "--judge", "dlib", "--no-clip", "--no-fid", "--no-3dmm", "--device", "cpu", "--queue-depth", "2",
+                   str(benchmark), "--seeds", "1", "2", "3", "--workflow", str(setup["workflow"]),
+                   "--face-backend", "dlib", "--judge", "dlib", "--no-clip", "--no-fid", "--no-3dmm", "--device", "cpu", "--queue-depth", "2",
                    "--dead-after", "2", "--out", str(out), "--no-progress"]
         run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 150

@@ -13,7 +13,7 @@ import torch
 
 from comfyui_facesnap.evaluation.clip_scores import ClipScorer, clip_score
 from comfyui_facesnap.evaluation.face_geometry import expression_error, fit_faces, pose_error, shape_error
-from comfyui_facesnap.evaluation.face_similarity import format_report, identity_feature, metric_name, score_images
+from comfyui_facesnap.evaluation.face_similarity import analyzer_judge, format_report, identity_feature, score_images
 from comfyui_facesnap.evaluation.fid import INCEPTION_FILE, FidScore, load_inception
 from comfyui_facesnap.evaluation.report import DOWN, UP
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
@@ -129,7 +129,7 @@ def test_facesim_dlib_same_face_scores_higher_than_other_faces(dlib_t1):
     scores = [r.score for r in results]
     assert all(s is not None for s in scores)
     assert scores[0] > max(scores[1:]), scores
-    assert metric_name("dlib") == "FaceSim-dlib" and metric_name("insightface") == "FaceSim-Arc"
+    assert analyzer_judge("dlib").metric == "FaceSim-dlib" and analyzer_judge("insightface").metric == "FaceSim-Arc"
     report = format_report(results, JUDGES["dlib"], 1)
     assert report.splitlines()[0].startswith("FaceSim-dlib") and report.splitlines()[1].startswith("1. image 0:")
 
@@ -221,7 +221,8 @@ def test_prompts_are_shared_out_and_a_dead_servers_prompts_go_to_the_others():
     from comfyui_facesnap.evaluation.comfy_client import ServerError
     from comfyui_facesnap.evaluation.server_pool import ServerPool, Task
 
-    fast, slow = ScriptedServer(polls=1), ScriptedServer(polls=4)
+    slow = ScriptedServer(polls=4)
+    fast = ScriptedServer(wait_for=lambda: len(slow.queued) == 3)  # both start with a full queue
     said, finished = [], []
 
     def on_finished(done):

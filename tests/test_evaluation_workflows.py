@@ -230,6 +230,7 @@ def test_face_similarity_refuses_faceless_references_and_empty_batches(host_info
         FaceSimilarity.execute(dlib, photo[:0], reference)
 
 
+@pytest.mark.slow
 def test_face_similarity_offers_the_installed_judges_and_scores_with_the_one_picked(host_info, tmp_path):
     """The judge dropdown lists what is installed (antelopev2's glintr100, a judge's published file); the default
     keeps the analyzer's own features; FaceNet scores with its network; a judge without weights names its file."""
@@ -276,7 +277,8 @@ def test_face_similarity_offers_the_installed_judges_and_scores_with_the_one_pic
         with pytest.raises(FaceSnapNodeError) as err:
             FaceSimilarity.execute(analyzer, images, reference, "AdaFace")
         assert "[FaceSnapFaceSimilarity] the AdaFace judge is not installed" in str(err.value)
-        assert "adaface_ir101_webface12m.ckpt" in str(err.value) and str(tmp_path / "face_recognition") in str(err.value)
+        message = str(err.value)
+        assert "adaface_ir101_webface12m.ckpt" in message and str(tmp_path / "face_recognition") in message
 
 
 def to_uint8(images) -> list[np.ndarray]:

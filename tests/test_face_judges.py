@@ -102,6 +102,7 @@ def curricular_state():
     return random_state_dict(judge_layout("CurricularFace"), 0)
 
 
+@pytest.mark.slow
 def test_published_forms_load_lightning_checkpoint_and_state_dict_conversions(tmp_path, curricular_state):
     from safetensors.torch import save_file
 
@@ -144,7 +145,7 @@ def test_a_checkpoint_holding_python_objects_is_refused_without_running_them(tmp
             return (pathlib.Path.touch, (tmp_path / "pwned",))
 
     hostile = tmp_path / "CurricularFace_Backbone.pth"
-    hostile.write_bytes(pickle.dumps({"input_layer.0.weight": Boom()}))
+    hostile.write_bytes(pickle.dumps({"input_layer.0.weight": Boom()}, protocol=2))
     with pytest.raises(ModelFileError):
         load_judge("CurricularFace", path=str(hostile))
     assert not (tmp_path / "pwned").exists()

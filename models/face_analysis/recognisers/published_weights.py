@@ -1,12 +1,12 @@
 """Reading a judge's published weights file without running anything in it, and checking it before use.
 
-Accepted: ``.safetensors``, or a torch file (``.pt`` / ``.pth`` / ``.ckpt``) read with ``torch.load(weights_only=True)``,
-which refuses any pickled Python object other than tensors and plain containers. The file's tensors may be the
-network's state dict itself (facenet-pytorch's and CurricularFace's releases), that dict under ``state_dict`` (a
-PyTorch Lightning checkpoint, as AdaFace's ``.ckpt`` releases are) with the network under ``model.`` (its loss head,
-``head.*``, is dropped), or under ``module.`` (saved from DataParallel). Every expected name is checked for its shape
-before any tensor is used (a safetensors file before any data is read), floating-point type and finite values;
-errors name the tensor, the file and where to get the right one.
+Accepted: ``.safetensors``, or a torch file (``.pt`` / ``.pth`` / ``.ckpt``) read with
+``torch.load(weights_only=True)``, which refuses any pickled Python object other than tensors and plain containers.
+The file's tensors may be the network's state dict itself (facenet-pytorch's and CurricularFace's releases), that
+dict under ``state_dict`` (a PyTorch Lightning checkpoint, as AdaFace's ``.ckpt`` releases are) with the network
+under ``model.`` (its loss head, ``head.*``, is dropped), or under ``module.`` (saved from DataParallel). Every
+expected name is checked for its shape before any tensor is used (a safetensors file before any data is read), then
+its floating-point type and finite values; errors name the tensor, the file and where to get the right one.
 """
 
 from __future__ import annotations

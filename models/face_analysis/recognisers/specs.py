@@ -48,7 +48,8 @@ class JudgeSpec:
 
 ARCFACE = JudgeSpec(
     "ArcFace", "FaceSim-Arc", "ArcFace glintr100 embedding",
-    source="insightface's antelopev2 pack (glintr100.onnx), in models/insightface/models/antelopev2 as InstantID uses it",
+    source="insightface's antelopev2 pack (glintr100.onnx), in models/insightface/models/antelopev2 as InstantID "
+           "uses it",
     used_by="Diff-PC's Sim",
     caveat="antelopev2 is also the identity input of InstantID, PuLID, PhotoMaker-V2, FaceSnap and Diff-PC, so it "
            "flatters them")
