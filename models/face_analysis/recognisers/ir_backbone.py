@@ -5,13 +5,16 @@ Input layer (3x3 conv, BN, PReLU), four stages of 3 / 13 / 30 / 3 residual units
 stage's first unit strides 2), and the output layer BN2d -> dropout -> flatten -> Linear(512*7*7, 512) ->
 BatchNorm1d without affine parameters. A unit's shortcut is a 1x1 max pool (subsampling only) when the channels stay,
 else a strided 1x1 conv + BN. The two papers' units differ in one layer: AdaFace has a BatchNorm between the first
-conv and the PReLU, CurricularFace has not; ``unit`` picks which.
+conv and the PReLU, CurricularFace has not; ``unit`` picks which. Convolutions and the linear layer come from
+``operations`` (``models/identity/operations.py``: torch.nn by default, ``comfy.ops`` inside ComfyUI).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ...identity.operations import resolve_operations
 
 IR101_STAGES = ((64, 64, 3), (64, 128, 13), (128, 256, 30), (256, 512, 3))  # (in, out, units)
 UNITS = ("adaface", "curricularface")
@@ -20,15 +23,16 @@ INPUT_SIZE = 112
 
 
 class IRUnit(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, unit: str):
+    def __init__(self, cin: int, cout: int, stride: int, unit: str, operations=None):
         super().__init__()
+        conv = resolve_operations(operations).Conv2d
         if cin == cout:
             self.shortcut_layer = nn.MaxPool2d(1, stride)
         else:
-            self.shortcut_layer = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut_layer = nn.Sequential(conv(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
         middle = [nn.BatchNorm2d(cout)] if unit == "adaface" else []
-        self.res_layer = nn.Sequential(nn.BatchNorm2d(cin), nn.Conv2d(cin, cout, 3, 1, 1, bias=False), *middle,
-                                       nn.PReLU(cout), nn.Conv2d(cout, cout, 3, stride, 1, bias=False),
+        self.res_layer = nn.Sequential(nn.BatchNorm2d(cin), conv(cin, cout, 3, 1, 1, bias=False), *middle,
+                                       nn.PReLU(cout), conv(cout, cout, 3, stride, 1, bias=False),
                                        nn.BatchNorm2d(cout))
 
     def forward(self, x):
@@ -36,18 +40,19 @@ class IRUnit(nn.Module):
 
 
 class IRBackbone(nn.Module):
-    def __init__(self, unit: str, stages=IR101_STAGES):
+    def __init__(self, unit: str, stages=IR101_STAGES, operations=None):
         super().__init__()
         if unit not in UNITS:
             raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
-        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        ops = resolve_operations(operations)
+        self.input_layer = nn.Sequential(ops.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
         units = []
         for cin, cout, count in stages:
-            units += [IRUnit(cin, cout, 2, unit)] + [IRUnit(cout, cout, 1, unit) for _ in range(count - 1)]
+            units += [IRUnit(cin, cout, 2, unit, ops)] + [IRUnit(cout, cout, 1, unit, ops) for _ in range(count - 1)]
         self.body = nn.Sequential(*units)
         last = stages[-1][1]
         self.output_layer = nn.Sequential(nn.BatchNorm2d(last), nn.Dropout(0.4), nn.Flatten(),
-                                          nn.Linear(last * 7 * 7, EMBEDDING_SIZE),
+                                          ops.Linear(last * 7 * 7, EMBEDDING_SIZE),
                                           nn.BatchNorm1d(EMBEDDING_SIZE, affine=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

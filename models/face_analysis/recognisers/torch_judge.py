@@ -44,10 +44,11 @@ class TorchJudge:
         return normalised(torch.cat(out).numpy()) if out else np.zeros((0, 512))
 
 
-def load_torch_judge(spec: JudgeSpec, make_network: Callable[[], torch.nn.Module], path: str, preprocess: Callable,
-                     device: str = "cpu", ignored: tuple[str, ...] = ()) -> TorchJudge:
-    """Build the network on the meta device, read and check the published file, fill the network."""
+def load_torch_judge(spec: JudgeSpec, make_network: Callable[..., torch.nn.Module], path: str, preprocess: Callable,
+                     device: str = "cpu", ignored: tuple[str, ...] = (), operations=None) -> TorchJudge:
+    """Build the network (layers from ``operations``, default torch.nn) on the meta device, read and check the
+    published file, fill the network."""
     with torch.device("meta"):
-        network = make_network()
+        network = make_network(operations=operations)
     tensors = read_published_weights(str(path), spec, expected_shapes(network), ignored)
     return TorchJudge(spec, build_network(network, tensors), preprocess, device)
