@@ -6,13 +6,14 @@ prompt of a server also loads the models). Where a server sends no timestamps, t
 to the history entry is used and marked as such.
 
 Peak VRAM is the largest memory PyTorch held on the server's device (``/system_stats`` ``torch_vram_total``, i.e.
-``torch.cuda.memory_reserved``) sampled every ``poll_s`` while the prompt ran. Sampling can miss a peak shorter than
-the interval, and reserved memory is at least the allocated memory, so it is close to what nvidia-smi shows for
-the process. It is None on CPU servers.
+``torch.cuda.memory_reserved``) sampled by ``server_pool`` at every poll while the prompt ran. Sampling can miss a
+peak shorter than the interval, and reserved memory is at least the allocated memory, so it is close to what
+nvidia-smi shows for the process. It is None on CPU servers.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import mimetypes
 import pathlib
@@ -30,6 +31,10 @@ class ServerError(RuntimeError):
     """The server refused or failed a request; the message says what it answered."""
 
 
+class ServerUnreachable(ServerError):
+    """The server did not answer at all (refused, reset or timed-out connection): it may have died."""
+
+
 @dataclass
 class RunResult:
     prompt_id: str
@@ -41,10 +46,8 @@ class RunResult:
 
 
 class ComfyClient:
-    def __init__(self, url: str, run_timeout_s: float = 3600.0, poll_s: float = 0.2):
+    def __init__(self, url: str):
         self.url = url.rstrip("/")
-        self.run_timeout_s = run_timeout_s
-        self.poll_s = poll_s
         self.client_id = str(uuid.uuid4())
 
     # ---- plain requests ------------------------------------------------------------------------------------
@@ -57,7 +60,9 @@ class ComfyClient:
             body = err.read().decode(errors="replace")[:2000]
             raise ServerError(f"{self.url}{path} answered {err.code}: {body}") from err
         except urllib.error.URLError as err:
-            raise ServerError(f"cannot reach ComfyUI at {self.url} ({err.reason})") from err
+            raise ServerUnreachable(f"cannot reach ComfyUI at {self.url} ({err.reason})") from err
+        except (OSError, http.client.HTTPException) as err:  # reset or timed out after connecting
+            raise ServerUnreachable(f"ComfyUI at {self.url} stopped answering ({type(err).__name__})") from err
 
     def get_json(self, path: str):
         return json.loads(self._request(path))
@@ -91,32 +96,29 @@ class ComfyClient:
         return self._request(f"/view?{query}")
 
     # ---- one prompt ----------------------------------------------------------------------------------------
-    def _device_memory(self) -> tuple[str, int | None]:
+    def device_memory(self) -> tuple[str, int | None]:
+        """(device name, torch-reserved bytes now); None bytes on a CPU server."""
         device = self.system_stats()["devices"][0]
         if device.get("type") in ("cpu", "mps"):
             return device.get("type", "cpu"), None
         return device.get("name", device.get("type", "?")), int(device.get("torch_vram_total") or 0)
 
-    def run(self, prompt: dict, output_node: str) -> RunResult:
-        """Queue ``prompt``, wait for it, and return the images of ``output_node`` with time and peak VRAM."""
+    def queue(self, prompt: dict) -> str:
+        """Put ``prompt`` at the end of the server's queue; returns its prompt id."""
         try:
-            prompt_id = self.post_json("/prompt", {"prompt": prompt, "client_id": self.client_id})["prompt_id"]
+            return self.post_json("/prompt", {"prompt": prompt, "client_id": self.client_id})["prompt_id"]
+        except ServerUnreachable:
+            raise
         except ServerError as err:
             raise ServerError(f"ComfyUI rejected the workflow: {err}") from err
-        started = time.monotonic()
-        device, peak = self._device_memory()
-        while time.monotonic() - started < self.run_timeout_s:
-            history = self.get_json(f"/history/{prompt_id}")
-            if prompt_id in history:
-                return self._result(prompt_id, history[prompt_id], output_node, started, device, peak)
-            time.sleep(self.poll_s)
-            _, memory = self._device_memory()
-            if memory is not None:
-                peak = max(peak or 0, memory)
-        raise ServerError(f"prompt {prompt_id} did not finish within {self.run_timeout_s:.0f} s")
+
+    def history_entry(self, prompt_id: str) -> dict | None:
+        """The server's record of a finished prompt, or None while it is queued or running."""
+        return self.get_json(f"/history/{prompt_id}").get(prompt_id)
 
     @staticmethod
-    def _result(prompt_id, entry, output_node, started, device, peak) -> RunResult:
+    def result(prompt_id, entry, output_node, started, device, peak) -> RunResult:
+        """The RunResult of a finished history entry; ``started`` (monotonic) is for the client-side fallback."""
         status = entry.get("status", {})
         messages = status.get("messages", [])
         if status.get("status_str") != "success":

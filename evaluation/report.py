@@ -26,37 +26,67 @@ def _fmt_fid(value) -> str:
     return NOT_RUN if value is None else f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
 
 
-def markdown_table(summary: dict[str, dict], facesim_name: str, notes: dict[str, str], settings: dict) -> str:
-    facesim_note = ("ArcFace (antelopev2 glintr100) cosine x 100, as Diff-PC's Sim; FaceSnap's Table 1 measured "
-                    "FaceSim with FaceNet, so its numbers are not comparable"
-                    if facesim_name == "FaceSim" else
-                    "dlib 128-D descriptor cosine x 100: a fallback on its own scale, NOT comparable with FaceSim")
-    lines = [
-        "Table 1 layout (FaceSnap): universal recontextualization",
-        "",
-        f"| Method | CLIP-T{UP} | CLIP-face{UP} | {facesim_name}{UP} | FID{DOWN} | Time{DOWN} | VRAM{DOWN} |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for mode, s in summary.items():
-        lines.append(f"| {mode} | {_fmt(s['CLIP-T'])} | {_fmt(s['CLIP-face'])} | {_fmt(s[facesim_name])} | "
-                     f"{_fmt_fid(s['FID'])} | {_fmt(s['seconds_per_image'], 1, 's')} | "
-                     f"{_fmt(s['peak_vram_gb'], 1, 'GB')} |")
+def _by_metric() -> dict:
+    from ..models.face_analysis.recognisers import JUDGES
+
+    return {spec.metric: spec for spec in JUDGES.values()}
+
+
+def copy_paste_column(summary: dict[str, dict], metrics: Sequence[str]) -> str | None:
+    """The copy-paste column the table shows: the first judge's that has a value, else the first judge's."""
+    names = [m.replace("FaceSim", "CopyPaste") for m in metrics]
+    return next((n for n in names if any(s.get(n) is not None for s in summary.values())), names[0] if names else None)
+
+
+def _table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def table1(summary: dict[str, dict], metrics: Sequence[str]) -> list[str]:
+    copy = copy_paste_column(summary, metrics)
+    header = ["Method", f"CLIP-T{UP}", f"CLIP-face{UP}", *(f"{m}{UP}" for m in metrics),
+              *([f"{copy}{DOWN}"] if copy else []), f"FID{DOWN}", f"Time{DOWN}", f"VRAM{DOWN}"]
+    rows = [[mode, _fmt(s["CLIP-T"]), _fmt(s["CLIP-face"]), *(_fmt(s.get(m)) for m in metrics),
+             *([_fmt(s.get(copy))] if copy else []), _fmt_fid(s["FID"]), _fmt(s["seconds_per_image"], 1, "s"),
+             _fmt(s["peak_vram_gb"], 1, "GB")] for mode, s in summary.items()]
+    return _table("Table 1 layout (FaceSnap): universal recontextualization", header, rows)
+
+
+def unsplash50_tables(summary: dict[str, dict]) -> list[str]:
+    """The Unsplash-50 columns of PuLID's Table 1 (FaceSim as a cosine, CurricularFace; CLIP-I as a cosine) and of
+    Diff-PC's Table 3 (Sim in percent, ArcFace antelopev2)."""
+    pulid = [[mode, _fmt(_cosine(s.get("FaceSim-Cur")), 3), _fmt(s["CLIP-T"], 2), _fmt(_cosine(s.get("CLIP-I")), 3)]
+             for mode, s in summary.items()]
+    diffpc = [[mode, _fmt(s.get("FaceSim-Arc")), _fmt(s["Expr"], 3), _fmt(s["Pose"], 2), _fmt(s["CLIP-T"])]
+              for mode, s in summary.items()]
+    return [*_table("Unsplash-50, PuLID's Table 1 layout (FaceSim: CurricularFace cosine)",
+                    ["Method", f"FaceSim{UP}", f"CLIP-T{UP}", f"CLIP-I{UP}"], pulid),
+            *_table("Unsplash-50, Diff-PC's Table 3 layout (Sim: ArcFace antelopev2, in percent)",
+                    ["Method", f"Sim{UP}", f"Expr{DOWN}", f"Pose{DOWN}", f"CLIP-T{UP}"], diffpc)]
+
+
+def _cosine(percent):
+    return None if percent is None else percent / 100.0
+
+
+def markdown_table(summary: dict[str, dict], metrics: Sequence[str], notes: dict[str, str], settings: dict) -> str:
+    specs = _by_metric()
+    lines = table1(summary, metrics)
+    lines += _table("Face control and shape (Diff-PC), through the pack's 3DMM fit",
+                    ["Method", "control", f"Pose{DOWN} (\u00b0)", f"Expr{DOWN}", f"Shape{DOWN}", "faces found"],
+                    [[mode, s["control"] or "none", _fmt(s["Pose"], 2), _fmt(s["Expr"], 3), _fmt(s["Shape"], 3),
+                      f"{s['faces_found']}/{s['images']}"] for mode, s in summary.items()])
+    if settings.get("protocol") == "unsplash50":
+        lines += unsplash50_tables(summary)
     lines += [
-        "",
-        "Face control and shape (Diff-PC), through the pack's 3DMM fit",
-        "",
-        f"| Method | control | Pose{DOWN} (°) | Expr{DOWN} | Shape{DOWN} | faces found |",
-        "|---|---|---|---|---|---|",
-    ]
-    for mode, s in summary.items():
-        lines.append(f"| {mode} | {s['control'] or 'none'} | {_fmt(s['Pose'], 2)} | {_fmt(s['Expr'], 3)} | "
-                     f"{_fmt(s['Shape'], 3)} | {s['faces_found']}/{s['images']} |")
-    lines += [
-        "",
         f"- CLIP-T: 100 x cosine of the CLIP features of the prompt and the whole image ({settings.get('clip', NOT_RUN)}).",
         "- CLIP-face: 100 x cosine of the CLIP features of the reference and generated face crops (mean over the "
         "person's reference photos).",
-        f"- {facesim_name}: {facesim_note}; mean over the person's reference photos.",
+        *(f"- {m}: 100 x cosine of the {specs[m].feature}, mean over the person's reference photos; as "
+          f"{specs[m].used_by}" + (f"; {specs[m].caveat}." if specs[m].caveat else ".") for m in metrics),
+        "- CopyPaste: FaceSim to the reference photos minus the highest FaceSim to the person's held-out photos "
+        "(x 100, same judge); above 0 the face is closer to the photo given than to the person.",
         f"- FID: generated images of the row vs all reference photos ({settings.get('fid', NOT_RUN)}); with few "
         "images it is dominated by small-sample bias: compare rows of the same run only.",
         "- Time: median over images of the server's execution time per prompt (execution_start to "
@@ -68,6 +98,10 @@ def markdown_table(summary: dict[str, dict], facesim_name: str, notes: dict[str,
         "reference photos. The pack's own fit and units, not Diff-PC's SMIRK numbers.",
         "- Face metrics are means over the images where a face was found.",
     ]
+    if settings.get("protocol") == "unsplash50":
+        lines.append("- Unsplash-50 tables: FaceSim and CLIP-I as cosines (PuLID prints them so); CLIP-I is the CLIP "
+                     "image cosine to the plain-SDXL image of the same prompt and seed (n/a without the sdxl mode); "
+                     "Sim, Expr and Pose as above. Compare with a paper only under its judge, base model and steps.")
     lines += [f"- {metric}: not run: {why}" for metric, why in notes.items()]
     return "\n".join(lines) + "\n"
 

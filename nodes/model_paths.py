@@ -9,6 +9,8 @@ insightface          ComfyUI/models/insightface                  models/antelope
 3dmm                 ComfyUI/models/3dmm                         ICT-FaceKit / FLAME morphable models, DECA
 instantid            ComfyUI/models/instantid                    InstantID's ip-adapter.bin (as cubiq's pack)
 facesnap_identities  ComfyUI/models/facesnap_identities          saved identities (FaceSnap Save Identity)
+face_recognition     ComfyUI/models/face_recognition             judges' published weights (FaceNet, AdaFace,
+                                                                 CurricularFace), for FaceSnap Face Similarity
 ===================  ==========================================  ==========================================
 
 A file input resolves only to a file that ComfyUI lists in the input's model folders (``get_filename_list``, then
@@ -33,6 +35,7 @@ FOLDERS = {
     "3dmm": {".npz", ".pkl", ".npy", ".safetensors", ".tar"},
     "instantid": {".bin", ".safetensors"},
     "facesnap_identities": {".safetensors"},
+    "face_recognition": {".safetensors", ".pt", ".pth", ".ckpt"},
 }
 
 

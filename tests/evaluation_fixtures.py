@@ -52,3 +52,54 @@ def load_eval_cli():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class ScriptedServer:
+    """A ComfyUI server's HTTP answers, scripted: each queued prompt finishes after ``polls`` history requests, with
+    the ``execution_start`` / ``execution_success`` timestamps ``seconds`` apart and an image on every node;
+    ``/system_stats`` reports the next of ``vram_gb`` (a CUDA device) or a CPU; ``fail`` makes a prompt's run fail;
+    no prompt finishes while ``wait_for()`` is False; ``down`` makes every request fail as a dead server's would."""
+
+    def __init__(self, polls: int = 1, seconds: float = 1.5, vram_gb=None, fail: str | None = None, wait_for=None):
+        self.polls, self.seconds, self.fail, self.wait_for = polls, seconds, fail, wait_for
+        self.vram = iter(vram_gb) if vram_gb is not None else None
+        self.queued: list[dict] = []
+        self.asked: dict[str, int] = {}
+        self.down = False
+
+    def client(self, url: str):
+        from comfyui_facesnap.evaluation.comfy_client import ComfyClient, ServerUnreachable
+
+        server = self
+
+        class Client(ComfyClient):
+            def _request(self, path, data=None, headers=None):
+                if server.down:
+                    raise ServerUnreachable(f"cannot reach ComfyUI at {self.url} (connection refused)")
+                return json.dumps(server.answer(path, json.loads(data) if data else None)).encode()
+
+            def download(self, image):
+                return f"{self.url} {image['filename']}".encode()
+
+        return Client(url)
+
+    def answer(self, path: str, payload):
+        if path == "/prompt":
+            self.queued.append(payload["prompt"])
+            return {"prompt_id": f"p{len(self.queued)}"}
+        if path == "/system_stats":
+            if self.vram is None:
+                return {"devices": [{"type": "cpu", "name": "cpu"}]}
+            return {"devices": [{"type": "cuda", "name": "cuda:0 GPU", "torch_vram_total": next(self.vram) * 2**30}]}
+        prompt_id = path.rsplit("/", 1)[-1]
+        self.asked[prompt_id] = self.asked.get(prompt_id, 0) + 1
+        if self.asked[prompt_id] < self.polls or (self.wait_for is not None and not self.wait_for()):
+            return {}
+        if self.fail:
+            return {prompt_id: {"status": {"status_str": "error", "messages": [
+                ["execution_error", {"node_type": "KSampler", "exception_message": self.fail}]]}}}
+        image = {"images": [{"filename": f"{prompt_id}.png", "subfolder": "", "type": "output"}]}
+        return {prompt_id: {"status": {"status_str": "success", "messages": [
+            ["execution_start", {"prompt_id": prompt_id, "timestamp": 1000}],
+            ["execution_success", {"prompt_id": prompt_id, "timestamp": 1000 + 1000 * self.seconds}]]},
+            "outputs": {node: image for node in ["9", *self.queued[int(prompt_id[1:]) - 1]]}}}

@@ -1,6 +1,6 @@
 """The evaluation's metrics on CPU: tiny open_clip scores, FID against the closed form, FID weights loading, FaceSim
 on real faces (dlib descriptor), 3DMM pose/expression/shape errors on a toy model, the server client's time and VRAM
-figures, and resuming."""
+figures, sharing prompts over servers (one dying), resuming, and the table layouts."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import torch
 
 from comfyui_facesnap.evaluation.clip_scores import ClipScorer, clip_score
 from comfyui_facesnap.evaluation.face_geometry import expression_error, fit_faces, pose_error, shape_error
-from comfyui_facesnap.evaluation.face_similarity import format_report, identity_feature, metric_name, score_images
+from comfyui_facesnap.evaluation.face_similarity import analyzer_judge, format_report, identity_feature, score_images
 from comfyui_facesnap.evaluation.fid import INCEPTION_FILE, FidScore, load_inception
 from comfyui_facesnap.evaluation.report import DOWN, UP
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
 from comfyui_facesnap.models.face_analysis.align import crop_square, square_box
+from comfyui_facesnap.models.face_analysis.recognisers import JUDGES
 from comfyui_facesnap.models.face_analysis.record import FaceRecord
-from evaluation_fixtures import write_random_inception, write_tiny_clip
+from evaluation_fixtures import ScriptedServer, write_random_inception, write_tiny_clip
 
 
 # ---- CLIP --------------------------------------------------------------------------------------------------------
@@ -128,8 +129,8 @@ def test_facesim_dlib_same_face_scores_higher_than_other_faces(dlib_t1):
     scores = [r.score for r in results]
     assert all(s is not None for s in scores)
     assert scores[0] > max(scores[1:]), scores
-    assert metric_name("dlib") == "FaceSim-dlib" and metric_name("insightface") == "FaceSim"
-    report = format_report(results, "dlib", 1)
+    assert analyzer_judge("dlib").metric == "FaceSim-dlib" and analyzer_judge("insightface").metric == "FaceSim-Arc"
+    report = format_report(results, JUDGES["dlib"], 1)
     assert report.splitlines()[0].startswith("FaceSim-dlib") and report.splitlines()[1].startswith("1. image 0:")
 
 
@@ -199,79 +200,109 @@ def test_expression_and_shape_errors_track_what_changed(toy):
     assert shape_error(stranger, reference) > 2 * shape_error(talking, reference)
 
 
-# ---- the server client: time and VRAM, without a GPU -------------------------------------------------------------
-def test_client_reports_server_time_and_sampled_peak_vram(monkeypatch):
-    from comfyui_facesnap.evaluation.comfy_client import ComfyClient, ServerError
+# ---- the servers: time, VRAM, sharing out, dead servers, resuming (scripted HTTP answers) ------------------------
+def test_server_time_and_sampled_peak_vram_and_failed_prompts():
+    from comfyui_facesnap.evaluation.comfy_client import ServerError
+    from comfyui_facesnap.evaluation.server_pool import ServerPool, Task
 
-    client = ComfyClient("http://server", poll_s=0.0)
-    reserved = iter([1, 5, 3, 2])
-    polls = iter([{}, {}, {"p1": {"status": {"status_str": "success", "messages": [
-        ["execution_start", {"prompt_id": "p1", "timestamp": 1000}],
-        ["execution_success", {"prompt_id": "p1", "timestamp": 3500}]]},
-        "outputs": {"9": {"images": [{"filename": "a.png", "subfolder": "", "type": "output"}]}}}}])
-
-    def get_json(path):
-        if path == "/system_stats":
-            return {"devices": [{"type": "cuda", "name": "cuda:0 GPU", "torch_vram_total": next(reserved) * 2**30}]}
-        return next(polls)
-
-    monkeypatch.setattr(client, "get_json", get_json)
-    monkeypatch.setattr(client, "post_json", lambda path, payload: {"prompt_id": "p1"})
-    result = client.run({"9": {}}, "9")
-    assert result.seconds == 2.5 and result.timing == "server"
-    assert result.peak_vram_bytes == 5 * 2**30 and result.images[0]["filename"] == "a.png"
-    failed = {"p1": {"status": {"status_str": "error", "messages": [
-        ["execution_error", {"node_type": "KSampler", "exception_message": "out of memory"}]]}}}
-    monkeypatch.setattr(client, "get_json", lambda path: failed if path.startswith("/history") else
-                        {"devices": [{"type": "cpu"}]})
+    server = ScriptedServer(polls=3, seconds=2.5, vram_gb=[1, 5, 3, 2])
+    finished = []
+    ServerPool([server.client("http://a:1")], poll_s=0.0).run([Task("t", {"9": {}}, "9")], finished.append)
+    (done,) = finished
+    assert done.result.seconds == 2.5 and done.result.timing == "server" and done.server == "http://a:1"
+    assert done.result.peak_vram_bytes == 5 * 2**30 and done.result.device == "cuda:0 GPU"
+    assert done.image == b"http://a:1 p1.png"
+    failing = ScriptedServer(fail="out of memory")
     with pytest.raises(ServerError, match=r"\[KSampler\] out of memory"):
-        client.run({}, "9")
+        ServerPool([failing.client("http://b:1")], poll_s=0.0).run([Task("t", {}, "9")], finished.append)
+
+
+def test_prompts_are_shared_out_and_a_dead_servers_prompts_go_to_the_others():
+    from comfyui_facesnap.evaluation.comfy_client import ServerError
+    from comfyui_facesnap.evaluation.server_pool import ServerPool, Task
+
+    slow = ScriptedServer(polls=4)
+    fast = ScriptedServer(wait_for=lambda: len(slow.queued) == 3)  # both start with a full queue
+    said, finished = [], []
+
+    def on_finished(done):
+        finished.append((done.task.key, done.server))
+        if done.server == "http://slow:1":
+            slow.down = True  # dies after its first image, with a full queue
+
+    pool = ServerPool([fast.client("http://fast:1"), slow.client("http://slow:1")], depth=3, dead_after_s=0.0,
+                      poll_s=0.001, say=said.append)
+    tasks = [Task(f"t{i}", {"n": {"inputs": {"i": i}}}, "9") for i in range(12)]
+    pool.run(tasks, on_finished)
+    keys = [key for key, _ in finished]
+    assert sorted(keys) == sorted(t.key for t in tasks) and len(keys) == len(set(keys))  # nothing lost or twice
+    assert [server for _, server in finished].count("http://slow:1") == 1
+    assert len(slow.queued) == 3 and len(fast.queued) == 11  # the slow server's 2 unfinished went to the fast one
+    assert "slow:1 stopped answering" in said[0] and "its 2 unfinished prompt(s) go to the other servers" in said[0]
+    assert "slow:1: 1 done, gone (2 handed on)" in pool.status() and "fast:1: 11 done" in pool.status()
+    alone = ScriptedServer()
+    alone.down = True
+    with pytest.raises(ServerError, match="every ComfyUI server stopped answering; 2 image"):
+        ServerPool([alone.client("http://x:1")], dead_after_s=0.0, poll_s=0.0).run(tasks[:2], on_finished)
 
 
 def test_finished_images_are_not_generated_again(tmp_path):
     from comfyui_facesnap.evaluation.generation import ModeRun, generate
     from comfyui_facesnap.evaluation.workflow_modes import Job, WorkflowMode
 
-    class Client:
-        def __init__(self):
-            self.queued = []
-
-        def run(self, prompt, output_node):
-            from comfyui_facesnap.evaluation.comfy_client import RunResult
-
-            self.queued.append(prompt["2"]["inputs"]["text"])
-            return RunResult("id", [{"filename": "x.png"}], 1.5, "server", None, "cpu")
-
-        def download(self, image):
-            return cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
-
     template = {"1": {"class_type": "KSampler", "inputs": {"seed": 0}, "_meta": {"title": "KSampler"}},
                 "2": {"class_type": "CLIPTextEncode", "inputs": {"text": ""}, "_meta": {"title": "Prompt"}},
                 "3": {"class_type": "SaveImage", "inputs": {"filename_prefix": ""}, "_meta": {"title": "Save Image"}}}
     run = ModeRun("wf", WorkflowMode(), template, "wf.json")
     jobs = [Job("wf", "ann", i, text, 1, ("ann.png",)) for i, text in enumerate(["first", "second"])]
-    client = Client()
-    records = generate(client, [run], jobs, tmp_path, progress=False)
-    assert client.queued == ["first", "second"] and not any(r.resumed for r in records)
-    again = Client()
-    records = generate(again, [run], jobs, tmp_path, progress=False)
-    assert again.queued == [] and all(r.resumed for r in records) and records[0].seconds == 1.5
+    texts = lambda server: [prompt["2"]["inputs"]["text"] for prompt in server.queued]  # noqa: E731
+    server = ScriptedServer()
+    records = generate([server.client("http://a:1")], [run], jobs, tmp_path, progress=False, poll_s=0.0)
+    assert texts(server) == ["first", "second"] and not any(r.resumed for r in records)
+    assert [r.server for r in records] == ["http://a:1"] * 2 and records[0].seconds == 1.5
+    again = ScriptedServer()
+    records = generate([again.client("http://b:1")], [run], jobs, tmp_path, progress=False, poll_s=0.0)
+    assert texts(again) == [] and all(r.resumed for r in records) and records[0].server == "http://a:1"
     changed = [Job("wf", "ann", 0, "another prompt", 1, ("ann.png",))]  # same file name, other prompt
-    generate(again, [run], changed, tmp_path, progress=False)
-    assert again.queued == ["another prompt"]
+    generate([again.client("http://b:1")], [run], changed, tmp_path, progress=False, poll_s=0.0)
+    assert texts(again) == ["another prompt"]
     sidecar = json.loads((tmp_path / "images" / "wf" / "ann" / "p00_s1.json").read_text())
-    assert sidecar["prompt"] == "another prompt"
+    assert sidecar["prompt"] == "another prompt" and sidecar["server"] == "http://b:1"
 
 
 def test_markdown_table_follows_table_1_and_names_what_was_not_run():
     from comfyui_facesnap.evaluation.report import markdown_table
 
-    row = {"CLIP-T": 32.61, "CLIP-face": 81.44, "FaceSim": 73.58, "FID": 205.63, "seconds_per_image": 6.08,
-           "peak_vram_gb": 18.14, "Pose": None, "Expr": None, "Shape": 0.21, "control": None, "faces_found": 9,
-           "images": 10}
-    table = markdown_table({"facesnap_portrait": row}, "FaceSim", {"Pose": "--no-3dmm"}, {})
+    row = {"CLIP-T": 32.61, "CLIP-face": 81.44, "FaceSim-Arc": 73.58, "FaceSim-FaceNet": 70.04, "CopyPaste-Arc": None,
+           "CopyPaste-FaceNet": 3.21, "FID": 205.63, "seconds_per_image": 6.08, "peak_vram_gb": 18.14, "Pose": None,
+           "Expr": None, "Shape": 0.21, "control": None, "faces_found": 9, "images": 10}
+    table = markdown_table({"facesnap_portrait": row}, ["FaceSim-Arc", "FaceSim-FaceNet"], {"Pose": "--no-3dmm"}, {})
     lines = table.splitlines()
-    assert lines[2] == f"| Method | CLIP-T{UP} | CLIP-face{UP} | FaceSim{UP} | FID{DOWN} | Time{DOWN} | VRAM{DOWN} |"
-    assert lines[4] == "| facesnap_portrait | 32.6 | 81.4 | 73.6 | 205.6 | 6.1s | 18.1GB |"
+    assert lines[2] == (f"| Method | CLIP-T{UP} | CLIP-face{UP} | FaceSim-Arc{UP} | FaceSim-FaceNet{UP} | "
+                        f"CopyPaste-FaceNet{DOWN} | FID{DOWN} | Time{DOWN} | VRAM{DOWN} |")
+    assert lines[4] == "| facesnap_portrait | 32.6 | 81.4 | 73.6 | 70.0 | 3.2 | 205.6 | 6.1s | 18.1GB |"
     assert "| facesnap_portrait | none | n/a | n/a | 0.210 | 9/10 |" in lines
-    assert "- Pose: not run: --no-3dmm" in lines and "ArcFace (antelopev2 glintr100)" in table
+    assert "- Pose: not run: --no-3dmm" in lines and "ArcFace glintr100 embedding, mean over" in table
+    assert "as FaceSnap's FaceSim (its Table 1)." in table and "Unsplash-50" not in table
+    unsplash = markdown_table({"pulid": {**row, "FaceSim-Cur": 65.9, "CLIP-I": 84.0, "Expr": 0.138, "Pose": 5.6}},
+                              ["FaceSim-Arc"], {}, {"protocol": "unsplash50"}).splitlines()
+    assert "| pulid | 0.659 | 32.61 | 0.840 |" in unsplash and "| pulid | 73.6 | 0.138 | 5.60 | 32.6 |" in unsplash
+
+
+def test_a_benchmark_folder_gives_one_person_per_portrait_and_its_prompt_list(tmp_path):
+    from comfyui_facesnap.evaluation.benchmark_folder import read_benchmark
+
+    for name in ("0001.jpg", "0002.png", "notes.md"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "prompts.txt").write_text("# PuLID-style prompts\nportrait, cinematic\n\n  a knight  \n")
+    people, prompts = read_benchmark(tmp_path)
+    assert people == {"0001": [tmp_path / "0001.jpg"], "0002": [tmp_path / "0002.png"]}
+    assert prompts == ["portrait, cinematic", "a knight"]
+    (tmp_path / "0001.png").write_bytes(b"x")
+    with pytest.raises(InvalidInputError, match="name the same identity '0001'"):
+        read_benchmark(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInputError, match="no portrait"):
+        read_benchmark(tmp_path / "empty")
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        read_benchmark(tmp_path / "missing")

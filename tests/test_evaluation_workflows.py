@@ -228,3 +228,58 @@ def test_face_similarity_refuses_faceless_references_and_empty_batches(host_info
     assert "[FaceSnapFaceSimilarity]" in str(err.value) and "no face" in str(err.value)
     with pytest.raises(FaceSnapNodeError, match="empty"):
         FaceSimilarity.execute(dlib, photo[:0], reference)
+
+
+@pytest.mark.slow
+def test_face_similarity_offers_the_installed_judges_and_scores_with_the_one_picked(host_info, tmp_path):
+    """The judge dropdown lists what is installed (antelopev2's glintr100, a judge's published file); the default
+    keeps the analyzer's own features; FaceNet scores with its network; a judge without weights names its file."""
+    import folder_paths
+    import torch
+    from PIL import Image
+
+    from comfyui_facesnap.devkit.onnx_antelopev2 import make_antelopev2
+    from comfyui_facesnap.devkit.random_judge_weights import write_published_judge
+    from comfyui_facesnap.devkit.workflow_files import model_folders_restored
+    from comfyui_facesnap.models.face_analysis.recognisers import load_judge
+    from comfyui_facesnap.nodes.errors import FaceSnapNodeError
+    from comfyui_facesnap.nodes.evaluation_nodes import FaceSimilarity
+
+    host, _ = host_info
+    judge_input = lambda: next(i for i in FaceSimilarity.define_schema().inputs if i.id == "judge")  # noqa: E731
+    analyzer = host.node_classes["FaceSnapFaceAnalyzerLoader"].execute("dlib", "CPU", "hog").result[0]
+    photo = torch.from_numpy(np.asarray(Image.open(folder_paths.get_annotated_filepath("t1.jpg")).convert("RGB"),
+                                        np.float32) / 255.0)[None]
+    crop = host.node_classes["FaceSnapFaceCrop"].execute
+    reference = crop(analyzer, photo, "left_to_right", 1, 160, 0.5, "error").result[1]
+    images = crop(analyzer, photo, "all", 0, 160, 0.5, "error").result[0][:3]
+    with model_folders_restored():
+        folder_paths.add_model_folder_path("face_recognition", str(tmp_path / "face_recognition"))
+        folder_paths.add_model_folder_path("insightface", str(tmp_path / "insightface"))
+        assert judge_input().options == ["analyzer", "dlib"] and judge_input().default == "analyzer"
+        facenet_file = write_published_judge("FaceNet", tmp_path / "face_recognition")
+        make_antelopev2(tmp_path / "insightface")
+        folder_paths.filename_list_cache.clear()
+        assert judge_input().options == ["analyzer", "ArcFace", "FaceNet", "dlib"]
+
+        default = FaceSimilarity.execute(analyzer, images, reference).result
+        assert np.allclose(FaceSimilarity.execute(analyzer, images, reference, "dlib").result[0], default[0], atol=1e-9)
+        scores, report, _ = FaceSimilarity.execute(analyzer, images, reference, "FaceNet").result
+        assert report.startswith("FaceSim-FaceNet: mean cosine of the FaceNet (Inception-ResNet-v1, VGGFace2) "
+                                 "embedding to 1 reference face(s)")
+        judge = load_judge("FaceNet", path=str(facenet_file))
+        faces = [analyzer.detect(img)[0] for img in to_uint8(images)]
+        expected = judge.features(list(zip(to_uint8(images), faces))) @ judge.features(
+            [(reference.images[0], reference.records[0])])[0]
+        assert np.allclose(scores, expected, atol=1e-6) and scores != default[0]
+        arcface = FaceSimilarity.execute(analyzer, images, reference, "ArcFace").result[1]
+        assert arcface.startswith("FaceSim-Arc: mean cosine of the ArcFace glintr100 embedding")
+        with pytest.raises(FaceSnapNodeError) as err:
+            FaceSimilarity.execute(analyzer, images, reference, "AdaFace")
+        assert "[FaceSnapFaceSimilarity] the AdaFace judge is not installed" in str(err.value)
+        message = str(err.value)
+        assert "adaface_ir101_webface12m.ckpt" in message and str(tmp_path / "face_recognition") in message
+
+
+def to_uint8(images) -> list[np.ndarray]:
+    return [np.clip(np.round(image.numpy() * 255.0), 0, 255).astype(np.uint8) for image in images]

@@ -2,7 +2,8 @@
 
 Backends: ``insightface`` (antelopev2: SCRFD, glintr100 ArcFace, 1k3d68; see ``insightface_backend``) and ``dlib``
 (HOG/CNN detector, 68 landmarks, 128-D descriptor, shipped by the dlib-bin and face-recognition-models wheels).
-Both are imported lazily: this package loads without either library installed.
+Both are imported lazily: this package loads without either library installed. ``recognisers`` holds the
+face-recognition networks that judge likeness (ArcFace, CurricularFace, AdaFace, FaceNet, dlib).
 
     analyzer = load_analyzer("dlib")                      # or ("insightface", insightface_root=..., provider="CUDA")
     faces = analyzer.detect(rgb_uint8_image, image_index=0)   # list[FaceRecord], largest first

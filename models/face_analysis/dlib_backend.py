@@ -90,6 +90,16 @@ class DlibAnalyzer:
             boxes.append((box, float(score)))
         return boxes
 
+    def shape_in_box(self, image: np.ndarray, box):
+        """dlib's 68-point shape of the face in an (x1, y1, x2, y2) pixel box of a contiguous RGB uint8 image."""
+        rect = self._dlib.rectangle(int(round(box[0])), int(round(box[1])),
+                                    int(round(box[2])) - 1, int(round(box[3])) - 1)
+        return self._shape68(image, rect)
+
+    def descriptor(self, image: np.ndarray, shape) -> np.ndarray:
+        """The 128-D face descriptor of a face whose 68-point ``shape`` was found in ``image``."""
+        return np.asarray(self._descriptor.compute_face_descriptor(image, shape, 0), np.float32)
+
     def detect(self, image: np.ndarray, image_index: int = 0, with_embedding: bool = True) -> list[FaceRecord]:
         """Faces of one RGB uint8 image, largest first."""
         image = np.ascontiguousarray(rgb_uint8(image))
@@ -97,13 +107,9 @@ class DlibAnalyzer:
         for box, score in self._detect_boxes(image):
             if too_small(box):
                 continue
-            rect = self._dlib.rectangle(int(round(box[0])), int(round(box[1])),
-                                        int(round(box[2])) - 1, int(round(box[3])) - 1)
-            shape = self._shape68(image, rect)
+            shape = self.shape_in_box(image, box)
             points68 = np.array([[p.x, p.y] for p in shape.parts()], np.float32)
-            descriptor = None
-            if with_embedding:
-                descriptor = np.asarray(self._descriptor.compute_face_descriptor(image, shape, 0), np.float32)
+            descriptor = self.descriptor(image, shape) if with_embedding else None
             records.append(FaceRecord(bbox=box, score=score, kps5=kps5_from_ibug68(points68),
                                       landmarks=from_ibug68(points68), backend=self.name,
                                       descriptor=descriptor, image_index=image_index))

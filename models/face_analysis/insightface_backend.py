@@ -75,6 +75,15 @@ def find_pack_folder(roots: Sequence[str | os.PathLike]) -> pathlib.Path:
                          f"download antelopev2 (as InstantID uses it) and put its files ({files}) in that folder")
 
 
+def load_onnx_model(model_zoo, path: pathlib.Path, providers: list[str]):
+    """One insightface model-zoo model (its class chosen by the file's signature), or a ModelFileError."""
+    try:
+        return model_zoo.get_model(str(path), providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types for corrupt files
+        raise ModelFileError(f"could not load {path}: {err}",
+                             "the file is damaged or not an insightface model: download it again") from err
+
+
 class InsightFaceAnalyzer:
     name = "insightface"
     has_arcface = True
@@ -94,11 +103,7 @@ class InsightFaceAnalyzer:
     def _load_by_role(self, model_zoo) -> dict:
         models = {}
         for path in sorted(self.folder.glob("*.onnx")):
-            try:
-                model = model_zoo.get_model(str(path), providers=self.providers)
-            except Exception as err:  # onnxruntime raises its own exception types for corrupt files
-                raise ModelFileError(f"could not load {path}: {err}",
-                                     "the file is damaged or not an insightface model: download it again") from err
+            model = load_onnx_model(model_zoo, path, self.providers)
             role = getattr(model, "taskname", None)
             if role is not None and role not in models:
                 models[role] = model
