@@ -86,10 +86,11 @@ def _refuse_other_files(shapes: dict[str, tuple], name: str) -> None:
         raise ModelFileError(f"{name} has no tensors in {layout}; it holds e.g. {unknown!r}", FILE_FIX)
 
 
-def _refuse_other_adapters(shapes: dict[str, tuple], name: str) -> None:
-    """IP-Adapter-layout files that are not PuLID's: another base model's, InstantID's, CLIP or FaceID adapters."""
+def _refuse_other_adapters(shapes: dict[str, tuple], name: str, own_layout: bool) -> None:
+    """IP-Adapter-layout files that are not PuLID's: another base model's (unless the file declares its own layout),
+    InstantID's, CLIP or FaceID adapters."""
     k_ip = shapes.get("ip_adapter.1.to_k_ip.weight")
-    if k_ip is not None and len(k_ip) == 2 and k_ip[1] != 2048:
+    if k_ip is not None and len(k_ip) == 2 and k_ip[1] != 2048 and not own_layout:
         layers = sum(k.endswith(".to_k_ip.weight") for k in shapes)
         raise ModelFileError(f"{name} is an adapter for {_base(k_ip[1])} ({layers} attention layers, "
                              f"{k_ip[1]}-wide: tensor 'ip_adapter.1.to_k_ip.weight' is {list(k_ip)}); PuLID here "
@@ -121,14 +122,14 @@ def file_version(shapes: dict[str, tuple], name: str) -> str:
                          "weight' (v1.1): its encoder is not PuLID's, or the file is incomplete", FILE_FIX)
 
 
-def identify(shapes: dict[str, tuple], name: str) -> tuple[str, dict[str, tuple]]:
-    """(version, shapes under the converted layout's names) of a published file's names and shapes; refuses other
-    files by name."""
+def identify(shapes: dict[str, tuple], name: str, own_layout: bool = False) -> tuple[str, dict[str, tuple]]:
+    """(version, shapes under the converted layout's names) of a file's names and shapes; refuses other files by
+    name. ``own_layout``: the file's metadata declares its layout (tiny test files)."""
     _refuse_other_files(shapes, name)
     renamed = {pack_name(k): tuple(v) for k, v in shapes.items()}
     if len(renamed) != len(shapes):
         raise ModelFileError(f"{name} holds both the official and the converted names of some tensors", FILE_FIX)
-    _refuse_other_adapters(renamed, name)
+    _refuse_other_adapters(renamed, name, own_layout)
     return file_version(renamed, name), renamed
 
 
@@ -151,28 +152,38 @@ def expected_shapes(version: str, config, unet_config: dict) -> dict[str, tuple]
         return {k: tuple(v.shape) for k, v in PuLIDAdapter(version, config, unet_config).state_dict().items()}
 
 
-def read_pulid(path: str):
-    """-> (version, encoder config, UNet config, tensors under ``PuLIDAdapter``'s names), every name and shape
-    checked before data is read (for a ``.bin``, before anything is built), and every value finite."""
+def check_pulid_file(path: str, shapes: dict[str, tuple] | None = None, metadata: dict | None = None):
+    """-> (version, encoder config, UNet config) of a PuLID file, from its header alone (a ``.safetensors``) or
+    from the ``shapes`` of a pickle already read; every name and shape checked, nothing built or allocated."""
     name = os.path.basename(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"PuLID weights not found: {path}", FILE_FIX)
-    if path.lower().endswith(".safetensors"):
+    if shapes is None:
         shapes, metadata = read_header(path)
-        tensors = None
-    else:
-        tensors, metadata = read_torch_weights(path, FILE_FIX, PARTS), {}
-        shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    version, renamed = identify(shapes, name)
+    metadata = metadata or {}
+    version, _ = identify(shapes, name, own_layout=bool({"pulid_config", "unet_config"} & set(metadata)))
     config, unet = file_layout(metadata, version, name)
     try:
         expected = expected_shapes(version, config, unet)
     except InvalidInputError as err:
         raise ModelFileError(f"{name} has a corrupt layout in its metadata ({err.message})", FILE_FIX) from err
-    check_shapes(renamed, expected, name, KIND, FILE_FIX)
-    tensors = {pack_name(k): v for k, v in (read_tensors(path) if tensors is None else tensors).items()}
-    check_values(tensors, name, FILE_FIX)
-    return version, config, unet, tensors
+    if any(k.startswith("id_adapter") for k in shapes):  # name tensors as the file does
+        expected = {official_name(k): v for k, v in expected.items()}
+    check_shapes(shapes, expected, name, KIND, FILE_FIX)
+    return version, config, unet
+
+
+def read_pulid(path: str):
+    """-> (version, encoder config, UNet config, tensors under ``PuLIDAdapter``'s names), every name and shape
+    checked before data is read (for a ``.bin``, before anything is built), and every value finite."""
+    if path.lower().endswith(".safetensors") or not os.path.isfile(path):
+        version, config, unet = check_pulid_file(path)
+        tensors = read_tensors(path)
+    else:
+        tensors = read_torch_weights(path, FILE_FIX, PARTS)
+        version, config, unet = check_pulid_file(path, {k: tuple(v.shape) for k, v in tensors.items()})
+    check_values(tensors, os.path.basename(path), FILE_FIX)
+    return version, config, unet, {pack_name(k): v for k, v in tensors.items()}
 
 
 def build_pulid(version: str, config, unet_config: dict, tensors: dict[str, torch.Tensor], operations=None,
