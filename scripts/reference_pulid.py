@@ -53,6 +53,7 @@ pack_import.boot_comfyui(cpu=True)
 import torch  # noqa: E402
 
 from comfyui_facesnap.devkit import pulid_reference_cases as cases  # noqa: E402
+from comfyui_facesnap.devkit.sdxl_diffusers import sdxl_unet_on_meta  # noqa: E402
 from comfyui_facesnap.devkit.seeded_weights import seeded_state  # noqa: E402
 
 ECOMID_ATTENTION_SHA256 = "b89f899462d170dfb2f46de9448d068c8a1584ecd5a21b6657437438b89ffa5b"  # the LFS oid
@@ -208,19 +209,11 @@ def run_comfyui_attention(cubiq_dir: pathlib.Path, ecomid_dir: pathlib.Path) -> 
 def official_numbering(pulid_dir: pathlib.Path) -> list[list]:
     """[module number, diffusers processor name, hidden size] of every ``IDAttnProcessor`` that the official
     ``hack_unet_attn_layers`` puts into ``id_adapter_attn_layers``, on diffusers' SDXL UNet (meta device)."""
-    import diffusers
-
     stub_facexlib()
     package("eva_clip", pulid_dir / "eva_clip", run_init=True)
     package("pulid", pulid_dir / "pulid")
     pipeline = importlib.import_module("pulid.pipeline")
-    with torch.device("meta"):
-        unet = diffusers.UNet2DConditionModel(
-            sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2, cross_attention_dim=2048,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), use_linear_projection=True,
-            addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
+    unet = sdxl_unet_on_meta()
     holder = types.SimpleNamespace()
     pipeline.PuLIDPipeline.hack_unet_attn_layers(holder, unet)
     names = list(unet.attn_processors)

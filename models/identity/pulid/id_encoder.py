@@ -27,7 +27,7 @@ EVA_LAYERS = 5  # PuLID reads the EVA tower's hidden states after blocks 4, 8, 1
 
 @dataclass(frozen=True)
 class IDEncoderConfig:
-    id_dim: int = ARCFACE_DIM + EVA_CLS_DIM
+    embedding_dim: int = ARCFACE_DIM + EVA_CLS_DIM  # the ID features: ArcFace ; EVA CLS
     vit_dim: int = 1024  # width of EVA02-CLIP-L's hidden states
     hidden_dim: int = 1024
     context_dim: int = 2048  # SDXL's cross-attention width
@@ -73,7 +73,7 @@ class IDEncoder(nn.Module):
         self.config = cfg = config
         self.compute_dtype = compute_dtype
         out = cfg.context_dim * cfg.num_tokens
-        self.body = mapping_mlp(cfg.id_dim, min(out // 4, 1024), min(out // 2, 1024), out, ops)
+        self.body = mapping_mlp(cfg.embedding_dim, min(out // 4, 1024), min(out // 2, 1024), out, ops)
         for i in range(EVA_LAYERS):
             for kind in ("mapping", "mapping_patch"):
                 setattr(self, f"{kind}_{i}", mapping_mlp(cfg.vit_dim, cfg.hidden_dim, cfg.hidden_dim,
@@ -85,7 +85,7 @@ class IDEncoder(nn.Module):
 
     def forward(self, id_features: torch.Tensor, hidden_states) -> torch.Tensor:
         """(B, 1280) ID features and 5 hidden states (B, 1 + patches, 1024) -> (B, 10, context_dim) tokens."""
-        check_features(id_features, hidden_states, self.config.id_dim, self.config.vit_dim)
+        check_features(id_features, hidden_states, self.config.embedding_dim, self.config.vit_dim)
         if id_features.ndim != 2:
             raise InvalidInputError("PuLID v1 encodes one image per sample", "average the tokens of several images")
         cfg = self.config

@@ -16,7 +16,7 @@ to_out}`` / ``layers.{i}.1.{0, 1, 3}`` and the same attention), reused here.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,16 +27,14 @@ from .id_encoder import ARCFACE_DIM, EVA_CLS_DIM, EVA_LAYERS, check_features, ma
 
 
 @dataclass(frozen=True)
-class IDFormerConfig:
+class IDFormerConfig(ResamplerConfig):
+    """The Resampler's fields (``embedding_dim``: the ID features' width, 1280) with IDFormer's values, and its own."""
     dim: int = 1024
     depth: int = 10  # a multiple of the 5 EVA layers: depth // 5 perceiver layers read each of them
-    dim_head: int = 64
     heads: int = 16
-    num_id_tokens: int = 5
     num_queries: int = 32
-    output_dim: int = 2048
-    ff_mult: int = 4
-    id_dim: int = ARCFACE_DIM + EVA_CLS_DIM
+    embedding_dim: int = ARCFACE_DIM + EVA_CLS_DIM
+    num_id_tokens: int = 5
     vit_dim: int = 1024
     hidden_dim: int = 1024
 
@@ -48,15 +46,6 @@ class IDFormerConfig:
     def tiny(cls, output_dim: int = 64) -> "IDFormerConfig":
         return cls(dim=32, depth=5, dim_head=8, heads=4, num_queries=8, output_dim=output_dim, vit_dim=32,
                    hidden_dim=48)
-
-    def perceiver(self) -> ResamplerConfig:
-        """The Resampler-block layout of the perceiver layers."""
-        return ResamplerConfig(dim=self.dim, depth=self.depth, dim_head=self.dim_head, heads=self.heads,
-                               num_queries=self.num_queries, embedding_dim=self.id_dim, output_dim=self.output_dim,
-                               ff_mult=self.ff_mult)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class IDFormer(nn.Module):
@@ -72,12 +61,11 @@ class IDFormer(nn.Module):
         scale = cfg.dim ** -0.5
         self.latents = nn.Parameter(torch.randn(1, cfg.num_queries, cfg.dim) * scale)
         self.proj_out = nn.Parameter(torch.randn(cfg.dim, cfg.output_dim) * scale)
-        blocks = cfg.perceiver()
         self.layers = nn.ModuleList(
-            [nn.ModuleList([PerceiverAttention(blocks, ops), feed_forward(blocks, ops)]) for _ in range(cfg.depth)])
+            [nn.ModuleList([PerceiverAttention(cfg, ops), feed_forward(cfg, ops)]) for _ in range(cfg.depth)])
         for i in range(EVA_LAYERS):
             setattr(self, f"mapping_{i}", mapping_mlp(cfg.vit_dim, cfg.hidden_dim, cfg.hidden_dim, cfg.dim, ops))
-        self.id_embedding_mapping = mapping_mlp(cfg.id_dim, cfg.hidden_dim, cfg.hidden_dim,
+        self.id_embedding_mapping = mapping_mlp(cfg.embedding_dim, cfg.hidden_dim, cfg.hidden_dim,
                                                 cfg.dim * cfg.num_id_tokens, ops)
 
     @property
@@ -88,7 +76,7 @@ class IDFormer(nn.Module):
         """(B, 1280) or (B, N images, 1280) ID features and 5 hidden states (B, N x (1 + patches), 1024)
         -> (B, num_queries, output_dim) tokens."""
         cfg = self.config
-        check_features(id_features, hidden_states, cfg.id_dim, cfg.vit_dim)
+        check_features(id_features, hidden_states, cfg.embedding_dim, cfg.vit_dim)
         x = self.id_embedding_mapping(id_features.to(self.dtype))
         x = x.reshape(x.shape[0], -1, cfg.dim)  # 5 tokens per image
         latents = cast_to_input(self.latents, x).expand(x.shape[0], -1, -1)
