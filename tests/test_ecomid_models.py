@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from comfyui_facesnap.models.errors import InvalidInputError
+from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
 from comfyui_facesnap.models.identity.ecomid.recipe import (
     EXAMPLE_WORKFLOWS, EcomIDSettings, check_identitynet, check_pulid_for_ecomid, encode_ecomid)
 from comfyui_facesnap.models.identity.facesnap_checkpoint import load_diffusers_controlnet
@@ -62,6 +62,19 @@ def test_a_folder_with_the_config_json_fields_loads(tmp_path, identitynet_shapes
     write_sparse_safetensors(folder / "diffusion_pytorch_model.safetensors", identitynet_shapes, dtype="F16")
     net = load_diffusers_controlnet(str(folder))
     assert net.config.cross_attention_dim == 2048 and net.conv_in.weight.dtype == torch.float16
+
+
+def test_a_truncated_or_foreign_identitynet_is_named(tmp_path, identitynet_shapes):
+    path = tmp_path / "diffusion_pytorch_model.safetensors"
+    write_sparse_safetensors(path, identitynet_shapes, dtype="F32")
+    with open(path, "r+b") as f:  # an interrupted 5 GB download
+        f.truncate(path.stat().st_size // 3)
+    with pytest.raises(ModelFileError, match="truncated: it holds"):
+        load_diffusers_controlnet(str(path))
+    pulid = tmp_path / "ip-adapter_pulid_sdxl_fp16.safetensors"
+    write_sparse_safetensors(pulid, {"image_proj.body.0.weight": (1024, 1280), "ip_adapter.1.to_k_ip.weight": (640, 2048)})
+    with pytest.raises(ModelFileError, match="not a diffusers ControlNet"):
+        load_diffusers_controlnet(str(pulid))
 
 
 def test_settings_are_the_advanced_nodes_and_the_examples():

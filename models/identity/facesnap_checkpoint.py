@@ -23,6 +23,7 @@ from torch import nn
 from .attribute_mixer import FacialAttributeMixer, MixerConfig
 from ..errors import ModelFileError
 from .ffrnet import FFRNet, FFRNetConfig
+from .safetensors_files import read_header, read_tensors
 
 FORMAT_VERSION = "1"
 DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
@@ -90,21 +91,11 @@ def _build(factory, tensors: dict, prefix: str) -> nn.Module:
 
 
 def _read(path: str):
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
+    """-> (tensors, metadata); a missing, damaged or truncated file is named (``safetensors_files``)."""
     if not os.path.isfile(path):
         raise ModelFileError(f"weights file not found: {path}", "put the .safetensors file there")
-    try:
-        with safe_open(path, framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-        tensors = load_file(path)
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ModelFileError(
-            f"{os.path.basename(path)} is not a readable .safetensors file ({err})",
-            "re-download or re-export the file; only .safetensors weights are supported",
-        ) from err
-    return tensors, metadata
+    _, metadata = read_header(path)
+    return read_tensors(path), metadata
 
 
 def save_facesnap(path: str, mixer: FacialAttributeMixer, ffrnet: FFRNet | None,

@@ -22,7 +22,7 @@ from ..operations import resolve_operations
 
 ARCFACE_DIM = 512
 EVA_CLS_DIM = 768
-EVA_LAYERS = 5  # PuLID reads the EVA tower's hidden states after blocks 4, 8, 12, 16 and 20
+EVA_LAYERS = 5  # PuLID reads the EVA tower's token states after its first 4, 8, 12, 16 and 20 blocks (CLS first)
 
 
 @dataclass(frozen=True)
