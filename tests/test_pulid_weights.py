@@ -2,6 +2,7 @@
 shapes), tiny files with their layout in the metadata, and every wrong, damaged or hostile file refused by name."""
 
 import json
+import pickle
 
 import pytest
 import torch
@@ -258,6 +259,9 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     message = refused(path, "refused")
     assert not marker.exists(), "nothing in the file may run"
     assert "open" in message and "Nothing in it was run" in message
+    live = tmp_path / "live"  # the payload is live: a plain pickle load runs it (checked on the payload alone)
+    pickle.loads(pickle.dumps(_Payload(live))).close()
+    assert live.exists()
 
 
 def test_corrupt_metadata_is_named(tmp_path):

@@ -114,4 +114,4 @@ class PuLIDAdapter(nn.Module):
 
     def fingerprint(self) -> str:
         """``model_key``: which weights made an identity (the encoder's; the attention layers do not change it)."""
-        return weights_key({k: v for k, v in self.image_proj.state_dict().items()})
+        return weights_key(self.image_proj.state_dict())

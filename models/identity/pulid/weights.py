@@ -62,10 +62,6 @@ def official_name(name: str) -> str:
     return "id_adapter." + name[len("image_proj."):] if name.startswith("image_proj.") else name
 
 
-def _base(width: int) -> str:
-    return CONTEXT_BASES.get(width, f"a {width}-wide base model")
-
-
 def _refuse_other_files(shapes: dict[str, tuple], name: str) -> None:
     """Files that are not PuLID SDXL weights at all, named by what they hold."""
     if any(k.startswith(("pulid_encoder.", "pulid_ca.")) for k in shapes):
@@ -92,7 +88,8 @@ def _refuse_other_adapters(shapes: dict[str, tuple], name: str, own_layout: bool
     k_ip = shapes.get("ip_adapter.1.to_k_ip.weight")
     if k_ip is not None and len(k_ip) == 2 and k_ip[1] != 2048 and not own_layout:
         layers = sum(k.endswith(".to_k_ip.weight") for k in shapes)
-        raise ModelFileError(f"{name} is an adapter for {_base(k_ip[1])} ({layers} attention layers, "
+        base = CONTEXT_BASES.get(k_ip[1], f"a {k_ip[1]}-wide base model")
+        raise ModelFileError(f"{name} is an adapter for {base} ({layers} attention layers, "
                              f"{k_ip[1]}-wide: tensor 'ip_adapter.1.to_k_ip.weight' is {list(k_ip)}); PuLID here "
                              "needs SDXL (2048-wide cross-attention)", "use PuLID's SDXL weights with an SDXL "
                              "checkpoint; " + FILE_FIX)
@@ -122,15 +119,15 @@ def file_version(shapes: dict[str, tuple], name: str) -> str:
                          "weight' (v1.1): its encoder is not PuLID's, or the file is incomplete", FILE_FIX)
 
 
-def identify(shapes: dict[str, tuple], name: str, own_layout: bool = False) -> tuple[str, dict[str, tuple]]:
-    """(version, shapes under the converted layout's names) of a file's names and shapes; refuses other files by
-    name. ``own_layout``: the file's metadata declares its layout (tiny test files)."""
+def identify(shapes: dict[str, tuple], name: str, own_layout: bool = False) -> str:
+    """The version of a file from its names and shapes (either layout); refuses other files by name.
+    ``own_layout``: the file's metadata declares its layout (tiny test files)."""
     _refuse_other_files(shapes, name)
     renamed = {pack_name(k): tuple(v) for k, v in shapes.items()}
     if len(renamed) != len(shapes):
         raise ModelFileError(f"{name} holds both the official and the converted names of some tensors", FILE_FIX)
     _refuse_other_adapters(renamed, name, own_layout)
-    return file_version(renamed, name), renamed
+    return file_version(renamed, name)
 
 
 def file_layout(metadata: dict[str, str], version: str, name: str):
@@ -161,7 +158,7 @@ def check_pulid_file(path: str, shapes: dict[str, tuple] | None = None, metadata
     if shapes is None:
         shapes, metadata = read_header(path)
     metadata = metadata or {}
-    version, _ = identify(shapes, name, own_layout=bool({"pulid_config", "unet_config"} & set(metadata)))
+    version = identify(shapes, name, own_layout=bool({"pulid_config", "unet_config"} & set(metadata)))
     config, unet = file_layout(metadata, version, name)
     try:
         expected = expected_shapes(version, config, unet)
