@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from comfyui_facesnap.devkit.sdxl_diffusers import sdxl_unet_on_meta
 from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
 from comfyui_facesnap.models.identity.facesnap_checkpoint import infer_diffusers_config, load_diffusers_controlnet
 from comfyui_facesnap.models.identity.instantid.ip_attention import (
@@ -237,14 +238,7 @@ def _diffusers_name_to_patch_key(name: str, layers_per_block: int) -> tuple[str,
 def test_numbering_is_diffusers_attn_processor_order():
     """InstantID loads ip_adapter into ModuleList(unet.attn_processors.values()): check that order on diffusers'
     real SDXL UNet (built on the meta device from the SDXL base config)."""
-    with torch.device("meta"):
-        unet = diffusers.UNet2DConditionModel(
-            sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2, cross_attention_dim=2048,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), use_linear_projection=True,
-            addition_embed_type="text_time", addition_time_embed_dim=256,
-            projection_class_embeddings_input_dim=2816)
+    unet = sdxl_unet_on_meta()
     names = list(unet.attn_processors)
     assert len(names) == 140 and all(n.endswith("attn1.processor") for n in names[0::2])
     cross = names[1::2]
@@ -273,13 +267,7 @@ def test_layout_matches_comfyuis_sdxl_unet():
     from comfy.ldm.modules.attention import SpatialTransformer
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    with torch.device("meta"):
-        diffusers_unet = diffusers.UNet2DConditionModel(
-            block_out_channels=(320, 640, 1280), layers_per_block=2, cross_attention_dim=2048,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), use_linear_projection=True,
-            addition_embed_type="text_time", addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
+    diffusers_unet = sdxl_unet_on_meta()
     config = comfy.model_detection.unet_config_from_diffusers_unet(diffusers_unet.state_dict())
     assert {k: config[k] for k in SDXL_UNET_CONFIG} == SDXL_UNET_CONFIG
     unet = UNetModel(**config, device="meta", operations=comfy.ops.disable_weight_init)

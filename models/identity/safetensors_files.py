@@ -3,19 +3,20 @@ the header has been checked. A wrong file picked from a dropdown is then refused
 
 from __future__ import annotations
 
+import json
 import os
 import struct
 
 import torch
 
 from ..errors import ModelFileError
-from ..file_checks import Interrupt, poll
+from ..file_checks import Interrupt, check_finite, poll
 
 SAFETENSORS_FIX = "re-download or re-export the file; only .safetensors (or published .bin) weights are supported"
 MAX_HEADER_BYTES = 8 * 2**20  # a full SDXL checkpoint's header is about 0.3 MB
 
 
-def _check_header_size(path: str) -> None:
+def _header_length(path: str) -> int:
     """The 8-byte length that starts the file, checked before the header is parsed (a header bomb claims more)."""
     name = os.path.basename(path)
     size = os.path.getsize(path)
@@ -24,9 +25,26 @@ def _check_header_size(path: str) -> None:
     if len(start) < 8:
         raise ModelFileError(f"{name} is not a readable .safetensors file ({size} bytes: no header)", SAFETENSORS_FIX)
     (length,) = struct.unpack("<Q", start)
-    if length > MAX_HEADER_BYTES or 8 + length > size:
-        raise ModelFileError(f"{name} is not a readable .safetensors file: its header claims {length:,} bytes (the "
-                             f"file has {size:,}; weight files need at most {MAX_HEADER_BYTES:,})", SAFETENSORS_FIX)
+    if length > MAX_HEADER_BYTES:
+        raise ModelFileError(f"{name} is not a readable .safetensors file: its header claims {length:,} bytes (weight "
+                             f"files need at most {MAX_HEADER_BYTES:,})", SAFETENSORS_FIX)
+    if 8 + length > size:
+        raise ModelFileError(f"{name} is truncated: its header alone claims {length:,} bytes and the file has "
+                             f"{size:,} (an interrupted download or copy?)", SAFETENSORS_FIX)
+    return length
+
+
+def declared_size(path: str) -> int | None:
+    """The byte count a .safetensors file's header declares (header plus all tensor data), None if unreadable."""
+    try:
+        length = _header_length(path)
+        with open(path, "rb") as f:
+            f.seek(8)
+            header = json.loads(f.read(length))
+        ends = [entry["data_offsets"][1] for name, entry in header.items() if name != "__metadata__"]
+    except (ModelFileError, OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None
+    return 8 + length + max(ends, default=0)
 
 
 def read_header(path: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
@@ -35,13 +53,18 @@ def read_header(path: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
 
     if not os.path.isfile(path):
         raise ModelFileError(f"file not found: {path}", "put the file there, or pick another one")
+    name = os.path.basename(path)
     try:
-        _check_header_size(path)
+        _header_length(path)
         with safe_open(path, framework="pt") as f:
-            shapes = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+            shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
             metadata = dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as err:
-        raise ModelFileError(f"{os.path.basename(path)} is not a readable .safetensors file ({err})", SAFETENSORS_FIX) from err
+        size, declared = os.path.getsize(path), declared_size(path)
+        if declared is not None and size < declared:
+            raise ModelFileError(f"{name} is truncated: it holds {size:,} of the {declared:,} bytes its header "
+                                 "declares (an interrupted download or copy?)", SAFETENSORS_FIX) from err
+        raise ModelFileError(f"{name} is not a readable .safetensors file ({err})", SAFETENSORS_FIX) from err
     return shapes, metadata
 
 
@@ -59,3 +82,25 @@ def read_tensors(path: str, interrupt: Interrupt = None) -> dict[str, torch.Tens
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"{os.path.basename(path)} could not be read ({err})", SAFETENSORS_FIX) from err
     return tensors
+
+
+def check_shapes(shapes: dict[str, tuple], expected: dict[str, tuple], name: str, kind: str, fix: str) -> None:
+    """Every expected tensor present with its shape and nothing else (checked from a header, before reading data);
+    errors name the tensor. ``kind`` names what the file should be ("PuLID's weights")."""
+    for key, shape in expected.items():
+        if key not in shapes:
+            raise ModelFileError(f"{name} has no tensor {key!r}; the file is incomplete or not {kind}", fix)
+        if tuple(shapes[key]) != tuple(shape):
+            raise ModelFileError(f"tensor {key!r} in {name} has shape {list(shapes[key])}, expected {list(shape)}",
+                                 fix)
+    extra = next((k for k in shapes if k not in expected), None)
+    if extra is not None:
+        raise ModelFileError(f"{name} has an unexpected tensor {extra!r}; it is not {kind}", fix)
+
+
+def check_values(tensors: dict[str, torch.Tensor], name: str, fix: str, interrupt: Interrupt = None) -> None:
+    """Weights must be floating point and finite: a NaN or infinity would turn every image black."""
+    for key, value in tensors.items():
+        if not value.is_floating_point():
+            raise ModelFileError(f"tensor {key!r} in {name} is {value.dtype}, not floating point", fix)
+    check_finite(tensors, name, fix, interrupt)

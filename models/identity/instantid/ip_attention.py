@@ -52,11 +52,15 @@ class IPAttentionLayer(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.compute_dtype or self.to_k_ip.weight.dtype
 
+    def keys_values(self, tokens: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The identity tokens' keys and values (B or 1, T, channels), computed on ``device`` in ``dtype``."""
+        tokens = tokens.to(device, self.dtype)
+        return self.to_k_ip(tokens), self.to_v_ip(tokens)
+
     def forward(self, q: torch.Tensor, tokens: torch.Tensor, heads: int, weight=1.0,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """q (B, L, C) projected queries; tokens (B or 1, T, context_dim) identity tokens."""
-        tokens = tokens.to(q.device, self.dtype)
-        return ip_attention(q, self.to_k_ip(tokens), self.to_v_ip(tokens), heads, weight, mask)
+        return ip_attention(q, *self.keys_values(tokens, q.device), heads, weight, mask)
 
 
 class IPAttentionLayers(nn.ModuleDict):

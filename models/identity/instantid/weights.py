@@ -17,19 +17,17 @@ UNet fields ``unet_sites`` reads), both JSON. The tests' tiny files use this; pu
 from __future__ import annotations
 
 import os
-import pickle
-import re
-import zipfile
 
 import torch
 from torch import nn
 
 from ...errors import InvalidInputError, ModelFileError
-from ...file_checks import Interrupt, check_finite, check_parameter_budget, declared_parameters, parse_config, poll
+from ...file_checks import Interrupt, check_parameter_budget, declared_parameters, parse_config, poll
 from ..config_bounds import checked_resampler_config, checked_unet_config
 from ..identity import INSTANTID_RESAMPLER, Identity, legacy_weights_key, weights_key
 from ..parameter_counts import ip_layer_parameters, resampler_parameters
-from ..safetensors_files import read_header, read_tensors
+from ..safetensors_files import check_shapes, check_values, read_header, read_tensors
+from ..torch_pickle import read_torch_weights
 from .ip_attention import IPAttentionLayers
 from .resampler import Resampler, ResamplerConfig
 from .unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
@@ -37,6 +35,7 @@ from .unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
 PARTS = ("image_proj", "ip_adapter")
 FILE_FIX = "download ip-adapter.bin from InstantX/InstantID (Hugging Face) into ComfyUI/models/instantid"
 CONTEXT_BASES = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}
+PULID_PREFIXES = ("id_adapter.", "id_adapter_attn_layers.", "image_proj.body.", "image_proj.id_embedding_mapping.")
 
 
 class InstantIDAdapter(nn.Module):
@@ -82,36 +81,11 @@ def _base(width: int) -> str:
     return CONTEXT_BASES.get(width, f"a {width}-wide base model")
 
 
-def _read_pickle(path: str) -> dict[str, torch.Tensor]:
-    name = os.path.basename(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as err:
-        # torch's own message explains how to load the file anyway; only the offending name is passed on
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f" (it calls {found.group(1)})" if found else ""
-        raise ModelFileError(
-            f"{name} was refused: it holds Python objects beyond tensors, which could run code when loaded{what}. "
-            "Nothing in it was run.", "delete it and download the original ip-adapter.bin, or a .safetensors "
-            "conversion") from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise ModelFileError(f"{name} is not a readable torch weights file ({err})", FILE_FIX) from err
-    if not isinstance(data, dict):
-        raise ModelFileError(f"{name} holds a {type(data).__name__}, not a dict of tensors", FILE_FIX)
-    flat = {}
-    for key, value in data.items():
-        if key in PARTS and isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            flat[str(key)] = value
-    bad = next((k for k, v in flat.items() if not isinstance(v, torch.Tensor)), None)
-    if bad is not None:
-        raise ModelFileError(f"{name}: entry {bad!r} is a {type(flat[bad]).__name__}, not a tensor", FILE_FIX)
-    return flat
-
-
 def _describe_foreign(shapes: dict[str, tuple], name: str, expected: dict[str, tuple]) -> None:
-    """Name the kind of file when it is not InstantID's: a ControlNet, another base, a CLIP IP-Adapter."""
+    """Name the kind of file when it is not InstantID's: PuLID's, a ControlNet, another base, a CLIP IP-Adapter."""
+    if any(k.startswith(PULID_PREFIXES) for k in shapes):
+        raise ModelFileError(f"{name} holds PuLID's identity encoder, not InstantID's Resampler",
+                             "put PuLID files in ComfyUI/models/pulid; " + FILE_FIX)
     if not any(k.split(".", 1)[0] in PARTS for k in shapes):
         if any(k.startswith("controlnet_cond_embedding.") for k in shapes):
             raise ModelFileError(f"{name} is a ControlNet (InstantID's IdentityNet?), not the ip-adapter file",
@@ -148,15 +122,7 @@ def _describe_foreign(shapes: dict[str, tuple], name: str, expected: dict[str, t
 def check_instantid_shapes(shapes: dict[str, tuple], name: str, expected: dict[str, tuple]) -> None:
     """Every expected tensor present with its shape, nothing else; errors name the tensor."""
     _describe_foreign(shapes, name, expected)
-    for key, shape in expected.items():
-        if key not in shapes:
-            raise ModelFileError(f"{name} has no tensor {key!r}; the file is incomplete or not InstantID's", FILE_FIX)
-        if tuple(shapes[key]) != tuple(shape):
-            raise ModelFileError(f"tensor {key!r} in {name} has shape {list(shapes[key])}, expected {list(shape)}",
-                                 FILE_FIX)
-    extra = next((k for k in shapes if k not in expected), None)
-    if extra is not None:
-        raise ModelFileError(f"{name} has an unexpected tensor {extra!r}; it is not InstantID's ip-adapter", FILE_FIX)
+    check_shapes(shapes, expected, name, "InstantID's ip-adapter", FILE_FIX)
 
 
 def read_instantid_tensors(path: str, expected: dict[str, tuple],
@@ -171,13 +137,10 @@ def read_instantid_tensors(path: str, expected: dict[str, tuple],
         check_instantid_shapes(shapes, name, expected)  # before reading any data
         tensors = read_tensors(path, interrupt)
     else:
-        tensors = _read_pickle(path)
+        tensors = read_torch_weights(path, FILE_FIX, PARTS)
         poll(interrupt)
         check_instantid_shapes({k: tuple(v.shape) for k, v in tensors.items()}, name, expected)
-    bad = next((k for k, v in tensors.items() if not v.is_floating_point()), None)
-    if bad is not None:
-        raise ModelFileError(f"tensor {bad!r} in {name} is {tensors[bad].dtype}, not floating point", FILE_FIX)
-    check_finite(tensors, name, FILE_FIX, interrupt)
+    check_values(tensors, name, FILE_FIX, interrupt)
     return tensors
 
 
