@@ -27,12 +27,15 @@ def read_header(path: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     return shapes, metadata
 
 
-def read_tensors(path: str) -> dict[str, torch.Tensor]:
-    """Every tensor of a file whose header was already read with ``read_header``."""
-    from safetensors import SafetensorError
+def read_tensors(path: str, names=None) -> dict[str, torch.Tensor]:
+    """Every tensor of a file whose header was already read with ``read_header``, or only those in ``names``."""
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     try:
-        return load_file(path)
+        if names is None:
+            return load_file(path)
+        with safe_open(path, framework="pt") as f:
+            return {name: f.get_tensor(name) for name in names}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"{os.path.basename(path)} could not be read ({err})", SAFETENSORS_FIX) from err

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import re
-import zipfile
 
 import torch
 from torch import nn
 
 from ...errors import InvalidInputError, ModelFileError
+from ...weight_files import load_weights_only
 from ..identity import INSTANTID_RESAMPLER, Identity, weights_key
 from ..safetensors_files import read_header, read_tensors
 from .ip_attention import IPAttentionLayers
@@ -82,18 +80,7 @@ def _base(width: int) -> str:
 
 def _read_pickle(path: str) -> dict[str, torch.Tensor]:
     name = os.path.basename(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as err:
-        # torch's own message explains how to load the file anyway; only the offending name is passed on
-        found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f" (it calls {found.group(1)})" if found else ""
-        raise ModelFileError(
-            f"{name} was refused: it holds Python objects beyond tensors, which could run code when loaded{what}. "
-            "Nothing in it was run.", "delete it and download the original ip-adapter.bin, or a .safetensors "
-            "conversion") from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise ModelFileError(f"{name} is not a readable torch weights file ({err})", FILE_FIX) from err
+    data = load_weights_only(path, FILE_FIX)
     if not isinstance(data, dict):
         raise ModelFileError(f"{name} holds a {type(data).__name__}, not a dict of tensors", FILE_FIX)
     flat = {}
