@@ -52,6 +52,32 @@ def arcface_crop(image: np.ndarray, kps5: np.ndarray, size: int = 112) -> np.nda
     return cv2.warpAffine(image, arcface_matrix(kps5, size), (size, size), borderValue=0.0)
 
 
+# facexlib's FaceRestoreHelper template: where the 5 keypoints land in a 512 x 512 FFHQ-style crop (PuLID's input).
+FFHQ_512 = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],
+                     [201.26117, 371.41043], [313.08905, 371.15118]])
+FFHQ_BORDER_RGB = (132, 133, 135)  # facexlib fills with (135, 133, 132) in its BGR images
+
+
+def ffhq_matrix(kps5: np.ndarray, size: int = 512) -> np.ndarray | None:
+    """The 2x3 similarity facexlib's ``align_warp_face`` estimates: OpenCV's robust (LMedS) partial affine fit of
+    the keypoints (float32, as detectors give them) onto ``FFHQ_512`` scaled to ``size``; None when degenerate."""
+    import cv2
+
+    points = np.asarray(kps5, np.float32).reshape(5, 2)
+    return cv2.estimateAffinePartial2D(points, FFHQ_512 * (size / 512.0), method=cv2.LMEDS)[0]
+
+
+def ffhq_crop(image: np.ndarray, kps5: np.ndarray, size: int = 512) -> np.ndarray:
+    """A face aligned as facexlib's ``FaceRestoreHelper(face_size=size)`` aligns it (bilinear, grey border), from
+    an RGB image. Raises ValueError when the keypoints are degenerate."""
+    import cv2
+
+    matrix = ffhq_matrix(kps5, size)
+    if matrix is None:
+        raise ValueError(f"no similarity maps these keypoints onto the face template: {np.asarray(kps5).tolist()}")
+    return cv2.warpAffine(image, matrix, (size, size), borderMode=cv2.BORDER_CONSTANT, borderValue=FFHQ_BORDER_RGB)
+
+
 def square_box(bbox: np.ndarray, margin: float) -> np.ndarray:
     """A square around ``bbox`` (x1, y1, x2, y2): side = longer bbox side x (1 + 2 * margin), same centre."""
     x1, y1, x2, y2 = (float(v) for v in bbox)

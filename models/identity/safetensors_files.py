@@ -68,15 +68,15 @@ def read_header(path: str) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
     return shapes, metadata
 
 
-def read_tensors(path: str, interrupt: Interrupt = None) -> dict[str, torch.Tensor]:
-    """Every tensor of a file whose header was already read with ``read_header``, one at a time (``interrupt`` is
-    polled between them)."""
+def read_tensors(path: str, interrupt: Interrupt = None, names=None) -> dict[str, torch.Tensor]:
+    """Every tensor of a file whose header was already read with ``read_header`` (or only those in ``names``), one at
+    a time (``interrupt`` is polled between them)."""
     from safetensors import SafetensorError, safe_open
 
     tensors = {}
     try:
         with safe_open(path, framework="pt") as f:
-            for name in f.keys():
+            for name in (f.keys() if names is None else names):
                 poll(interrupt)
                 tensors[name] = f.get_tensor(name)
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
