@@ -101,7 +101,7 @@ def sdxl_unet_config(dtype):
     import comfy.supported_models
     import torch
 
-    from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 
     with torch.device("meta"):
         probe = FFRNet(FFRNetConfig.sdxl(id_injector=False))
@@ -119,11 +119,11 @@ def build_networks(compute_dtype=None) -> dict[str, Network]:
     import comfy.ops
     import torch
 
-    from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
-    from comfyui_facesnap.models.identity.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
-    from comfyui_facesnap.models.identity.instantid.ip_attention import IPAttentionLayers
+    from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
     from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
-    from comfyui_facesnap.models.identity.instantid.unet_sites import instantid_layer_sites
+    from comfyui_facesnap.models.identity.unet_sites import instantid_layer_sites
 
     meta = torch.device("meta")
     dtype = compute_dtype or torch.float16

@@ -131,8 +131,8 @@ def ip_attention_options(unet_cfg: dict, tokens: int, device, attention: str) ->
 
     import comfy.ldm.modules.attention
     from comfyui_facesnap.comfy_glue.ip_attention_patch import IPAttentionPatch
-    from comfyui_facesnap.models.identity.instantid.ip_attention import IPAttentionLayers
-    from comfyui_facesnap.models.identity.instantid.unet_sites import instantid_layer_sites
+    from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
+    from comfyui_facesnap.models.identity.unet_sites import instantid_layer_sites
 
     width = unet_cfg["context_dim"]
     with torch.device(device):
@@ -158,7 +158,7 @@ def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta"
     import torch
 
     import comfy.supported_models
-    from comfyui_facesnap.models.identity.ffrnet import FFRNet
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet
 
     device = torch.device(device)
     with torch.device(device):
@@ -288,8 +288,8 @@ def build_timed_configurations(size: int, unet_cfg: dict, ffrnet_configs: dict, 
     import comfy.utils
     from comfyui_facesnap.comfy_glue.conditioning import apply_identity_control
     from comfyui_facesnap.comfy_glue.control import wrap_identity_model
-    from comfyui_facesnap.comfy_glue.unet_patches import patch_model_with_injector
-    from comfyui_facesnap.models.identity.ffrnet import FFRNet
+    from comfyui_facesnap.comfy_glue.id_injector_patch import patch_model_with_injector
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet
 
     dtype = unet_cfg["dtype"]
     share = device.type == "cpu" and dtype == torch.float32
@@ -375,7 +375,7 @@ def print_flops(size: int, steps: dict, seconds: float) -> None:
 def count_steps(size: int, presets) -> dict:
     import torch
 
-    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
 
     started = time.time()
     flops = network_flops(size, sdxl_unet_config(torch.float32),
@@ -392,7 +392,7 @@ def time_configurations(opts, size: int, presets, steps: dict) -> dict:
     import torch
 
     import comfy.model_management as mm
-    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
 
     device = mm.get_torch_device()
     dtype = getattr(torch, DTYPES[opts.dtype or ("fp16" if device.type == "cuda" else "fp32")])
@@ -432,7 +432,7 @@ def main(argv=None):
     import torch
 
     boot(cpu=opts.cpu or not torch.cuda.is_available())
-    from comfyui_facesnap.models.identity.ffrnet import FFRNET_PRESETS
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNET_PRESETS
 
     timed_presets = opts.ffrnet_preset or list(FFRNET_PRESETS)
     if not set(timed_presets) <= set(FFRNET_PRESETS):

@@ -20,7 +20,7 @@ heads; anything with the call signature of ``comfy.cldm.cldm.ControlNet``):
 - A control whose model has Diff-PC ID-Injector heads has an ``injector_key`` (the FaceSnap file's identity). It
   publishes its unscaled residuals and per-sample weights (strength x mask) under ``FEATURES_KEY`` in the per-call
   ``transformer_options``; only an ID-Injector patch on the MODEL with the same key turns them into (phi, mu)
-  (``unet_patches.py``). No paired injector, no head computation.
+  (``id_injector_patch.py``). No paired injector, no head computation.
 """
 
 from __future__ import annotations

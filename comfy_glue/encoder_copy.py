@@ -7,8 +7,8 @@ import torch
 import comfy.utils
 
 from ..models.errors import ModelFileError
-from ..models.identity.ffrnet import FFRNet
-from .unet_patches import check_unet_matches
+from ..models.identity.facesnap.ffrnet import FFRNet
+from .id_injector_patch import check_unet_matches
 
 
 def init_ffrnet_from_unet(ffrnet: FFRNet, model_patcher) -> list[str]:

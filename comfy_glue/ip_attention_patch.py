@@ -5,7 +5,7 @@ the InstantID file has layers for (SDXL: 70, the 10 of the middle block under Co
 patch computes the layer's text attention as ComfyUI does without a patch, or calls the replace patch that was at its
 key before (another pack's, or an earlier identity's), then adds
 
-    weight * mask * Attention(q, to_k_ip(tokens), to_v_ip(tokens))        (models/identity/instantid/ip_attention.py)
+    weight * mask * Attention(q, to_k_ip(tokens), to_v_ip(tokens))        (models/identity/ip_attention.py)
 
 with, per batch chunk, the identity's cond tokens where ``transformer_options["cond_or_uncond"]`` says 0 and its uncond
 tokens otherwise (InstantID's pipeline: the Resampler of the face for the positive, of zeros for the negative). Only
@@ -28,8 +28,8 @@ import comfy.utils
 from comfy.ldm.modules.attention import optimized_attention
 
 from ..models.errors import InvalidInputError
-from ..models.identity.instantid.ip_attention import IPAttentionLayer, IPAttentionLayers, mask_to_tokens
-from ..models.identity.instantid.unet_sites import instantid_layer_sites
+from ..models.identity.ip_attention import IPAttentionLayer, IPAttentionLayers, mask_to_tokens
+from ..models.identity.unet_sites import instantid_layer_sites
 from .unet_layout import unet_layout
 
 AREAS_KEY = "facesnap_cond_areas"  # transformer_options entry: ({cond uuid: area or None}, full latent (h, w))

@@ -19,7 +19,7 @@ fp8_e4m3fn (ComfyUI's UNet loader offers the same ``weight_dtype`` choices). As 
   kinds are streamed layer by layer by ComfyUI's low-VRAM partial load.
 
 The networks take these classes through their ``operations`` argument and the compute dtype through
-``compute_dtype`` (see ``models/identity/operations.py``); ``build_managed`` builds them, ``managed_patcher`` hands them
+``compute_dtype`` (see ``models/common/operations.py``); ``build_managed`` builds them, ``managed_patcher`` hands them
 to ComfyUI's model management.
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 # Each module defines NODES = [...]; the order is the order of the "Add Node" menu.
-NODE_MODULES = ["face_nodes", "predictor_nodes", "identity_nodes", "identity_data_nodes", "instantid_nodes",
+NODE_MODULES = ["face_nodes", "predictor_nodes", "facesnap_nodes", "identity_data_nodes", "instantid_nodes",
                 "evaluation_nodes"]
 
 

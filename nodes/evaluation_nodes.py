@@ -6,8 +6,7 @@ import folder_paths
 import torch
 from comfy_api.latest import io, ui
 
-from ..evaluation.face_similarity import (NO_FACE_SCORE, analyzer_judge, format_report, reference_features,
-                                          score_images)
+from ..evaluation.face_similarity import NO_FACE_SCORE, analyzer_judge, format_report, reference_features, score_images
 from ..models.errors import InvalidInputError, ModelFileError
 from ..models.face_analysis.recognisers import JUDGES, judge_status, load_judge
 from ..models.face_analysis.recognisers.specs import TORCH_JUDGES

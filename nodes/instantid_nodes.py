@@ -8,7 +8,7 @@ import numpy as np
 from comfy_api.latest import io
 
 from ..comfy_glue.identity_apply import apply_instantid
-from ..comfy_glue.instantid_bundle import identitynet_files, load_instantid_bundle
+from ..comfy_glue.methods.instantid import identitynet_files, load_instantid_bundle
 from ..models.errors import ModelFileError
 from ..models.face_analysis.keypoints5 import faces_to_kps5, kps5_from_landmarks72, render_kps5
 from ..models.face_analysis.landmark_views import FRAMES

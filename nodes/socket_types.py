@@ -9,4 +9,4 @@ FaceFeatures = io.Custom("FACESNAP_FACE_FEATURES")  # ArcFace embeddings + CLIP 
 MorphableModel = io.Custom("FACESNAP_3DMM")  # models.morphable_model.MorphableModel
 FaceSnapModel = io.Custom("FACESNAP_MODEL")  # attribute mixer + FFRNet (+ ID-Injector heads)
 Identity = io.Custom("FACESNAP_IDENTITY")  # models.identity.identity.Identity: one person's cond/uncond tokens
-InstantID = io.Custom("FACESNAP_INSTANTID")  # comfy_glue.instantid_bundle.InstantIDBundle: Resampler, IP layers, IdentityNet
+InstantID = io.Custom("FACESNAP_INSTANTID")  # comfy_glue.methods.instantid.InstantIDBundle: Resampler, IP layers, IdentityNet

@@ -39,9 +39,9 @@ import pack_import  # noqa: E402
 
 sys.path.remove(str(PACK_ROOT))
 pack_import.load_pack()
-from comfyui_facesnap.devkit.random_judge_weights import (CROP_STRIDE, FACENET_BOXES, FACENET_IMAGE,  # noqa: E402
-                                                          IMAGE_SEED, layout_digest, random_faces, random_state_dict,
-                                                          seeded_image, seeded_keypoints)
+from comfyui_facesnap.devkit.random_judge_weights import (CROP_STRIDE, FACENET_BOXES, FACENET_IMAGE, IMAGE_SEED,
+                                                          layout_digest, random_faces, random_state_dict, seeded_image,
+                                                          seeded_keypoints)
 
 UPSTREAM = {
     "facenet": ("timesler/facenet-pytorch", "787da06156087cd6b616fe6608213722bddc30cd"),

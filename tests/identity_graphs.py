@@ -22,7 +22,7 @@ FACESNAP_FILES = {  # file name -> tiny_facesnap_models arguments
 
 
 def write_facesnap_files(folder) -> None:
-    from comfyui_facesnap.models.identity.facesnap_checkpoint import save_facesnap
+    from comfyui_facesnap.models.identity.facesnap.checkpoint import save_facesnap
 
     for name, kwargs in FACESNAP_FILES.items():
         if not (folder / name).exists():

@@ -32,7 +32,7 @@ def step():
 @pytest.fixture(scope="module")
 def tiny_configs():
     from comfy_test_nodes.tiny_models import TINY_UNET
-    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
 
     return dict(TINY_UNET, dtype=torch.float32), {"tiny": FFRNetConfig.tiny(cross_attention_dim=64)}
 
@@ -72,8 +72,8 @@ def test_instantid_counts_identitynet_and_each_ip_attention_layer_once(step, tin
     """IdentityNet is an FFRNet without heads on the 16 identity tokens; the IP-attention surplus of the patched UNet
     equals the closed form over the UNet's cross-attentions (to_k_ip, to_v_ip, QK^T, AV; 2 FLOPs per multiply-add),
     so every patch ran exactly once, on both halves of the CFG batch."""
-    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
-    from comfyui_facesnap.models.identity.instantid.unet_sites import instantid_layer_sites
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.unet_sites import instantid_layer_sites
 
     unet_cfg, ffrnet_cfgs = tiny_configs
     identitynet = FFRNetConfig.tiny(id_injector=False, cross_attention_dim=unet_cfg["context_dim"])
@@ -97,7 +97,7 @@ def test_instantid_counts_identitynet_and_each_ip_attention_layer_once(step, tin
 def test_control_networks_share_the_unets_storage(step, tiny_configs):
     import comfy.supported_models
     import comfy.utils
-    from comfyui_facesnap.models.identity.ffrnet import FFRNet
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet
 
     unet_cfg, ffrnet_cfgs = tiny_configs
     unet = comfy.supported_models.SDXL(unet_cfg).get_model({}).diffusion_model
@@ -185,7 +185,7 @@ def test_timed_configurations_run_interleaved_through_the_sampler(step, tiny_con
 def test_main_times_interleaved_and_ends_with_the_three_flop_ratios(step, tiny_configs, monkeypatch, capsys):
     """The whole script on tiny networks (the tiny UNet stands in for SDXL, the tiny FFRNet for both presets)."""
     import comfy.model_management as mm
-    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
 
     unet_cfg, ffrnet_cfgs = tiny_configs
     monkeypatch.setattr(step, "sdxl_unet_config", lambda dtype: dict(unet_cfg, dtype=dtype))

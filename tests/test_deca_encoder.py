@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_facesnap.models.face3d.deca_encoder import DECA_OUTPUTS, DecaEncoder, deca_crop_box, load_deca_encoder, regress_faces
+from comfyui_facesnap.models.face3d.deca_encoder import (DECA_OUTPUTS, DecaEncoder, deca_crop_box, load_deca_encoder,
+                                                         regress_faces)
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
 from comfyui_facesnap.models.face3d.face_fitting import axis_angle_to_matrix, project
 from test_flame_loader import flame_files, flame_model  # noqa: F401  (the FLAME-layout fixture model)

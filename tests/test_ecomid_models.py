@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
-from comfyui_facesnap.models.identity.ecomid.recipe import (
-    EXAMPLE_WORKFLOWS, EcomIDSettings, check_identitynet, check_pulid_for_ecomid, encode_ecomid)
-from comfyui_facesnap.models.identity.facesnap_checkpoint import load_diffusers_controlnet
-from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+from comfyui_facesnap.models.identity.ecomid.recipe import (EXAMPLE_WORKFLOWS, EcomIDSettings, check_identitynet,
+                                                            check_pulid_for_ecomid, encode_ecomid)
+from comfyui_facesnap.models.identity.facesnap.checkpoint import load_diffusers_controlnet
+from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
 from comfyui_facesnap.models.identity.instantid.resampler import ResamplerConfig
 from comfyui_facesnap.models.identity.instantid.weights import InstantIDAdapter
 from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1

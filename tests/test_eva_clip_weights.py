@@ -8,8 +8,8 @@ import torch
 from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.models.identity.pulid import eva_clip_weights
 from comfyui_facesnap.models.identity.pulid.eva_clip_vision import EVAVisionConfig, EVAVisionTower
-from comfyui_facesnap.models.identity.pulid.eva_clip_weights import (
-    check_tower_shapes, expected_shapes, load_eva_clip_vision)
+from comfyui_facesnap.models.identity.pulid.eva_clip_weights import (check_tower_shapes, expected_shapes,
+                                                                     load_eva_clip_vision)
 from reference_fixtures import load_reference
 from test_instantid_weights import _Payload, write_sparse_safetensors, zero_views
 
@@ -77,7 +77,8 @@ def test_safetensors_conversions_read_only_the_tower(tmp_path, layout, monkeypat
     write_sparse_safetensors(path, shapes)
     read = []
     original = eva_clip_weights.read_tensors
-    monkeypatch.setattr(eva_clip_weights, "read_tensors", lambda p, names: read.extend(names) or original(p, names))
+    monkeypatch.setattr(eva_clip_weights, "read_tensors",
+                        lambda p, names: read.extend(names) or original(p, names=names))
     tower = load_eva_clip_vision(str(path))
     assert tower.blocks[23].mlp.w3.weight.shape == (1024, 2730)
     assert sorted(read) == sorted(prefix + k for k in expected_shapes())  # no text tower, no RoPE copies

@@ -62,7 +62,7 @@ def make_base(base: pathlib.Path) -> pathlib.Path:
     """A ComfyUI base directory with the generated antelopev2, tiny FaceSnap weights, this pack and the test nodes."""
     from comfy_test_nodes.tiny_models import tiny_facesnap_models
     from comfyui_facesnap.devkit.onnx_antelopev2 import make_antelopev2
-    from comfyui_facesnap.models.identity.facesnap_checkpoint import save_facesnap
+    from comfyui_facesnap.models.identity.facesnap.checkpoint import save_facesnap
 
     make_antelopev2(base / "models" / "insightface")
     (base / "models" / "facesnap").mkdir(parents=True)

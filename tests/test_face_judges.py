@@ -83,7 +83,7 @@ def test_judge_inputs_are_the_authors_crops(insightface_images):
     from comfyui_facesnap.models.face_analysis import load_analyzer
     from comfyui_facesnap.models.face_analysis.align import arcface_crop
     from comfyui_facesnap.models.face_analysis.recognisers.face_crops import (adaface_matrix, aligned_input,
-                                                                               facenet_input)
+                                                                              facenet_input)
 
     photo = np.ascontiguousarray(cv2.imread(str(insightface_images / "t1.jpg"))[..., ::-1])
     face = load_analyzer("dlib").detect(photo)[0]

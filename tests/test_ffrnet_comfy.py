@@ -16,7 +16,8 @@ LATENT = 16  # 128 px
 def fs():
     import types
 
-    from comfyui_facesnap.comfy_glue import bundle, conditioning, control, encoder_copy, unet_patches
+    from comfyui_facesnap.comfy_glue.methods import facesnap as bundle
+    from comfyui_facesnap.comfy_glue import conditioning, control, encoder_copy, id_injector_patch as unet_patches
 
     modules = (bundle, conditioning, control, encoder_copy, unet_patches)
     return types.SimpleNamespace(**{k: v for m in modules for k, v in vars(m).items() if not k.startswith("__")})
@@ -182,7 +183,7 @@ def test_mask_limits_residuals_and_injector(fs, bundle, base_model, monkeypatch)
 
 @torch.no_grad()
 def test_ffrnet_initialised_from_the_unet_reproduces_its_middle_block(fs, base_model):
-    from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 
     ffrnet = FFRNet(FFRNetConfig.tiny(cross_attention_dim=64)).reset_parameters()
     untouched = fs.init_ffrnet_from_unet(ffrnet, base_model)
@@ -209,7 +210,7 @@ def test_a_shallower_ffrnet_takes_the_first_layers_of_each_unet_block(fs):
     import comfy.model_patcher
     import comfy.supported_models
     from comfy_test_nodes.tiny_models import CPU, TINY_UNET, init_
-    from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 
     deeper = dict(TINY_UNET, transformer_depth=[0, 2], transformer_depth_middle=2, transformer_depth_output=[0, 0, 2, 2])
     model = init_(comfy.supported_models.SDXL(deeper).get_model({}), seed=3)
@@ -267,7 +268,7 @@ def test_bad_inputs(fs, bundle, base_model):
 def test_face_encode_needs_arcface(bundle):
     from comfyui_facesnap.models.errors import InvalidInputError
     from comfyui_facesnap.models.face_analysis.record import FaceRecord, FaceSet
-    from comfyui_facesnap.nodes.identity_nodes import encode_faces
+    from comfyui_facesnap.nodes.facesnap_nodes import encode_faces
 
     image = np.zeros((64, 64, 3), np.uint8)
     record = FaceRecord(bbox=np.array([16, 16, 48, 48], np.float32), score=0.9, kps5=np.zeros((5, 2), np.float32),

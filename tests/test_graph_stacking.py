@@ -40,7 +40,7 @@ def calls(host, monkeypatch):
         events.append(("unet", tuple(x.shape), first))
         return unet_forward(self, x, timesteps, context, y, control, *args, **kwargs)
 
-    injector = pack_module(host, "DiffPCIDInjector", "models.identity.id_injector").IDInjector
+    injector = pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.id_injector").IDInjector
     apply = injector.apply
 
     def recording_apply(h, phi, mu):
@@ -132,7 +132,7 @@ def test_stock_controlnet_in_the_chain_reads_the_prompt(host, monkeypatch, stock
 
     seen = []
     record_contexts(monkeypatch, comfy.cldm.cldm.ControlNet, seen, "stock")
-    record_contexts(monkeypatch, pack_module(host, "DiffPCIDInjector", "models.identity.ffrnet").FFRNet, seen, "ffrnet")
+    record_contexts(monkeypatch, pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet, seen, "ffrnet")
     g = base_graph(steps=1)
     loader = add_loader(g, node="loader")
     if stock_first:
@@ -156,8 +156,8 @@ def test_stock_controlnet_in_the_chain_reads_the_prompt(host, monkeypatch, stock
 
 def test_two_people_keep_two_identities_in_ffrnet_and_injector(host, monkeypatch):
     seen = []
-    record_contexts(monkeypatch, pack_module(host, "DiffPCIDInjector", "models.identity.ffrnet").FFRNet, seen, "ffrnet")
-    patches = pack_module(host, "DiffPCIDInjector", "comfy_glue.unet_patches")
+    record_contexts(monkeypatch, pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet, seen, "ffrnet")
+    patches = pack_module(host, "DiffPCIDInjector", "comfy_glue.id_injector_patch")
     checked, phis = [], []
     if hasattr(patches, "IDInjectorPatch"):  # record point 0: the published features and the phi applied
         inject = patches.IDInjectorPatch.inject
@@ -294,7 +294,7 @@ def test_landmark_image_is_cropped_to_the_conditioning_area(host, monkeypatch, a
     if hint_cache == "rebuilt":
         rebuild_hints_like_newer_hosts(monkeypatch)
     hints = []
-    ffrnet = pack_module(host, "DiffPCIDInjector", "models.identity.ffrnet").FFRNet
+    ffrnet = pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet
     forward = ffrnet.forward
     monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: hints.append(k["hint"].clone()) or forward(self, *a, **k))
     g = base_graph(steps=1)
@@ -312,7 +312,7 @@ def test_landmark_image_is_cropped_to_the_conditioning_area(host, monkeypatch, a
 @pytest.mark.parametrize("area", ["pixels", "percentage"])
 def test_mask_is_aligned_with_the_conditioning_area(host, calls, monkeypatch, area):
     raw = []
-    ffrnet = pack_module(host, "DiffPCIDInjector", "models.identity.ffrnet").FFRNet
+    ffrnet = pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet
     forward = ffrnet.forward
     monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: raw.append(forward(self, *a, **k)) or raw[-1])
     g = base_graph(steps=1)
@@ -381,9 +381,9 @@ def backbone_files(host, tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     from comfy_test_nodes.tiny_models import tiny_facesnap_models
-    from comfyui_facesnap.models.identity.facesnap_checkpoint import save_facesnap
+    from comfyui_facesnap.models.identity.facesnap.checkpoint import save_facesnap
 
-    checkpoint = pack_module(host, "FaceSnapModelLoader", "models.identity.facesnap_checkpoint")
+    checkpoint = pack_module(host, "FaceSnapModelLoader", "models.identity.facesnap.checkpoint")
     reads = []
     read = checkpoint.read_tensors
     monkeypatch.setattr(checkpoint, "read_tensors", lambda path, interrupt=None: reads.append(os.path.basename(path))

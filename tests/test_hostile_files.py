@@ -158,7 +158,7 @@ def facesnap_heads_only(name: str, ffrnet_config: dict | None = None) -> tuple[s
     models/controlnet: (FaceSnap name, ControlNet name)."""
     from safetensors.torch import save_file
 
-    from comfyui_facesnap.models.identity.facesnap_checkpoint import save_facesnap
+    from comfyui_facesnap.models.identity.facesnap.checkpoint import save_facesnap
 
     mixer, ffrnet = tiny_facesnap_models(seed=5)
     backbone = FOLDERS["controlnet"] / "tiny_backbone.safetensors"
@@ -211,7 +211,7 @@ def memory_guard(limit_mb: float = 1024, limit_s: float = 30):
 
 def injector_bomb_kernel(gigabytes: float = 10) -> int:
     """The ID-Injector kernel size whose heads on the tiny backbone take ``gigabytes`` in fp32."""
-    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
 
     layout = FFRNetConfig.tiny().injector_layout()
     per_tap = 2 * sum(s * t for s, t in zip(layout.source_channels, layout.target_channels))
@@ -628,11 +628,11 @@ def test_interrupt_stops_a_load_between_tensors(host, models, monkeypatch, loade
 # ---- the parameter counts behind the budget ---------------------------------------------------------------------
 def test_parameter_counts_equal_the_modules_the_loaders_build():
     from comfyui_facesnap.models.identity import parameter_counts as counts
-    from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
-    from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
     from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
-    from comfyui_facesnap.models.identity.instantid.unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
-    from comfyui_facesnap.models.identity.instantid.ip_attention import IPAttentionLayers
+    from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
+    from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
 
     def size(module):
         return sum(p.numel() for p in module.parameters())

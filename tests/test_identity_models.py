@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
+from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
-from comfyui_facesnap.models.identity.facesnap_checkpoint import load_diffusers_controlnet, load_facesnap, save_facesnap
-from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
-from comfyui_facesnap.models.identity.id_injector import IDInjector
+from comfyui_facesnap.models.identity.facesnap.checkpoint import load_diffusers_controlnet, load_facesnap, save_facesnap
+from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
+from comfyui_facesnap.models.identity.facesnap.id_injector import IDInjector
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -197,7 +197,7 @@ def test_a_rewritten_identity_file_is_loaded_again_in_a_running_server(host, ide
 
 
 def test_apply_identity_advanced_runs_ffrnet_on_the_positive_only(host, monkeypatch):
-    ffrnet = pack_module(host, "FaceSnapApplyIdentity", "models.identity.ffrnet").FFRNet
+    ffrnet = pack_module(host, "FaceSnapApplyIdentity", "models.identity.facesnap.ffrnet").FFRNet
     contexts = []
     forward = ffrnet.forward
     monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: contexts.append(k["context"].float())

@@ -68,7 +68,7 @@ def test_every_ip_layer_is_hit_once_per_unet_call(host, layer_calls):
 
 
 def test_identitynet_reads_the_identitys_tokens_and_the_model_is_patched(host, monkeypatch):
-    ffrnet = pack_module(host, "FaceSnapApplyInstantID", "models.identity.ffrnet").FFRNet
+    ffrnet = pack_module(host, "FaceSnapApplyInstantID", "models.identity.facesnap.ffrnet").FFRNet
     contexts = []
     forward = ffrnet.forward
     monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: contexts.append(k["context"].float())
@@ -104,7 +104,7 @@ def test_patch_output_is_the_pure_ip_attention_math(host):
     import torch.nn.functional as F
 
     glue = pack_module(host, "FaceSnapApplyInstantID", "comfy_glue.ip_attention_patch")
-    ip = pack_module(host, "FaceSnapApplyInstantID", "models.identity.instantid.ip_attention")
+    ip = pack_module(host, "FaceSnapApplyInstantID", "models.identity.ip_attention")
     g = torch.Generator().manual_seed(0)
     layer = ip.IPAttentionLayer(48, 64).eval()
     with torch.no_grad():
@@ -167,7 +167,7 @@ def test_an_sdxl_model_gets_all_70_layers_including_the_middle_block(host):
 
 # --- stacking ---------------------------------------------------------------------------------------------------
 def test_two_identities_stack_each_with_its_own_mask(host, monkeypatch, layer_calls):
-    ip = pack_module(host, "FaceSnapApplyInstantID", "models.identity.instantid.ip_attention").IPAttentionLayer
+    ip = pack_module(host, "FaceSnapApplyInstantID", "models.identity.ip_attention").IPAttentionLayer
     seen = []
     forward = ip.forward
     monkeypatch.setattr(ip, "forward", lambda self, q, tokens, heads, weight=1.0, mask=None: seen.append(
@@ -243,7 +243,7 @@ def _recording(function, into):
 
 # --- Advanced node ---------------------------------------------------------------------------------------------------
 def test_positive_only_and_uncond_noise(host, monkeypatch):
-    ffrnet = pack_module(host, "FaceSnapApplyInstantID", "models.identity.ffrnet").FFRNet
+    ffrnet = pack_module(host, "FaceSnapApplyInstantID", "models.identity.facesnap.ffrnet").FFRNet
     contexts = []
     forward = ffrnet.forward
     monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: contexts.append(k["context"].float())

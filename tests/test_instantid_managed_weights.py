@@ -58,8 +58,8 @@ def instantid_classes(host) -> dict[str, type]:
         return pack_module(host, "FaceSnapInstantIDLoader", name)
 
     return {"resampler": module("models.identity.instantid.resampler").Resampler,
-            "identitynet": module("models.identity.ffrnet").FFRNet,
-            "ip_layer": module("models.identity.instantid.ip_attention").IPAttentionLayer}
+            "identitynet": module("models.identity.facesnap.ffrnet").FFRNet,
+            "ip_layer": module("models.identity.ip_attention").IPAttentionLayer}
 
 
 # --- item 1 ------------------------------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def assert_same_as_torch_nn(bundle) -> None:
     """fp32 storage and compute on a CPU: the managed networks compute what the torch.nn build of the files does."""
     import folder_paths
 
-    from comfyui_facesnap.models.identity.facesnap_checkpoint import load_diffusers_controlnet
+    from comfyui_facesnap.models.identity.facesnap.checkpoint import load_diffusers_controlnet
     from comfyui_facesnap.models.identity.instantid.weights import load_instantid
 
     if bundle.dtypes.storage != torch.float32 or bundle.dtypes.manual_cast is not None:
@@ -126,9 +126,9 @@ def test_neither_loader_picks_fp8_matmul_layers(host, monkeypatch, tmp_path):
     import comfy.ops
     import folder_paths
 
-    from comfyui_facesnap.comfy_glue.bundle import load_bundle
-    from comfyui_facesnap.comfy_glue.instantid_bundle import load_instantid_bundle
-    from comfyui_facesnap.models.identity.facesnap_checkpoint import save_facesnap
+    from comfyui_facesnap.comfy_glue.methods.facesnap import load_bundle
+    from comfyui_facesnap.comfy_glue.methods.instantid import load_instantid_bundle
+    from comfyui_facesnap.models.identity.facesnap.checkpoint import save_facesnap
     from comfy_test_nodes.tiny_models import tiny_facesnap_models
 
     monkeypatch.setattr(comfy.model_management, "supports_fp8_compute", lambda device=None: True)

@@ -7,13 +7,12 @@ import pytest
 import torch
 
 from comfyui_facesnap.devkit.sdxl_diffusers import sdxl_unet_on_meta
-from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
-from comfyui_facesnap.models.identity.facesnap_checkpoint import infer_diffusers_config, load_diffusers_controlnet
-from comfyui_facesnap.models.identity.instantid.ip_attention import (
-    IPAttentionLayer, IPAttentionLayers, attention_grid, ip_attention, mask_to_tokens)
+from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
+from comfyui_facesnap.models.identity.facesnap.checkpoint import infer_diffusers_config, load_diffusers_controlnet
+from comfyui_facesnap.models.identity.ip_attention import (IPAttentionLayer, IPAttentionLayers, attention_grid,
+                                                           ip_attention, mask_to_tokens)
 from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
-from comfyui_facesnap.models.identity.instantid.unet_sites import (
-    SDXL_UNET_CONFIG, cross_attention_sites, instantid_layer_sites)
+from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG, cross_attention_sites, instantid_layer_sites
 from comfyui_facesnap.models.errors import InvalidInputError
 
 diffusers = pytest.importorskip("diffusers")

@@ -32,7 +32,7 @@ SAMPLE_TOLERANCE = {"fp16": 1e-3, "bf16": 8e-3, "fp8_e4m3fn": 1.3e-1}
 def host(comfy_host, tmp_path_factory):
     import folder_paths
 
-    from comfyui_facesnap.models.identity.facesnap_checkpoint import save_facesnap
+    from comfyui_facesnap.models.identity.facesnap.checkpoint import save_facesnap
 
     folder = tmp_path_factory.mktemp("managed_weights")
     save_facesnap(str(folder / FILE), *tiny_facesnap_models(seed=0), {"note": "test"})
@@ -60,7 +60,7 @@ def test_the_loader_builds_every_network_from_comfy_operations(host, dtype):
     import comfy.ops
     import folder_paths
 
-    from comfyui_facesnap.models.identity.facesnap_checkpoint import load_facesnap
+    from comfyui_facesnap.models.identity.facesnap.checkpoint import load_facesnap
 
     device = comfy.model_management.get_torch_device()
     bundle = cached(host.run(facesnap_graph(dtype, steps=1)), "loader")
@@ -104,8 +104,8 @@ def test_storage_dtypes_sample_close_to_fp32_with_fp32_compute(host):
 
 # --- item 3 ------------------------------------------------------------------------------------------------------------
 def facesnap_classes(host) -> dict[str, type]:
-    return {"mixer": pack_module(host, "DiffPCIDInjector", "models.identity.attribute_mixer").FacialAttributeMixer,
-            "ffrnet": pack_module(host, "DiffPCIDInjector", "models.identity.ffrnet").FFRNet}
+    return {"mixer": pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.attribute_mixer").FacialAttributeMixer,
+            "ffrnet": pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet}
 
 
 @pytest.mark.parametrize("budget", ["one_byte", "three_quarters"])

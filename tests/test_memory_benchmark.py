@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
+from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 
 SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "memory.py"
 

@@ -58,7 +58,7 @@ def injections(host, monkeypatch):
         counts.append(0)
         return unet_forward(self, *args, **kwargs)
 
-    injector = pack_module(host, "DiffPCIDInjector", "models.identity.id_injector").IDInjector
+    injector = pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.id_injector").IDInjector
     apply = injector.apply
 
     def counting_apply(h, phi, mu):

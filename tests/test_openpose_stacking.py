@@ -110,7 +110,7 @@ def test_openpose_drawing_in_the_stock_controlnet_reads_the_prompt_beside_an_ide
 
     calls = []
     record_calls(monkeypatch, comfy.cldm.cldm.ControlNet, calls, "stock")
-    record_calls(monkeypatch, pack_module(host, "DiffPCIDInjector", "models.identity.ffrnet").FFRNet, calls, "identity")
+    record_calls(monkeypatch, pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet, calls, "identity")
     executor = host.run(stacked_graph(kind, stock_first))
 
     openpose = cached(executor, "openpose")

@@ -9,13 +9,13 @@ import torch
 
 from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.models.identity.instantid.weights import load_instantid
-from comfyui_facesnap.models.identity.instantid.unet_sites import SDXL_UNET_CONFIG
-from comfyui_facesnap.models.identity.pulid.adapter import (
-    PULID_V1_1_ENCODER, PULID_V1_ENCODER, V1, V1_1, PuLIDAdapter, default_config)
+from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG
+from comfyui_facesnap.models.identity.pulid.adapter import (PULID_V1_1_ENCODER, PULID_V1_ENCODER, V1, V1_1,
+                                                            PuLIDAdapter, default_config)
 from comfyui_facesnap.models.identity.pulid.id_encoder import IDEncoderConfig
 from comfyui_facesnap.models.identity.pulid.id_former import IDFormerConfig
-from comfyui_facesnap.models.identity.pulid.weights import (
-    check_pulid_file, expected_shapes, load_pulid, official_name, read_pulid)
+from comfyui_facesnap.models.identity.pulid.weights import (check_pulid_file, expected_shapes, load_pulid,
+                                                            official_name, read_pulid)
 from test_instantid_weights import (_Payload, _flat, published_shapes, sd15_ip_adapter_shapes, write_sparse_safetensors,
                                     zero_views)
 

@@ -20,7 +20,7 @@ def _run(*args, cwd):
 
 
 def test_cli_trains_and_exports(tmp_path):
-    from comfyui_facesnap.models.identity.facesnap_checkpoint import load_facesnap
+    from comfyui_facesnap.models.identity.facesnap.checkpoint import load_facesnap
 
     shards = write_synthetic_shards(tmp_path / "shards")
     config = PACK_ROOT / "training" / "configs" / "tiny.yaml"

@@ -125,7 +125,7 @@ def test_ffrnet_can_start_from_a_diffusers_controlnet(shards, tmp_path):
 def test_export_writes_what_the_loader_reads(trained, tmp_path):
     from safetensors.torch import load_file
 
-    from comfyui_facesnap.models.identity.facesnap_checkpoint import load_facesnap
+    from comfyui_facesnap.models.identity.facesnap.checkpoint import load_facesnap
     from comfyui_facesnap.training.export import export
 
     _, _, _, out = trained

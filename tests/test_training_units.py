@@ -84,7 +84,7 @@ SDXL_UNET_CONFIG = {  # ComfyUI's detected unet_config for SDXL base 1.0
 
 @pytest.mark.parametrize("preset", ["", "sdxl", "sdxl_light"])
 def test_ffrnet_preset_gives_the_named_sdxl_layout(preset):
-    from comfyui_facesnap.models.identity.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
     from comfyui_facesnap.training.ffrnet_init import ffrnet_config_for_base
 
     got = ffrnet_config_for_base(SDXL_UNET_CONFIG, id_injector=True, preset=preset)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..models.errors import ModelFileError
-from ..models.identity.ffrnet import random_init_
+from ..models.identity.facesnap.ffrnet import random_init_
 
 
 @dataclass

@@ -7,9 +7,9 @@ import pathlib
 
 from safetensors.torch import load_file
 
-from ..models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
-from ..models.identity.facesnap_checkpoint import save_facesnap
-from ..models.identity.ffrnet import FFRNet, FFRNetConfig
+from ..models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
+from ..models.identity.facesnap.checkpoint import save_facesnap
+from ..models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 from .checkpointing import latest_checkpoint
 
 

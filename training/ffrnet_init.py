@@ -7,7 +7,7 @@ import logging
 import torch
 
 from ..models.errors import ModelFileError
-from ..models.identity.ffrnet import FFRNet, FFRNetConfig
+from ..models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 
 log = logging.getLogger("facesnap.train")
 
@@ -71,7 +71,7 @@ def init_from_controlnet(path: str, id_injector: bool, unet_config: dict, settin
     """Start from a diffusers SDXL ControlNet (folder or .safetensors), e.g. InstantID's IdentityNet; the ID-Injector
     heads start at zero. It must attend to tokens as wide as the base's text context (the mixer's width) and have
     the base UNet's encoder layout; errors name the config ``setting`` that gave the path."""
-    from ..models.identity.facesnap_checkpoint import load_diffusers_controlnet
+    from ..models.identity.facesnap.checkpoint import load_diffusers_controlnet
 
     try:
         ffrnet = load_diffusers_controlnet(path, id_injector=id_injector)

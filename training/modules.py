@@ -2,7 +2,7 @@
 
 Forward: f_mix = Mixer(ArcFace, CLIP) -> FFRNet(z_t, landmark hint, t, context = f_mix, y) -> control residuals
 (+ ID-Injector (phi, mu)) -> frozen UNet(z_t, t, text context, y, control). The injector hooks are the nodes'
-own (``comfy_glue.unet_patches.patch_model_with_injector``), applied once to the frozen UNet.
+own (``comfy_glue.id_injector_patch.patch_model_with_injector``), applied once to the frozen UNet.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..models.identity.attribute_mixer import FacialAttributeMixer
-from ..models.identity.ffrnet import FFRNet
+from ..models.identity.facesnap.attribute_mixer import FacialAttributeMixer
+from ..models.identity.facesnap.ffrnet import FFRNet
 
 # Layers wrapped by gradient checkpointing: ComfyUI's UNet blocks and FFRNet's.
 CHECKPOINTED = {"ResBlock", "SpatialTransformer", "ResnetBlock2D", "Transformer2DModel"}
@@ -48,13 +48,13 @@ class InjectedUNet:
         patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
         self.transformer_options: dict = {}
         if ffrnet is not None and ffrnet.id_injector is not None:
-            from ..comfy_glue.unet_patches import patch_model_with_injector, unet_transformer_options
+            from ..comfy_glue.id_injector_patch import patch_model_with_injector, unet_transformer_options
 
             self.transformer_options = unet_transformer_options(patch_model_with_injector(patcher, ffrnet, "training"))
         self.unet = model.diffusion_model
 
     def __call__(self, x, timesteps, context, y, control, injector_params=None):
-        from ..comfy_glue.unet_patches import INJECTOR_KEY
+        from ..comfy_glue.id_injector_patch import INJECTOR_KEY
 
         options = {k: (dict(v) if isinstance(v, dict) else v) for k, v in self.transformer_options.items()}
         if injector_params is not None:

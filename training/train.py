@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
-from ..models.identity.ffrnet import FFRNet
+from ..models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
+from ..models.identity.facesnap.ffrnet import FFRNet
 from .base_model import FrozenBase, load_base
 from .config import Config
 from .distributed import fill_deepspeed_config

@@ -27,7 +27,7 @@ import os
 import torch
 
 from ..models.errors import ModelFileError
-from ..models.identity.attribute_mixer import MixerConfig
+from ..models.identity.facesnap.attribute_mixer import MixerConfig
 from ..models.identity.instantid.resampler import Resampler, ResamplerConfig
 from .config import Config, DistillConfig
 

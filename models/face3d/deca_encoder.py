@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 from ..errors import InvalidInputError, ModelFileError
-from ..file_checks import check_finite
+from ..common.file_checks import check_finite
 from ..face_analysis.align import crop_square
 from .face_fitting import FitResult, axis_angle_to_matrix
-from ..identity.operations import resolve_operations
-from .file_errors import code_reference, refused_code_error, safe_reason
+from ..common.operations import resolve_operations
+from ..common.file_errors import code_reference, refused_code_error, safe_reason
 from .morphable_model import MorphableModel
 
 DECA_HINT = ("download deca_model.tar from DECA (github.com/yfeng95/DECA, MPI non-commercial licence) into "
@@ -87,7 +87,7 @@ class ResNet50Features(nn.Module):
 
 class DecaEncoder(nn.Module):
     """DECA's ``E_flame``; state-dict keys match DECA's (``encoder.layer1.0.conv1.weight``, ``layers.2.bias``).
-    ``operations``: the ``Conv2d`` and ``Linear`` classes (``models/identity/operations.py``; default torch.nn; ComfyUI
+    ``operations``: the ``Conv2d`` and ``Linear`` classes (``models/common/operations.py``; default torch.nn; ComfyUI
     passes ``comfy.ops``). The batch norms stay torch.nn's: ComfyUI's operations have none."""
 
     def __init__(self, operations=None):

@@ -20,8 +20,8 @@ import pickle
 import numpy as np
 
 from ..errors import ModelFileError
-from ..file_checks import check_finite
-from .file_errors import code_reference, refused_code_error, safe_reason
+from ..common.file_checks import check_finite
+from ..common.file_errors import code_reference, refused_code_error, safe_reason
 from .flame_articulation import flame_articulation
 from .morphable_model import MorphableModel, frame_normalisation, normalised_model
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from ..errors import InvalidInputError, ModelFileError
-from ..file_checks import first_nonfinite
+from ..common.file_checks import first_nonfinite
 from ..face_analysis.landmarks72 import extras_from_ibug68
-from .file_errors import safe_reason
+from ..common.file_errors import safe_reason
 
 if TYPE_CHECKING:
     from .deca_encoder import DecaEncoder

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError, ModelFileError
-from ..identity.safetensors_files import read_header, read_tensors
+from ..common.safetensors_files import read_header, read_tensors
 from ..weight_files import all_finite, load_weights_only
 
 LABELS = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r", "nose",

@@ -14,10 +14,10 @@ import math
 from dataclasses import fields
 
 from ..errors import ModelFileError
-from .attribute_mixer import MixerConfig
-from .ffrnet import FFRNetConfig
+from .facesnap.attribute_mixer import MixerConfig
+from .facesnap.ffrnet import FFRNetConfig
 from .instantid.resampler import ResamplerConfig
-from .instantid.unet_sites import REQUIRED as UNET_FIELDS
+from .unet_sites import REQUIRED as UNET_FIELDS
 
 MAX_LEVELS = 6  # SDXL has 3 UNet levels, SD1.5 4
 MAX_WIDTH = 8192  # widest published layer: SDXL's 2048-wide context, 1280 x 4 channels

@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..errors import InvalidInputError, ModelFileError
-from ..file_checks import check_finite
-from .safetensors_files import read_header, read_tensors
+from ..common.file_checks import check_finite
+from ..common.safetensors_files import read_header, read_tensors
 
 FORMAT_VERSION = "1"
 FACESNAP_MIXER = "facesnap-mixer"

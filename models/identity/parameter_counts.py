@@ -5,11 +5,11 @@ parameter count of the module the loaders build (tests/test_hostile_files.py che
 
 from __future__ import annotations
 
-from .attribute_mixer import MixerConfig
-from .ffrnet import FFRNetConfig
-from .id_injector import InjectorLayout
+from .facesnap.attribute_mixer import MixerConfig
+from .facesnap.ffrnet import FFRNetConfig
+from .facesnap.id_injector import InjectorLayout
 from .instantid.resampler import ResamplerConfig
-from .instantid.unet_sites import instantid_layer_sites
+from .unet_sites import instantid_layer_sites
 
 
 def _linear(inputs: int, outputs: int, bias: bool = True) -> int:

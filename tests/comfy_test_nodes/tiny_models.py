@@ -115,8 +115,8 @@ def tiny_conditioning(seed: int = 0):
 def tiny_facesnap_models(seed: int = 0, injector_std: float = 0.05, residual_std: float = 0.05, **config):
     """Mixer + FFRNet(+ injector) with non-zero residuals and (unless injector_std == 0) non-zero heads.
     ``config`` overrides ``FFRNetConfig.tiny()`` fields (e.g. injector_kernel_size, layers_per_block)."""
-    from comfyui_facesnap.models.identity.attribute_mixer import FacialAttributeMixer, MixerConfig
-    from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 
     torch.manual_seed(seed)
     mixer = FacialAttributeMixer(MixerConfig.tiny(dim=64)).eval()  # CLIP tokens: 5 x 32, as TINY_CLIP_VISION
@@ -197,9 +197,9 @@ def tiny_instantid_files(folder, seed: int = 0, ip_std: float = 0.2) -> tuple[st
 
     from safetensors.torch import save_file
 
-    from comfyui_facesnap.models.identity.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
     from comfyui_facesnap.models.identity.instantid.resampler import ResamplerConfig
-    from comfyui_facesnap.models.identity.instantid.unet_sites import REQUIRED
+    from comfyui_facesnap.models.identity.unet_sites import REQUIRED
     from comfyui_facesnap.models.identity.instantid.weights import InstantIDAdapter
 
     config = ResamplerConfig.tiny(output_dim=TINY_IP_OUTPUT_DIM)

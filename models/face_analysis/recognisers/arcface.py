@@ -13,8 +13,7 @@ import numpy as np
 
 from ...errors import ModelFileError
 from ..align import arcface_crop
-from ..insightface_backend import (ROLE_FILES, find_pack_folder, import_insightface, load_onnx_model,
-                                  onnx_providers)
+from ..insightface_backend import ROLE_FILES, find_pack_folder, import_insightface, load_onnx_model, onnx_providers
 from .specs import ARCFACE
 from .torch_judge import reuse_or_compute
 

@@ -1,6 +1,6 @@
 """FaceNet's network: Inception-ResNet-v1 as facenet-pytorch publishes it (``InceptionResnetV1``), parameter names and
 all, so ``20180402-114759-vggface2.pt`` (VGGFace2) loads into it as it is. Convolutions and the linear layer come from
-``operations`` (``models/identity/operations.py``: torch.nn by default, ``comfy.ops`` inside ComfyUI); batch norms
+``operations`` (``models/common/operations.py``: torch.nn by default, ``comfy.ops`` inside ComfyUI); batch norms
 are torch.nn's.
 
 Stem, 5 x Block35 (scale 0.17), Mixed_6a, 10 x Block17 (0.10), Mixed_7a, 5 x Block8 (0.20), a last Block8 without
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...identity.operations import resolve_operations
+from ...common.operations import resolve_operations
 
 BN_EPS = 1e-3
 EMBEDDING_SIZE = 512

@@ -6,7 +6,7 @@ stage's first unit strides 2), and the output layer BN2d -> dropout -> flatten -
 BatchNorm1d without affine parameters. A unit's shortcut is a 1x1 max pool (subsampling only) when the channels stay,
 else a strided 1x1 conv + BN. The two papers' units differ in one layer: AdaFace has a BatchNorm between the first
 conv and the PReLU, CurricularFace has not; ``unit`` picks which. Convolutions and the linear layer come from
-``operations`` (``models/identity/operations.py``: torch.nn by default, ``comfy.ops`` inside ComfyUI).
+``operations`` (``models/common/operations.py``: torch.nn by default, ``comfy.ops`` inside ComfyUI).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...identity.operations import resolve_operations
+from ...common.operations import resolve_operations
 
 IR101_STAGES = ((64, 64, 3), (64, 128, 13), (128, 256, 30), (256, 512, 3))  # (in, out, units)
 UNITS = ("adaface", "curricularface")

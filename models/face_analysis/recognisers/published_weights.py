@@ -19,8 +19,8 @@ from collections.abc import Mapping
 import torch
 
 from ...errors import ModelFileError
-from ...face3d.file_errors import code_reference
-from ...identity.safetensors_files import read_header, read_tensors
+from ...common.file_errors import code_reference
+from ...common.safetensors_files import read_header, read_tensors
 from .specs import JudgeSpec
 
 WRAPPER_PREFIXES = ("model.", "module.")  # Lightning's LightningModule attribute, DataParallel

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InvalidInputError
-from ..operations import TORCH_OPS
+from ...common.operations import TORCH_OPS
 
 
 @dataclass(frozen=True)

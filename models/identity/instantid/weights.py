@@ -22,15 +22,15 @@ import torch
 from torch import nn
 
 from ...errors import InvalidInputError, ModelFileError
-from ...file_checks import Interrupt, check_parameter_budget, declared_parameters, parse_config, poll
+from ...common.file_checks import Interrupt, check_parameter_budget, declared_parameters, parse_config, poll
 from ..config_bounds import checked_resampler_config, checked_unet_config
 from ..identity import INSTANTID_RESAMPLER, Identity, legacy_weights_key, weights_key
 from ..parameter_counts import ip_layer_parameters, resampler_parameters
-from ..safetensors_files import check_shapes, check_values, read_header, read_tensors
-from ..torch_pickle import read_torch_weights
-from .ip_attention import IPAttentionLayers
+from ...common.safetensors_files import check_shapes, check_values, read_header, read_tensors
+from ...common.torch_pickle import read_torch_weights
+from ..ip_attention import IPAttentionLayers
 from .resampler import Resampler, ResamplerConfig
-from .unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
+from ..unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
 
 PARTS = ("image_proj", "ip_adapter")
 FILE_FIX = "download ip-adapter.bin from InstantX/InstantID (Hugging Face) into ComfyUI/models/instantid"

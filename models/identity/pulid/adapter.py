@@ -17,8 +17,8 @@ from torch import nn
 
 from ...errors import InvalidInputError
 from ..identity import Identity, weights_key
-from ..instantid.ip_attention import IPAttentionLayers
-from ..instantid.unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
+from ..ip_attention import IPAttentionLayers
+from ..unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
 from .id_encoder import ARCFACE_DIM, EVA_CLS_DIM, IDEncoder, IDEncoderConfig
 from .id_former import IDFormer, IDFormerConfig
 

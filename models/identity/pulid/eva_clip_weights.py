@@ -22,7 +22,7 @@ import torch
 
 from ...errors import ModelFileError
 from ...weight_files import all_finite, load_weights_only
-from ..safetensors_files import read_header, read_tensors
+from ...common.safetensors_files import read_header, read_tensors
 from .eva_clip_vision import EVAVisionConfig, EVAVisionTower
 
 FILE_NAME = "EVA02_CLIP_L_336_psz14_s6B.pt"

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from ...errors import InvalidInputError
-from ..instantid.ip_attention import IPAttentionLayer, ip_attention
+from ..ip_attention import IPAttentionLayer, ip_attention
 
 PROJECTIONS = ("none", "ortho", "ortho_v2")
 SHARE_OFFICIAL = "official"

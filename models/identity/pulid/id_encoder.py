@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ...errors import InvalidInputError
-from ..operations import resolve_operations
+from ...common.operations import resolve_operations
 
 ARCFACE_DIM = 512
 EVA_CLS_DIM = 768

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..instantid.resampler import PerceiverAttention, ResamplerConfig, feed_forward
-from ..operations import cast_to_input, resolve_operations
+from ...common.operations import cast_to_input, resolve_operations
 from .id_encoder import ARCFACE_DIM, EVA_CLS_DIM, EVA_LAYERS, check_features, mapping_mlp
 
 

@@ -26,11 +26,11 @@ import re
 import torch
 
 from ...errors import InvalidInputError, ModelFileError
-from ..instantid.unet_sites import REQUIRED as UNET_FIELDS
-from ..instantid.unet_sites import SDXL_UNET_CONFIG
+from ..unet_sites import REQUIRED as UNET_FIELDS
+from ..unet_sites import SDXL_UNET_CONFIG
 from ..instantid.weights import CONTEXT_BASES
-from ..safetensors_files import check_shapes, check_values, read_header, read_tensors
-from ..torch_pickle import read_torch_weights
+from ...common.safetensors_files import check_shapes, check_values, read_header, read_tensors
+from ...common.torch_pickle import read_torch_weights
 from .adapter import CONFIGS, V1, V1_1, PuLIDAdapter, default_config
 
 FILE_FIX = ("download pulid_v1.bin or pulid_v1.1.safetensors (guozinan/PuLID on Hugging Face), or the conversion "

@@ -10,7 +10,7 @@ import struct
 import torch
 
 from ..errors import ModelFileError
-from ..file_checks import Interrupt, check_finite, poll
+from .file_checks import Interrupt, check_finite, poll
 
 SAFETENSORS_FIX = "re-download or re-export the file; only .safetensors (or published .bin) weights are supported"
 MAX_HEADER_BYTES = 8 * 2**20  # a full SDXL checkpoint's header is about 0.3 MB

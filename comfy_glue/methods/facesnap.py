@@ -10,15 +10,15 @@ import torch
 
 import comfy.model_management
 
-from ..models.identity.attribute_mixer import FacialAttributeMixer
-from ..models.identity.face_features import FaceFeatures
-from ..models.identity.facesnap_checkpoint import DIFFUSERS_WEIGHT_NAMES, load_facesnap
-from ..models.identity.ffrnet import FFRNet
-from ..models.identity.identity import weights_key
-from .control import wrap_identity_model
-from .unet_patches import patch_model_with_injector
-from .weight_dtypes import (DTYPE_OPTIONS, build_managed, choose_weight_dtypes, dtype_option, file_dtype,
-                            managed_patcher)
+from ...models.identity.facesnap.attribute_mixer import FacialAttributeMixer
+from ...models.identity.face_features import FaceFeatures
+from ...models.identity.facesnap.checkpoint import DIFFUSERS_WEIGHT_NAMES, load_facesnap
+from ...models.identity.facesnap.ffrnet import FFRNet
+from ...models.identity.identity import weights_key
+from ..control import wrap_identity_model
+from ..id_injector_patch import patch_model_with_injector
+from ..weight_dtypes import (DTYPE_OPTIONS, build_managed, choose_weight_dtypes, dtype_option, file_dtype,
+                             managed_patcher)
 
 __all__ = ["DTYPE_OPTIONS", "FaceSnapBundle", "backbone_files", "dtype_option", "load_bundle"]  # loaders import these
 
@@ -36,7 +36,7 @@ def backbone_files(controlnet_path: str | None) -> list[str]:
 class FaceSnapBundle:
     """The FACESNAP_MODEL payload: mixer + (optional) FFRNet, each managed by a ComfyUI ModelPatcher.
 
-    ``key`` identifies the FaceSnap file (its ID-Injector pairs with this file's controls, see unet_patches.py);
+    ``key`` identifies the FaceSnap file (its ID-Injector pairs with this file's controls, see id_injector_patch.py);
     without one the bundle gets a unique key."""
 
     def __init__(self, mixer: FacialAttributeMixer, ffrnet: FFRNet | None, metadata: dict, name: str = "",
@@ -65,7 +65,7 @@ class FaceSnapBundle:
         return self.ffrnet is not None and self.ffrnet.id_injector is not None
 
     def inject(self, model_patcher, node_id: str = "DiffPCIDInjector"):
-        """A clone of MODEL with this file's ID-Injector heads (``unet_patches.patch_model_with_injector``); the
+        """A clone of MODEL with this file's ID-Injector heads (``id_injector_patch.patch_model_with_injector``); the
         heads' network is loaded with the MODEL."""
         return patch_model_with_injector(model_patcher, self.ffrnet, self.key, node_id,
                                          ffrnet_patcher=self.control.control_model_wrapped)

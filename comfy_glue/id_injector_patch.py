@@ -23,8 +23,8 @@ import torch
 import comfy.patcher_extension
 
 from ..models.errors import InvalidInputError
-from ..models.identity.ffrnet import FFRNet
-from ..models.identity.id_injector import IDInjector
+from ..models.identity.facesnap.ffrnet import FFRNet
+from ..models.identity.facesnap.id_injector import IDInjector
 from .control import FEATURES_KEY, IdentityFeatures
 from .unet_layout import unet_layout_error
 

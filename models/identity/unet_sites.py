@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...errors import InvalidInputError
+from ..errors import InvalidInputError
 
 # SDXL base as ComfyUI's model detection reports it (the fields this module reads).
 SDXL_UNET_CONFIG = {

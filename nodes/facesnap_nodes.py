@@ -7,12 +7,12 @@ import folder_paths
 import torch
 from comfy_api.latest import io
 
-from ..comfy_glue.bundle import backbone_files, load_bundle
+from ..comfy_glue.methods.facesnap import backbone_files, load_bundle
 from ..comfy_glue.identity_apply import apply_facesnap_identity, mixer_identity, require_ffrnet
-from ..comfy_glue.unet_patches import check_unet_matches
+from ..comfy_glue.id_injector_patch import check_unet_matches
 from ..models.errors import ModelFileError
 from ..models.identity.face_features import FaceFeatures, arcface_embeddings, face_crop, reference_indices
-from ..models.identity.facesnap_checkpoint import OWN_FFRNET
+from ..models.identity.facesnap.checkpoint import OWN_FFRNET
 from .errors import reports_errors
 from .image_tensors import check_control_image, to_image_tensor
 from .loader_inputs import dtype_input, other_weights_input

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .id_injector import IDInjector, InjectorLayout
-from .operations import TORCH_OPS, resolve_operations  # noqa: F401  (TORCH_OPS: re-exported for callers)
+from ...common.operations import TORCH_OPS, resolve_operations
 
 FFRNET_PRESETS = ("sdxl", "sdxl_light")  # full-size FFRNetConfig classmethods
 

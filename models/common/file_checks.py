@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 
 MAX_CONFIG_BYTES = 256 * 1024  # published configs (diffusers config.json, metadata JSON) are a few kB
 PARAMETER_SLACK = 1 << 20  # parameters a config may describe beyond twice the file's before it is refused

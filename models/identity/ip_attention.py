@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import InvalidInputError
-from ..operations import TORCH_OPS
+from ..errors import InvalidInputError
+from ..common.operations import TORCH_OPS
 from .unet_sites import CrossAttentionSite
 
 

@@ -23,15 +23,15 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from ..errors import ModelFileError
-from ..file_checks import (Interrupt, check_finite, check_parameter_budget, declared_parameters, parse_config,
-                           read_config_file)
+from ...errors import ModelFileError
+from ...common.file_checks import (Interrupt, check_finite, check_parameter_budget, declared_parameters, parse_config,
+                                   read_config_file)
 from .attribute_mixer import FacialAttributeMixer
-from .config_bounds import checked_ffrnet_config, checked_mixer_config
+from ..config_bounds import checked_ffrnet_config, checked_mixer_config
 from .ffrnet import FFRNet, FFRNetConfig
 from .id_injector import IDInjector
-from .parameter_counts import ffrnet_parameters, injector_parameters, mixer_parameters
-from .safetensors_files import read_header, read_tensors
+from ..parameter_counts import ffrnet_parameters, injector_parameters, mixer_parameters
+from ...common.safetensors_files import read_header, read_tensors
 
 FORMAT_VERSION = "1"
 OWN_FFRNET = "(FFRNet inside the FaceSnap file)"  # FaceSnap Model Loader's controlnet_name for "none"

@@ -21,15 +21,15 @@ import torch
 
 import comfy.model_management
 
-from ..models.errors import ModelFileError
-from ..models.identity.facesnap_checkpoint import DIFFUSERS_WEIGHT_NAMES, load_diffusers_controlnet
-from ..models.identity.ffrnet import FFRNet
-from ..models.identity.identity import Identity
-from ..models.identity.instantid.weights import (InstantIDAdapter, build_instantid, expected_shapes, file_layout,
-                                                 read_instantid_tensors)
-from .bundle import backbone_files
-from .control import wrap_identity_model
-from .weight_dtypes import build_managed, choose_weight_dtypes, dtype_option, file_dtype, managed_patcher
+from ...models.errors import ModelFileError
+from ...models.identity.facesnap.checkpoint import DIFFUSERS_WEIGHT_NAMES, load_diffusers_controlnet
+from ...models.identity.facesnap.ffrnet import FFRNet
+from ...models.identity.identity import Identity
+from ...models.identity.instantid.weights import (InstantIDAdapter, build_instantid, expected_shapes, file_layout,
+                                                  read_instantid_tensors)
+from .facesnap import backbone_files
+from ..control import wrap_identity_model
+from ..weight_dtypes import build_managed, choose_weight_dtypes, dtype_option, file_dtype, managed_patcher
 
 
 def identitynet_path(path: str) -> str:

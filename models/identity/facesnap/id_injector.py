@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .operations import resolve_operations
+from ...common.operations import resolve_operations
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""FaceSnap: the Facial Attribute Mixer, FFRNet (an SDXL ControlNet reading the mixer's tokens) with Diff-PC's ID-Injector heads, and FaceSnap's weight files."""
