@@ -220,7 +220,7 @@ def test_damaged_files_are_named(tmp_path):
     torch.save({official_name(k): v for k, v in tiny_adapter(V1).state_dict().items()}, binary)
     raw = binary.read_bytes()
     binary.write_bytes(raw[: len(raw) // 2])
-    refused(binary, "damaged or incomplete")
+    refused(binary, "damaged or truncated")
     with pytest.raises(ModelFileError, match="not found"):
         load_pulid(str(tmp_path / "missing.bin"))
 

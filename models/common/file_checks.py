@@ -82,25 +82,29 @@ def _chunks(value):
     return (flat[i:i + FINITE_CHUNK] for i in range(0, flat.shape[0], FINITE_CHUNK))
 
 
-def _finite_chunk(chunk, isfinite) -> bool:
+def _finite_array_chunk(chunk) -> bool:
     """A NaN or an infinity makes the sum NaN or infinite, so a finite sum (one fast pass) clears the chunk; only a
     sum that overflowed is checked element by element."""
-    return bool(isfinite(chunk.sum())) or bool(isfinite(chunk).all())
+    return bool(np.isfinite(chunk.sum())) or bool(np.isfinite(chunk).all())
+
+
+def _finite_tensor_chunk(chunk: torch.Tensor) -> bool:
+    """Minimum and maximum carry any NaN or infinity; one pass, fast for half precision on the CPU too."""
+    return bool(torch.isfinite(torch.stack(torch.aminmax(chunk))).all())
 
 
 def _is_finite(value) -> bool:
     if isinstance(value, torch.Tensor):
-        if not value.is_floating_point():
+        if not value.is_floating_point() or value.numel() == 0:
             return True
         full = value.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-        # fp8 kinds have no isfinite or sum of their own: each chunk is widened to fp16 first
-        return all(_finite_chunk(chunk if full else chunk.to(torch.float16), torch.isfinite)
-                   for chunk in _chunks(value))
+        # fp8 kinds have no aminmax of their own: each chunk is widened to fp16 first
+        return all(_finite_tensor_chunk(chunk if full else chunk.to(torch.float16)) for chunk in _chunks(value))
     array = np.asarray(value)
-    if not np.issubdtype(array.dtype, np.floating):
+    if not np.issubdtype(array.dtype, np.floating) or array.size == 0:
         return True
     with np.errstate(all="ignore"):  # an overflowing sum is expected, and checked element by element
-        return all(_finite_chunk(chunk, np.isfinite) for chunk in _chunks(array))
+        return all(_finite_array_chunk(chunk) for chunk in _chunks(array))
 
 
 def first_nonfinite(values: Mapping[str, object], interrupt: Interrupt = None) -> str | None:

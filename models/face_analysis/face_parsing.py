@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError, ModelFileError
-from ..common.safetensors_files import read_header, read_tensors
-from ..weight_files import all_finite, load_weights_only
+from ..common.safetensors_files import check_values, read_header, read_tensors
+from ..common.torch_pickle import load_weights_only
 
 LABELS = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r", "nose",
           "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat")
@@ -220,10 +220,7 @@ def load_face_parser(path: str, dtype: torch.dtype | None = None) -> BiSeNet:
         tensors = {str(k): v for k, v in data.items()}
         check_parser_shapes({k: tuple(v.shape) for k, v in tensors.items()}, name)
     weights = {k: v for k, v in tensors.items() if not k.endswith(BATCH_COUNTER)}
-    bad = next((k for k, v in weights.items() if not v.is_floating_point() or not all_finite(v)), None)
-    if bad is not None:
-        raise ModelFileError(f"tensor {bad!r} in {name} is not finite floating-point data: the file is corrupt",
-                             FILE_FIX)
+    check_values(weights, name, FILE_FIX)
     return build_face_parser(weights, dtype)
 
 

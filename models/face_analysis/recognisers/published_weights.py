@@ -12,15 +12,15 @@ its floating-point type and finite values; errors name the tensor, the file and 
 from __future__ import annotations
 
 import os
-import pickle
 import zipfile
 from collections.abc import Mapping
 
 import torch
 
 from ...errors import ModelFileError
-from ...common.file_errors import code_reference
+from ...common.file_checks import check_finite
 from ...common.safetensors_files import read_header, read_tensors
+from ...common.torch_pickle import load_weights_only
 from .specs import JudgeSpec
 
 WRAPPER_PREFIXES = ("model.", "module.")  # Lightning's LightningModule attribute, DataParallel
@@ -30,14 +30,12 @@ def _fix(spec: JudgeSpec) -> str:
     return f"download {spec.source} and put it in the face_recognition model folder"
 
 
-def _refused(path: str, err: pickle.UnpicklingError, spec: JudgeSpec, expected: Mapping) -> ModelFileError:
-    found = code_reference(err)
+def _refused(name: str, found: str | None, spec: JudgeSpec, expected: Mapping) -> ModelFileError:
     if found is None:
-        return ModelFileError(f"{os.path.basename(path)} is not a readable torch weights file (damaged, or not a "
-                              "torch file)", _fix(spec))
+        return ModelFileError(f"{name} is not a readable torch weights file (damaged, or not a torch file)", _fix(spec))
     example = next(iter(expected))
     return ModelFileError(
-        f"{os.path.basename(path)} holds Python objects besides its tensors ({found}), such as a training checkpoint's "
+        f"{name} holds Python objects besides its tensors ({found}), such as a training checkpoint's "
         "settings; the pack reads only tensors and plain containers from torch files, so it stopped without running "
         "anything in the file.",
         f"use a file that holds only the network's tensors: a .safetensors or .pt file whose names are the "
@@ -45,13 +43,8 @@ def _refused(path: str, err: pickle.UnpicklingError, spec: JudgeSpec, expected: 
 
 
 def _load_torch(path: str, spec: JudgeSpec, expected: Mapping, mmap: bool) -> dict:
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        raise _refused(path, err, spec, expected) from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        raise ModelFileError(f"{os.path.basename(path)} is not a readable torch weights file "
-                             f"({type(err).__name__})", _fix(spec)) from err
+    data = load_weights_only(path, _fix(spec), mmap=mmap,
+                             refused=lambda name, found: _refused(name, found, spec, expected))
     if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
         data = data["state_dict"]
     if not isinstance(data, Mapping):
@@ -116,9 +109,7 @@ def read_published_weights(path: str, spec: JudgeSpec, expected: Mapping[str, tu
             continue
         if not tensor.is_floating_point():
             raise ModelFileError(f"tensor {key!r} in {name} is {tensor.dtype}, not floating point", _fix(spec))
-        if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():  # the sum is the fast test
-            raise ModelFileError(f"tensor {key!r} in {name} holds NaN or infinite values: the file is damaged",
-                                 _fix(spec))
+    check_finite(tensors, name, _fix(spec))
     return tensors
 
 

@@ -21,8 +21,8 @@ import re
 import torch
 
 from ...errors import ModelFileError
-from ...weight_files import all_finite, load_weights_only
-from ...common.safetensors_files import read_header, read_tensors
+from ...common.safetensors_files import check_values, read_header, read_tensors
+from ...common.torch_pickle import load_weights_only
 from .eva_clip_vision import EVAVisionConfig, EVAVisionTower
 
 FILE_NAME = "EVA02_CLIP_L_336_psz14_s6B.pt"
@@ -148,12 +148,7 @@ def read_tower_tensors(path: str, config: EVAVisionConfig = EVAVisionConfig()) -
         tensors = {k: entries[k] for k in names}
     prefix = TOWER_PREFIX if names and names[0].startswith(TOWER_PREFIX) else ""
     tower = {k[len(prefix):]: v for k, v in tensors.items()}
-    for key, value in tower.items():
-        if not value.is_floating_point():
-            raise ModelFileError(f"tensor {prefix + key!r} in {name} is {value.dtype}, not floating point", FILE_FIX)
-        if not all_finite(value):
-            raise ModelFileError(f"tensor {prefix + key!r} in {name} holds NaN or infinite values: the file is "
-                                 "corrupt", FILE_FIX)
+    check_values(tensors, name, FILE_FIX)
     return tower
 
 
