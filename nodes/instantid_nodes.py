@@ -7,28 +7,28 @@ import folder_paths
 import numpy as np
 from comfy_api.latest import io
 
-from ..comfy_glue.identity_apply import apply_instantid
-from ..comfy_glue.methods.instantid import identitynet_files, load_instantid_bundle
-from ..models.errors import ModelFileError
+from ..comfy_glue.controlnet_files import controlnet_files, controlnet_location
+from ..comfy_glue.identity_methods import ApplyRequest
+from ..comfy_glue.methods import instantid as method
 from ..models.face_analysis.keypoints5 import faces_to_kps5, kps5_from_landmarks72, render_kps5
 from ..models.face_analysis.landmark_views import FRAMES
-from ..models.identity.face_features import arcface_embeddings
 from .errors import node_error, reports_errors
 from .image_tensors import MEMORY_LIMIT_NOTE, check_control_image, ensure_memory, image_bytes, to_image_tensor
 from .loader_inputs import dtype_input, other_weights_input
 from .model_cache import LoadedModels
+from .model_paths import resolve_model_file
 from .socket_types import Faces, Identity, InstantID, Landmarks
 
 CATEGORY = "FaceSnap/InstantID"
 _LOADED = LoadedModels("instantid")
 
 
-def _model_file(folder: str, name: str, what: str) -> str:
-    path = folder_paths.get_full_path(folder, name)
-    if path is None:
-        dirs = ", ".join(folder_paths.get_folder_paths(folder))
-        raise ModelFileError(f"{what} {name!r} not found", f"put the file in one of: {dirs}")
-    return path
+def apply_instantid(node_id: str, instantid, identity, *, keypoints_image, **settings):
+    """The InstantID apply nodes' one path: checks the keypoint image, then ``instantid.apply``."""
+    check_control_image(keypoints_image, "keypoints_image")
+    applied = method.apply(instantid, identity, request=ApplyRequest(control_image=keypoints_image, node_id=node_id,
+                                                                      **settings))
+    return applied.model, applied.positive, applied.negative
 
 
 class FaceSnapInstantIDLoader(io.ComfyNode):
@@ -59,10 +59,12 @@ class FaceSnapInstantIDLoader(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, instantid_file: str, controlnet_name: str, dtype: str = "auto") -> io.NodeOutput:
-        ip_path = _model_file("instantid", instantid_file, "InstantID weights")
-        cn_path = _model_file("controlnet", controlnet_name, "ControlNet")
-        bundle = _LOADED.get(dtype, [ip_path, *identitynet_files(cn_path)],
-                             lambda: load_instantid_bundle(ip_path, cn_path, instantid_file, dtype))
+        ip_path = resolve_model_file("instantid_file", "instantid", instantid_file,
+                                     "InstantID's ip-adapter.bin from InstantX/InstantID on Hugging Face")
+        cn_path = resolve_model_file("controlnet_name", "controlnet", controlnet_name,
+                                     "InstantID's ControlNetModel/ from InstantX/InstantID on Hugging Face")
+        bundle = _LOADED.get(dtype, [ip_path, *controlnet_files(controlnet_location(cn_path))],
+                             lambda: method.load(weights=ip_path, controlnet=cn_path, name=instantid_file, dtype=dtype))
         return io.NodeOutput(bundle)
 
 
@@ -93,8 +95,7 @@ class FaceSnapInstantIDEncode(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, instantid, faces, uncond_noise: float) -> io.NodeOutput:
-        embeddings = arcface_embeddings(faces, raw=True, purpose="InstantID's Resampler")
-        return io.NodeOutput(instantid.encode(embeddings, uncond_noise))
+        return io.NodeOutput(method.encode(instantid, faces=faces, uncond_noise=uncond_noise))
 
 
 def _apply_inputs():
@@ -151,10 +152,10 @@ class FaceSnapApplyInstantID(io.ComfyNode):
     @reports_errors
     def execute(cls, model, positive, negative, instantid, identity, keypoints_image, weight, start_percent,
                 end_percent, mask=None) -> io.NodeOutput:
-        check_control_image(keypoints_image, "keypoints_image")
-        return io.NodeOutput(*apply_instantid(model, positive, negative, instantid, identity, keypoints_image, weight,
-                                              weight, start_percent, end_percent, mask,
-                                              node_id="FaceSnapApplyInstantID"))
+        return io.NodeOutput(*apply_instantid(
+            "FaceSnapApplyInstantID", instantid, identity, keypoints_image=keypoints_image, model=model,
+            positive=positive, negative=negative, attention_weight=weight, strength=weight, start=start_percent,
+            end=end_percent, mask=mask))
 
 
 class FaceSnapApplyInstantIDAdvanced(io.ComfyNode):
@@ -188,11 +189,11 @@ class FaceSnapApplyInstantIDAdvanced(io.ComfyNode):
     def execute(cls, model, positive, negative, instantid, identity, keypoints_image, ip_weight, cn_strength,
                 start_percent, end_percent, uncond_noise=0.0, positive_only=False, allow_other_weights=False,
                 mask=None) -> io.NodeOutput:
-        check_control_image(keypoints_image, "keypoints_image")
-        return io.NodeOutput(*apply_instantid(model, positive, negative, instantid, identity, keypoints_image,
-                                              ip_weight, cn_strength, start_percent, end_percent, mask, uncond_noise,
-                                              positive_only, allow_other_weights,
-                                              node_id="FaceSnapApplyInstantIDAdvanced"))
+        return io.NodeOutput(*apply_instantid(
+            "FaceSnapApplyInstantIDAdvanced", instantid, identity, keypoints_image=keypoints_image, model=model,
+            positive=positive, negative=negative, attention_weight=ip_weight, strength=cn_strength,
+            start=start_percent, end=end_percent, mask=mask, uncond_input_noise=uncond_noise,
+            positive_only=positive_only, allow_other_weights=allow_other_weights))
 
 
 class FaceSnapDrawKeypoints(io.ComfyNode):

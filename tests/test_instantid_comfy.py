@@ -256,7 +256,7 @@ def test_positive_only_and_uncond_noise(host, monkeypatch):
     contexts.clear()
     executor = host.run(instantid_graph(advanced={"uncond_noise": 0.5}))
     bundle = cached(executor, "instantid")
-    noisy = bundle.encode(identity.id_embedding[None], 0.5).uncond
+    noisy = bundle.encode_embeddings(identity.id_embedding[None], 0.5).uncond
     rows = [row for context in contexts for row in context]
     assert any(torch.allclose(row, noisy[0], atol=1e-5) for row in rows)
     assert not any(torch.allclose(row, identity.uncond[0], atol=1e-5) for row in rows)
