@@ -124,9 +124,10 @@ def apply(bundle: InstantIDBundle, identity: Identity, *, request: ApplyRequest)
         uncond = bundle.encode_embeddings(identity.id_embedding[None], request.uncond_input_noise).uncond
     model, positive, negative = request.model, request.positive, request.negative
     if request.attention_weight != 0:
-        model = patch_model_with_ip_attention(model, bundle.ip_layers, bundle.ip_patcher, bundle.models_key,
-                                              identity.cond, uncond, request.attention_weight, request.start,
-                                              request.end, request.mask)
+        model = patch_model_with_ip_attention(model, layers=bundle.ip_layers, layers_patcher=bundle.ip_patcher,
+                                              layers_key=bundle.models_key, cond=identity.cond, uncond=uncond,
+                                              weight=request.attention_weight, start=request.start, end=request.end,
+                                              mask=request.mask, method=INSTANTID.label)
     if request.strength != 0:
         positive, negative = apply_identity_control(
             positive, negative, bundle.control, cond_tokens=identity.cond, uncond_tokens=uncond,
