@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models.errors import InvalidInputError
+from ..models.identity.ecomid.recipe import ECOMID_ENCODER
 from ..models.identity.identity import FACESNAP_MIXER, INSTANTID_RESAMPLER, Identity
+from ..models.identity.pulid.adapter import PULID_V1_1_ENCODER, PULID_V1_ENCODER
 
 INTERFACE = ("encode", "apply", "weights_key")
 
@@ -43,10 +45,11 @@ class IdentityMethod:
     encoder_label: str  # what makes its tokens, for messages: "InstantID's Resampler"
     encode_nodes: tuple[str, ...]  # node ids that make its identities
     apply_nodes: tuple[str, ...]  # node ids that apply them
+    module: str = ""  # the glue module's name when several entries share one (PuLID v1 and v1.1); default: name
 
     def glue(self):
-        """The method's glue module (``comfy_glue/methods/<name>.py``)."""
-        return importlib.import_module(f"{__package__}.methods.{self.name}")
+        """The method's glue module (``comfy_glue/methods/<module or name>.py``)."""
+        return importlib.import_module(f"{__package__}.methods.{self.module or self.name}")
 
 
 FACESNAP = IdentityMethod("facesnap", "FaceSnap", FACESNAP_MIXER, "FaceSnap's Facial Attribute Mixer",
@@ -54,7 +57,13 @@ FACESNAP = IdentityMethod("facesnap", "FaceSnap", FACESNAP_MIXER, "FaceSnap's Fa
                           ("FaceSnapApplyIdentity", "FaceSnapApplyIdentityAdvancedV2", "ApplyFaceSnap"))
 INSTANTID = IdentityMethod("instantid", "InstantID", INSTANTID_RESAMPLER, "InstantID's Resampler",
                            ("FaceSnapInstantIDEncode",), ("FaceSnapApplyInstantID", "FaceSnapApplyInstantIDAdvanced"))
-METHODS = {method.name: method for method in (FACESNAP, INSTANTID)}
+PULID_NODES = (("FaceSnapPuLIDEncode",), ("FaceSnapApplyPuLID", "FaceSnapApplyPuLIDAdvanced"))
+PULID_V1 = IdentityMethod("pulid", "PuLID v1", PULID_V1_ENCODER, "PuLID v1's ID encoder (IDEncoder)", *PULID_NODES)
+PULID_V1_1 = IdentityMethod("pulid_v1_1", "PuLID v1.1", PULID_V1_1_ENCODER, "PuLID v1.1's ID encoder (IDFormer)",
+                            *PULID_NODES, module="pulid")
+ECOMID = IdentityMethod("ecomid", "EcomID", ECOMID_ENCODER, "EcomID's encoders (InstantID's Resampler + PuLID v1)",
+                        ("FaceSnapEcomIDEncode",), ("FaceSnapApplyEcomID", "FaceSnapApplyEcomIDAdvanced"))
+METHODS = {method.name: method for method in (FACESNAP, INSTANTID, PULID_V1, PULID_V1_1, ECOMID)}
 
 
 def by_encoder(encoder: str) -> IdentityMethod | None:
@@ -98,6 +107,7 @@ class ApplyRequest:
     strength: float = 1.0  # the identity ControlNet's strength on the positive
     uncond_strength: float | None = None  # on the negative (None: ``strength``)
     attention_weight: float = 1.0  # the identity attention's weight on the UNet's cross-attentions
+    attention_mode: Any = None  # how the identity attention mixes in (PuLID: a preset name or pulid.AttentionMode)
     start: float = 0.0
     end: float = 1.0
     mask: Any = None  # where the identity acts, over the whole picture (None: everywhere)

@@ -27,7 +27,11 @@ MODEL_FILES = {
     "facesnap": ["facesnap_sdxl.safetensors"],
     "instantid": ["ip-adapter.bin"],
     "controlnet": ["instantid/diffusion_pytorch_model.safetensors",  # InstantID's IdentityNet, as cubiq names it
+                   "ecomid/diffusion_pytorch_model.safetensors",  # EcomID's IdentityNet (a single file, no config)
                    "xinsir-controlnet-openpose-sdxl-1.0.safetensors"],  # an SDXL OpenPose ControlNet
+    "pulid": ["pulid_v1.1.safetensors", "ip-adapter_pulid_sdxl_fp16.safetensors"],
+    "clip": ["EVA02_CLIP_L_336_psz14_s6B.pt"],  # ComfyUI's text_encoders folder (models/clip)
+    "facexlib": ["parsing_bisenet.pth"],
 }
 
 

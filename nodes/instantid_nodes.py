@@ -8,12 +8,12 @@ import numpy as np
 from comfy_api.latest import io
 
 from ..comfy_glue.controlnet_files import controlnet_files, controlnet_location
-from ..comfy_glue.identity_methods import ApplyRequest
 from ..comfy_glue.methods import instantid as method
 from ..models.face_analysis.keypoints5 import faces_to_kps5, kps5_from_landmarks72, render_kps5
 from ..models.face_analysis.landmark_views import FRAMES
 from .errors import node_error, reports_errors
-from .image_tensors import MEMORY_LIMIT_NOTE, check_control_image, ensure_memory, image_bytes, to_image_tensor
+from .apply_inputs import apply_method, apply_outputs, conditioning_inputs, keypoints_input, mask_input, window_inputs
+from .image_tensors import MEMORY_LIMIT_NOTE, ensure_memory, image_bytes, to_image_tensor
 from .loader_inputs import dtype_input, other_weights_input
 from .model_cache import LoadedModels
 from .model_paths import resolve_model_file
@@ -21,14 +21,6 @@ from .socket_types import Faces, Identity, InstantID, Landmarks
 
 CATEGORY = "FaceSnap/InstantID"
 _LOADED = LoadedModels("instantid")
-
-
-def apply_instantid(node_id: str, instantid, identity, *, keypoints_image, **settings):
-    """The InstantID apply nodes' one path: checks the keypoint image, then ``instantid.apply``."""
-    check_control_image(keypoints_image, "keypoints_image")
-    applied = method.apply(instantid, identity, request=ApplyRequest(control_image=keypoints_image, node_id=node_id,
-                                                                      **settings))
-    return applied.model, applied.positive, applied.negative
 
 
 class FaceSnapInstantIDLoader(io.ComfyNode):
@@ -101,32 +93,12 @@ class FaceSnapInstantIDEncode(io.ComfyNode):
 def _apply_inputs():
     return [
         io.Model.Input("model", tooltip="An SDXL model; a copy gets InstantID's IP-attention."),
-        io.Conditioning.Input("positive", tooltip="Positive (prompt) conditioning of the SDXL model."),
-        io.Conditioning.Input("negative", tooltip="Negative conditioning; IdentityNet reads the identity's negative "
-                                                  "tokens there."),
+        *conditioning_inputs("IdentityNet reads"),
         InstantID.Input("instantid", tooltip="From FaceSnap InstantID Loader."),
         Identity.Input("identity", tooltip="From FaceSnap InstantID Encode or FaceSnap Load Identity (an InstantID "
                                            "identity)."),
-        io.Image.Input("keypoints_image", tooltip="InstantID's 5-keypoint image (FaceSnap Draw Keypoints) at the "
-                                                  "output's aspect ratio: where the face goes and how it is turned."),
+        keypoints_input(),
     ]
-
-
-def _window_inputs():
-    return [io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.001,
-                           tooltip="Sampling progress at which InstantID starts acting."),
-            io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.001,
-                           tooltip="Sampling progress after which InstantID stops acting.")]
-
-
-def _mask_input():
-    return io.Mask.Input("mask", optional=True, tooltip="Optional: where the identity goes (1 = full effect), e.g. "
-                                                        "one of two people. Over the whole image.")
-
-
-def _apply_outputs():
-    return [io.Model.Output(display_name="model"), io.Conditioning.Output(display_name="positive"),
-            io.Conditioning.Output(display_name="negative")]
 
 
 class FaceSnapApplyInstantID(io.ComfyNode):
@@ -144,16 +116,16 @@ class FaceSnapApplyInstantID(io.ComfyNode):
                     io.Float.Input("weight", default=0.8, min=0.0, max=5.0, step=0.01,
                                    tooltip="IP-attention weight and IdentityNet strength together (InstantID and "
                                            "cubiq use 0.8)."),
-                    *_window_inputs(), _mask_input()],
-            outputs=_apply_outputs(),
+                    *window_inputs("InstantID"), mask_input()],
+            outputs=apply_outputs(),
         )
 
     @classmethod
     @reports_errors
     def execute(cls, model, positive, negative, instantid, identity, keypoints_image, weight, start_percent,
                 end_percent, mask=None) -> io.NodeOutput:
-        return io.NodeOutput(*apply_instantid(
-            "FaceSnapApplyInstantID", instantid, identity, keypoints_image=keypoints_image, model=model,
+        return io.NodeOutput(*apply_method(
+            method, "FaceSnapApplyInstantID", instantid, identity, keypoints_image=keypoints_image, model=model,
             positive=positive, negative=negative, attention_weight=weight, strength=weight, start=start_percent,
             end=end_percent, mask=mask))
 
@@ -172,7 +144,7 @@ class FaceSnapApplyInstantIDAdvanced(io.ComfyNode):
                                    tooltip="Weight of the identity tokens in the UNet's cross-attention (0 = off)."),
                     io.Float.Input("cn_strength", default=0.8, min=0.0, max=10.0, step=0.01,
                                    tooltip="Strength of IdentityNet (0 = off)."),
-                    *_window_inputs(),
+                    *window_inputs("InstantID"),
                     io.Float.Input("uncond_noise", default=0.0, min=0.0, max=1.0, step=0.01,
                                    tooltip="0: the negative tokens the identity carries. Above 0: they are re-made as "
                                            "the Resampler of this much uniform noise (cubiq's noise option)."),
@@ -180,8 +152,8 @@ class FaceSnapApplyInstantIDAdvanced(io.ComfyNode):
                                      tooltip="Run IdentityNet on the positive only (like diffusers' guess mode): "
                                              "about half its cost per step."),
                     other_weights_input("InstantID ip-adapter file"),
-                    _mask_input()],
-            outputs=_apply_outputs(),
+                    mask_input()],
+            outputs=apply_outputs(),
         )
 
     @classmethod
@@ -189,9 +161,9 @@ class FaceSnapApplyInstantIDAdvanced(io.ComfyNode):
     def execute(cls, model, positive, negative, instantid, identity, keypoints_image, ip_weight, cn_strength,
                 start_percent, end_percent, uncond_noise=0.0, positive_only=False, allow_other_weights=False,
                 mask=None) -> io.NodeOutput:
-        return io.NodeOutput(*apply_instantid(
-            "FaceSnapApplyInstantIDAdvanced", instantid, identity, keypoints_image=keypoints_image, model=model,
-            positive=positive, negative=negative, attention_weight=ip_weight, strength=cn_strength,
+        return io.NodeOutput(*apply_method(
+            method, "FaceSnapApplyInstantIDAdvanced", instantid, identity, keypoints_image=keypoints_image,
+            model=model, positive=positive, negative=negative, attention_weight=ip_weight, strength=cn_strength,
             start=start_percent, end=end_percent, mask=mask, uncond_input_noise=uncond_noise,
             positive_only=positive_only, allow_other_weights=allow_other_weights))
 

@@ -11,7 +11,14 @@ instantid            ComfyUI/models/instantid                    InstantID's ip-
 facesnap_identities  ComfyUI/models/facesnap_identities          saved identities (FaceSnap Save Identity)
 face_recognition     ComfyUI/models/face_recognition             judges' published weights (FaceNet, AdaFace,
                                                                  CurricularFace), for FaceSnap Face Similarity
+pulid                ComfyUI/models/pulid                        PuLID's SDXL files (as cubiq's pack)
+facexlib             ComfyUI/models/facexlib                     facexlib's parsing_bisenet.pth (as lldacing's
+                                                                 PuLID-Flux pack)
 ===================  ==========================================  ==========================================
+
+EVA02-CLIP-L-14-336 is read from ComfyUI's own ``text_encoders`` folder (``models/clip`` and
+``models/text_encoders``, and the ``clip`` / ``text_encoders`` entries of ``extra_model_paths.yaml``), where
+lldacing's PuLID-Flux pack reads the same file: one copy serves both.
 
 A file input resolves only to a file that ComfyUI lists in the input's model folders (``get_filename_list``, then
 ``get_full_path``). A value that is not a relative name inside the folder (empty, absolute, a drive, ``..``) is
@@ -36,7 +43,10 @@ FOLDERS = {
     "instantid": {".bin", ".safetensors"},
     "facesnap_identities": {".safetensors"},
     "face_recognition": {".safetensors", ".pt", ".pth", ".ckpt"},
+    "pulid": {".bin", ".safetensors"},
+    "facexlib": {".pth", ".safetensors"},
 }
+EVA_CLIP_FOLDER = "text_encoders"  # ComfyUI's, registered by ComfyUI itself (see the module docstring)
 
 
 def register_model_folders() -> None:

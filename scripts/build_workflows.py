@@ -268,6 +268,142 @@ def describe_openpose() -> list:
     ]
 
 
+PULID_FILE = "pulid_v1.1.safetensors"
+PULID_V1_FILE = "ip-adapter_pulid_sdxl_fp16.safetensors"
+PULID_MODELS = """- `models/checkpoints/sd_xl_base_1.0.safetensors`: any SDXL 1.0 checkpoint
+- `models/insightface/models/antelopev2/`: the five antelopev2 .onnx files (ArcFace and keypoints)
+- `models/clip/EVA02_CLIP_L_336_psz14_s6B.pt`: EVA02-CLIP-L-14-336 (QuanSun/EVA-CLIP on Hugging Face)
+- `models/facexlib/parsing_bisenet.pth`: facexlib's face parser (its GitHub release v0.2.0)
+"""
+
+
+def pulid_note(extra: str = "") -> str:
+    return f"""### Models
+{PULID_MODELS}- `models/pulid/{PULID_FILE}`: PuLID v1.1 for SDXL (guozinan/PuLID); v1 files load in the same node
+{extra}
+Not run with the real weights: the settings are the official v1.1 demo's (ID scale 0.8, 20 zero tokens, ortho_v2,
+CFG 7, 25 steps).
+"""
+
+
+ECOMID_NOTE = f"""### Models
+{PULID_MODELS}- `models/pulid/{PULID_V1_FILE}`: PuLID v1 for SDXL (huchenlei/ipadapter_pulid), as EcomID's README asks
+- `models/instantid/ip-adapter.bin`: InstantID's file, for its Resampler (InstantX/InstantID)
+- `models/controlnet/ecomid/diffusion_pytorch_model.safetensors`: EcomID's IdentityNet (alimama-creative/SDXL-EcomID)
+
+Not run with the real weights: the settings are EcomID's published example's (ID attention 0.5, IdentityNet 0.8,
+25 steps of dpm_2 / karras at CFG 3.5; its README recommends CFG 6).
+"""
+
+
+def pulid_nodes(col: int = 4, pulid_file: str = PULID_FILE) -> list:
+    """EVA-CLIP, the face parser and a PuLID file; PuLID Encode on the reference faces."""
+    return [
+        Node("eva_clip", "FaceSnapEVACLIPLoader", col, widgets={"eva_clip_file": "EVA02_CLIP_L_336_psz14_s6B.pt"}),
+        Node("face_parser", "FaceSnapFaceParserLoader", col, widgets={"parser_file": "parsing_bisenet.pth"}),
+        Node("pulid", "FaceSnapPuLIDLoader", col, widgets={"pulid_file": pulid_file}),
+        Node("encode", "FaceSnapPuLIDEncode", col, links={
+            "pulid": ("pulid", "pulid"), "eva_clip": ("eva_clip", "eva_clip"),
+            "face_parser": ("face_parser", "face_parser"), "faces": ("reference_crop", "faces")}),
+        Node("apply", "FaceSnapApplyPuLID", col, links={"model": ("checkpoint", "MODEL"), "pulid": ("pulid", "pulid"),
+                                                      "identity": ("encode", "identity")}),
+    ]
+
+
+def pulid_tail(col: int, positive: tuple, negative: tuple) -> list:
+    tail = sdxl_tail(col, ("apply", "model"), positive, negative)
+    tail[1].widgets.update(steps=25, cfg=7.0)
+    tail[3].widgets.update(filename_prefix="pulid")
+    return tail
+
+
+def ecomid_nodes(keypoints_image: tuple, col: int = 4) -> list:
+    """EcomID's loader (with EVA-CLIP and the face parser), Encode and Apply (Advanced, the published example's
+    settings), fed ``keypoints_image``."""
+    return [
+        Node("eva_clip", "FaceSnapEVACLIPLoader", col, widgets={"eva_clip_file": "EVA02_CLIP_L_336_psz14_s6B.pt"}),
+        Node("face_parser", "FaceSnapFaceParserLoader", col, widgets={"parser_file": "parsing_bisenet.pth"}),
+        Node("ecomid", "FaceSnapEcomIDLoader", col, widgets={
+            "instantid_file": "ip-adapter.bin", "pulid_file": PULID_V1_FILE,
+            "controlnet_name": "ecomid/diffusion_pytorch_model.safetensors"}),
+        Node("encode", "FaceSnapEcomIDEncode", col, links={
+            "ecomid": ("ecomid", "ecomid"), "eva_clip": ("eva_clip", "eva_clip"),
+            "face_parser": ("face_parser", "face_parser"), "faces": ("reference_crop", "faces")},
+            widgets={"uncond_noise": 0.0}),
+        Node("apply", "FaceSnapApplyEcomIDAdvanced", col + 1, links={
+            "model": ("checkpoint", "MODEL"), "positive": ("positive", "CONDITIONING"),
+            "negative": ("negative", "CONDITIONING"), "ecomid": ("ecomid", "ecomid"),
+            "identity": ("encode", "identity"), "keypoints_image": keypoints_image},
+            widgets={"ip_weight": 0.5, "cn_strength": 0.8}),
+    ]
+
+
+def ecomid_tail(col: int = 6) -> list:
+    tail = sdxl_tail(col, ("apply", "model"), ("apply", "positive"), ("apply", "negative"))
+    tail[1].widgets.update(steps=25, cfg=3.5, sampler_name="dpm_2", scheduler="karras")
+    tail[3].widgets.update(filename_prefix="ecomid")
+    return tail
+
+
+def describe_pulid() -> list:
+    pulid_group = ["eva_clip", "face_parser", "pulid", "encode", "apply"]
+    ecomid_group = ["eva_clip", "face_parser", "ecomid", "encode", "apply"]
+    text = {"positive": ("positive", "CONDITIONING"), "negative": ("negative", "CONDITIONING")}
+    canvas = {"width": 1024, "height": 1024}
+    pose = ["predictor", "preview"]
+    return [
+        Workflow("pulid_portrait", [
+            note("note", 0, note_text("PuLID portrait from one photo", "PuLID v1.1 for SDXL: the reference's ArcFace "
+                                      "embedding and EVA-CLIP's features of the aligned, background-free face become "
+                                      "32 identity tokens that PuLID's ID attention adds to every UNet "
+                                      "cross-attention. The prompt decides pose, style and scene.", pulid_note()),
+                 height=400),
+            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+            crop("reference_crop", ("reference", "IMAGE")), *pulid_nodes(3), *pulid_tail(5, **text),
+        ], groups={"PuLID": pulid_group}),
+        Workflow("pulid_pose_from_drive", [
+            note("note", 0, note_text("PuLID, posed like a drive photo (OpenPose ControlNet)", "PuLID has no pose "
+                                      "control of its own. The Landmark Predictor keeps the reference's face shape "
+                                      "with the drive photo's pose and expression and draws it the way OpenPose "
+                                      "preprocessors do, for a stock SDXL OpenPose ControlNet.",
+                                      pulid_note(f"- `models/controlnet/{OPENPOSE_CONTROLNET}`: an SDXL OpenPose "
+                                                 "ControlNet (xinsir/controlnet-openpose-sdxl-1.0, renamed)\n")),
+                 height=480),
+            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+            photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
+            crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
+            morphable_model(), *predictor(("drive_crop", "faces"), **canvas, style=OPENPOSE_STYLE),
+            *pulid_nodes(4),
+            Node("openpose_controlnet", "ControlNetLoader", 5, widgets={"control_net_name": OPENPOSE_CONTROLNET}),
+            Node("openpose", "ControlNetApplyAdvanced", 5, links={
+                **text, "control_net": ("openpose_controlnet", "CONTROL_NET"), "image": ("predictor", "control_image")},
+                widgets={"strength": 0.6, "start_percent": 0.0, "end_percent": 1.0}, title="Apply OpenPose ControlNet"),
+            *pulid_tail(6, ("openpose", "positive"), ("openpose", "negative")),
+        ], groups={"PuLID": pulid_group, "Pose": pose, "OpenPose": ["openpose_controlnet", "openpose"]}),
+        Workflow("ecomid_portrait", [
+            note("note", 0, note_text("EcomID portrait from one photo", "EcomID: PuLID v1's ID attention in the UNet, "
+                                      "and its IdentityNet, which reads InstantID's 16 ArcFace tokens and follows the "
+                                      "reference's 5 face keypoints.", ECOMID_NOTE), height=440),
+            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+            crop("reference_crop", ("reference", "IMAGE")),
+            *keypoints("keypoints", 3, faces=("reference_crop", "faces")),
+            *ecomid_nodes(("keypoints", "keypoints_image")), *ecomid_tail(),
+        ], groups={"EcomID": ecomid_group}),
+        Workflow("ecomid_pose_from_drive", [
+            note("note", 0, note_text("EcomID, posed like a drive photo", "The Landmark Predictor keeps the "
+                                      "reference's face shape and takes the pose and expression from the drive "
+                                      "photo; its landmarks give IdentityNet's 5 keypoints.", ECOMID_NOTE),
+                 height=440),
+            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+            photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
+            crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
+            morphable_model(), *predictor(("drive_crop", "faces"), **canvas),
+            *keypoints("keypoints", 3, landmarks=("predictor", "landmarks")),
+            *ecomid_nodes(("keypoints", "keypoints_image")), *ecomid_tail(),
+        ], groups={"EcomID": ecomid_group, "Pose": pose + ["keypoints", "keypoints_preview"]}),
+    ]
+
+
 def describe():
     applied = {"model": ("apply", "model"), "positive": ("apply", "positive"), "negative": ("apply", "negative")}
     identity_group = ["clip_vision", "facesnap", "apply"]
@@ -353,7 +489,7 @@ def describe():
     workflows.append(Workflow("facesnap_multi_reference", several, groups={
         "One person": [f"reference_{i}" for i in range(3)],
         "Identity": ["clip_vision", "facesnap", "encode", "mixer", "save_identity"]}))
-    return workflows + describe_instantid() + describe_openpose()
+    return workflows + describe_instantid() + describe_openpose() + describe_pulid()
 
 
 def object_info_with_stand_ins():

@@ -154,6 +154,11 @@ THUMBNAILS = {
     "openpose_face_manual_pose": (lambda graph: instantid_pose(graph, False, yaw=30.0, pitch=-5.0, roll=0.0,
                                                                style=OPENPOSE_STYLE),
                                   ["reference", "control", "keypoints"]),
+    "pulid_portrait": (instantid_portrait, ["crop", "overlay"]),  # the face and the 5 keypoints PuLID aligns it by
+    "pulid_pose_from_drive": (lambda graph: predict(graph, True, style=OPENPOSE_STYLE),
+                              ["reference", "drive", "control"]),
+    "ecomid_portrait": (instantid_portrait, ["crop", "overlay", "keypoints"]),
+    "ecomid_pose_from_drive": (lambda graph: instantid_pose(graph, True), ["reference", "drive", "keypoints"]),
 }
 
 

@@ -88,13 +88,19 @@ def add_apply(g: dict, loader: str, person: int = 10, strength: float = 1.0, mas
     inputs = {"positive": sampler["positive"], "negative": sampler["negative"], "facesnap_model": [loader, 0],
               "face_features": [features, 0], "landmark_image": ["hint", 0], "strength": strength,
               "start_percent": 0.0, "end_percent": 1.0}
+    add_rect_mask(g, node, mask, inputs)
+    g[node] = {"class_type": "FaceSnapApplyFFRNet", "inputs": inputs}
+    sampler.update(positive=[node, 0], negative=[node, 1])
+    return node
+
+
+def add_rect_mask(g: dict, node: str, mask: tuple | None, inputs: dict) -> None:
+    """A FaceSnapTestRectMask (x, y, w, h in the 128 x 128 image) on ``inputs["mask"]``; nothing when ``mask`` is
+    None."""
     if mask is not None:
         g[f"{node}_mask"] = {"class_type": "FaceSnapTestRectMask",
                              "inputs": dict(zip(("width", "height", "x", "y", "w", "h"), (128, 128, *mask)))}
         inputs["mask"] = [f"{node}_mask", 0]
-    g[node] = {"class_type": "FaceSnapApplyFFRNet", "inputs": inputs}
-    sampler.update(positive=[node, 0], negative=[node, 1])
-    return node
 
 
 def add_model_node(g: dict, node: str, class_type: str, **inputs) -> str:
@@ -125,3 +131,34 @@ def cached(executor, node: str):
 
 def latent(executor):
     return cached(executor, "sampler")["samples"].clone()
+
+
+def sdxl_meta_patcher():
+    """A full-size SDXL base MODEL (ComfyUI's detection of its config) on the meta device: its attention layout,
+    no weights."""
+    import torch
+
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
+              "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "dtype": torch.float16,
+              "in_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2], "channel_mult": [1, 2, 4],
+              "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_middle": 10,
+              "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "use_linear_in_transformer": True,
+              "context_dim": 2048, "num_head_channels": 64, "use_temporal_attention": False,
+              "use_temporal_resblock": False}
+    cpu = torch.device("cpu")
+    base = comfy.supported_models.SDXL(config).get_model({}, device=torch.device("meta"))
+    return comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+
+
+def sdxl_attn2_keys(model_patcher) -> set:
+    """The attn2 patch key of every cross-attention ComfyUI's UNet calls: (block, block id, transformer index)."""
+    from comfy.ldm.modules.attention import SpatialTransformer
+
+    unet = model_patcher.model.diffusion_model
+    return {(name, i, t) for name, blocks in (("input", unet.input_blocks), ("middle", [unet.middle_block]),
+                                              ("output", unet.output_blocks))
+            for i, block in enumerate(blocks) for m in block if isinstance(m, SpatialTransformer)
+            for t in range(len(m.transformer_blocks))}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 
 from comfy_test_nodes.tiny_models import tiny_instantid_files
+from identity_graphs import add_rect_mask
 
 IP_FILE = "tiny_ip-adapter.safetensors"
 CN_FILE = "tiny_identitynet.safetensors"
@@ -84,10 +85,7 @@ def add_apply_instantid(g: dict, loader: str, identity: str, weight: float = 0.8
     else:
         inputs.update({"ip_weight": weight, "cn_strength": weight, "uncond_noise": 0.0, "positive_only": False,
                        **advanced})
-    if mask is not None:
-        g[f"{node}_mask"] = {"class_type": "FaceSnapTestRectMask",
-                             "inputs": dict(zip(("width", "height", "x", "y", "w", "h"), (128, 128, *mask)))}
-        inputs["mask"] = [f"{node}_mask", 0]
+    add_rect_mask(g, node, mask, inputs)
     g[node] = {"class_type": "FaceSnapApplyInstantIDAdvanced" if advanced is not None else "FaceSnapApplyInstantID",
                "inputs": inputs}
     sampler.update(model=[node, 0], positive=[node, 1], negative=[node, 2])

@@ -227,3 +227,33 @@ def test_tiny_round_trip(tmp_path, suffix):
     half = load_eva_clip_vision(str(path), config=TINY, dtype=torch.bfloat16, compute_dtype=torch.bfloat16)
     assert half.blocks[0].mlp.w1.weight.dtype == torch.bfloat16
     assert half(pixels).embedding.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("bad, message", [({"width": 0}, "eva_config.width = 0 is not an integer"),
+                                          ({"heads": 3}, "multiple of 4 x heads"),
+                                          ({"hidden_layers": [1, 2, 3, 4, 9]}, "eva_config.hidden_layers"),
+                                          ({"depth": 3}, "unknown field"), ("[1]", "not an object")])
+def test_a_safetensors_file_may_name_its_layout_which_is_checked(tmp_path, refuse_building, bad, message):
+    """The tests' tiny towers carry their layout in an ``eva_config`` metadata entry; every value is checked before
+    anything is built."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "tiny.safetensors"
+    fields = json.dumps({**asdict(TINY), **bad}) if isinstance(bad, dict) else bad
+    save_file(_tiny_file_tensors(), str(path), metadata={"eva_config": fields})
+    with pytest.raises(ModelFileError, match=message):
+        load_eva_clip_vision(str(path))
+
+
+def test_a_tiny_tower_loads_with_the_layout_its_file_names(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "tiny.safetensors"
+    save_file(_tiny_file_tensors(), str(path), metadata={"eva_config": json.dumps(asdict(TINY))})
+    assert load_eva_clip_vision(str(path)).config == TINY

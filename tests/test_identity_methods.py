@@ -12,10 +12,18 @@ from comfyui_facesnap.comfy_glue.identity_methods import METHODS, interface_prob
 pytestmark = pytest.mark.comfy
 
 
-def test_the_registry_lists_facesnap_and_instantid_with_distinct_encoders():
-    assert {"facesnap", "instantid"} <= set(METHODS)
+def test_the_registry_lists_every_method_with_distinct_encoders():
+    assert {"facesnap", "instantid", "pulid", "pulid_v1_1", "ecomid"} <= set(METHODS)
     encoders = [method.encoder for method in METHODS.values()]
     assert len(encoders) == len(set(encoders))
+
+
+def test_pulid_v1_and_v1_1_are_two_encoders_of_one_glue_module():
+    v1, v1_1 = METHODS["pulid"], METHODS["pulid_v1_1"]
+    assert v1.glue() is v1_1.glue() and v1.glue().__name__.endswith("methods.pulid")
+    assert (v1.encoder, v1_1.encoder, METHODS["ecomid"].encoder) == ("pulid-v1-idencoder", "pulid-v1.1-idformer",
+                                                                     "ecomid-resampler+pulid-v1")
+    assert v1.apply_nodes == v1_1.apply_nodes == ("FaceSnapApplyPuLID", "FaceSnapApplyPuLIDAdvanced")
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from identity_graphs import base_graph, cached, latent, pack_module, setup_face_pipeline
+from identity_graphs import (base_graph, cached, latent, pack_module, sdxl_attn2_keys, sdxl_meta_patcher,
+                             setup_face_pipeline)
 from instantid_graphs import (add_apply_instantid, add_encode, add_faces, add_instantid_loader,
                              register_instantid_folders, use_identity_folder)
 
@@ -134,34 +135,16 @@ def test_patch_output_is_the_pure_ip_attention_math(host):
 
 
 def test_an_sdxl_model_gets_all_70_layers_including_the_middle_block(host):
-    import comfy.model_patcher
-    import comfy.supported_models
-    from comfy.ldm.modules.attention import SpatialTransformer
-
     glue = pack_module(host, "FaceSnapApplyInstantID", "comfy_glue.ip_attention_patch")
     weights = pack_module(host, "FaceSnapApplyInstantID", "models.identity.instantid.weights")
-    config = {"use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-              "legacy": False, "num_classes": "sequential", "adm_in_channels": 2816, "dtype": torch.float16,
-              "in_channels": 4, "model_channels": 320, "num_res_blocks": [2, 2, 2], "channel_mult": [1, 2, 4],
-              "transformer_depth": [0, 0, 2, 2, 10, 10], "transformer_depth_middle": 10,
-              "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10], "use_linear_in_transformer": True,
-              "context_dim": 2048, "num_head_channels": 64, "use_temporal_attention": False,
-              "use_temporal_resblock": False}  # ComfyUI's detection of SDXL base
-    cpu = torch.device("cpu")
-    base = comfy.supported_models.SDXL(config).get_model({}, device=torch.device("meta"))
-    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
+    model = sdxl_meta_patcher()
     with torch.device("meta"):
         adapter = weights.InstantIDAdapter()
     tokens = torch.zeros(1, 16, 2048)
     patched = glue.patch_model_with_ip_attention(model, layers=adapter.ip_adapter, layers_patcher=None, layers_key="k",
                                                  cond=tokens, uncond=tokens, weight=0.8)
     keys = set(patched.model_options["transformer_options"]["patches_replace"]["attn2"])
-    unet = base.diffusion_model
-    found = {(name, i, t) for name, blocks in (("input", unet.input_blocks), ("middle", [unet.middle_block]),
-                                               ("output", unet.output_blocks))
-             for i, block in enumerate(blocks) for m in block if isinstance(m, SpatialTransformer)
-             for t in range(len(m.transformer_blocks))}
-    assert len(keys) == 70 and keys == found
+    assert len(keys) == 70 and keys == sdxl_attn2_keys(model)
     assert {k for k in keys if k[0] == "middle"} == {("middle", 0, t) for t in range(10)}
     assert "patches_replace" not in model.model_options.get("transformer_options", {}), "the input MODEL is untouched"
 

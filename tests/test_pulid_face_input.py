@@ -234,3 +234,22 @@ def test_bad_photos_and_keypoints_are_refused():
         aligned_faces([image.astype(np.float32)], [kps])
     with pytest.raises(InvalidInputError, match="keypoints"):
         aligned_faces([image], [np.zeros((5, 2), np.float32)])
+
+
+def test_one_face_per_photo_keeps_the_largest_and_drops_skipped_photos():
+    """PuLID reads one face of each photo, the largest (the official pipelines' choice), whatever Face Crop's
+    selection gave; a skipped photo's placeholder is left out."""
+    from comfyui_facesnap.models.face_analysis.record import FaceRecord, FaceSet
+    from comfyui_facesnap.models.face_analysis.select import no_face_record
+    from comfyui_facesnap.models.identity.pulid.face_input import one_face_per_photo
+
+    def face(photo: int, size: float) -> FaceRecord:
+        return FaceRecord(bbox=np.array([0, 0, size, size], np.float32), score=1.0, kps5=np.zeros((5, 2), np.float32),
+                          landmarks=np.zeros((72, 2), np.float32), backend="insightface", image_index=photo)
+
+    photos = [np.full((8, 8, 3), i, np.uint8) for i in range(3)]
+    records = [face(0, 20), face(0, 50), no_face_record(1, "insightface"), face(2, 10), face(0, 30)]
+    images = [photos[0], photos[0], photos[1], photos[2], photos[0]]
+    kept = one_face_per_photo(FaceSet(records, images, [np.zeros(4)] * 5, 64))
+    assert [r.area for r in kept.records] == [2500.0, 100.0]
+    assert [int(i[0, 0, 0]) for i in kept.images] == [0, 2] and len(kept.crop_boxes) == 2 and kept.crop_size == 64

@@ -36,7 +36,8 @@ def _load(path):
 
 EXAMPLES = {"facesnap_portrait", "facesnap_pose_from_drive", "facesnap_manual_pose", "facesnap_diffpc_render",
             "facesnap_multi_reference", "facesnap_landmarks", "instantid_portrait", "instantid_pose_from_drive",
-            "instantid_manual_pose", "instantid_openpose_expression", "openpose_face_manual_pose"}
+            "instantid_manual_pose", "instantid_openpose_expression", "openpose_face_manual_pose", "pulid_portrait",
+            "pulid_pose_from_drive", "ecomid_portrait", "ecomid_pose_from_drive"}
 
 
 def test_the_example_workflows_exist():

@@ -2,8 +2,9 @@
 sizes and step counts swapped for the test pack's tiny stand-ins, everything else (the pack's nodes, their widget
 values and links, the stock ControlNet and sampler nodes) as shipped.
 
-``register_tiny_files`` puts the tiny FaceSnap, InstantID and 3DMM files into the test host's model folders (call it
-inside ``workflow_files.model_folders_restored``); ``tiny_prompt(name, info)`` gives the runnable prompt.
+``register_tiny_files`` puts the tiny FaceSnap, InstantID, PuLID, EcomID and 3DMM files into the test host's model
+folders (call it inside ``workflow_files.model_folders_restored``); ``tiny_prompt(name, info)`` gives the runnable
+prompt.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ import pathlib
 
 from identity_graphs import register_facesnap_folder, setup_face_pipeline
 from instantid_graphs import CN_FILE, IP_FILE, register_instantid_folders
+from pulid_graphs import ECOMID_CN, ECOMID_IP, EVA_FILE, V1_1_FILE, V1_FILE, register_pulid_folders
 
 WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows"
 SIDE = 128  # the tiny graphs' longest image side, in pixels
 FACE_MODEL = "ict_face_narrow.npz"
+TINY_PULID = {"pulid_v1.1.safetensors": V1_1_FILE, "ip-adapter_pulid_sdxl_fp16.safetensors": V1_FILE}
 
 
 def sampling_workflows() -> list[str]:
@@ -28,8 +31,9 @@ def register_tiny_files(host, insightface_images, face_model_path, tmp) -> None:
 
     import folder_paths
 
-    for sub in ("facesnap", "insightface", "instantid_pair", "3dmm"):
+    for sub in ("facesnap", "insightface", "instantid_pair", "3dmm", "pulid_files"):
         (tmp / sub).mkdir()
+    register_pulid_folders(tmp / "pulid_files")
     register_facesnap_folder(tmp / "facesnap")
     setup_face_pipeline(host, insightface_images, tmp / "insightface")
     register_instantid_folders(host, insightface_images, tmp / "instantid_pair")
@@ -58,6 +62,11 @@ SWAPS = {
                                          dict(node["inputs"], facesnap_name="tiny_facesnap.safetensors")),
     "FaceSnapInstantIDLoader": lambda node: (node["class_type"],
                                              dict(node["inputs"], instantid_file=IP_FILE, controlnet_name=CN_FILE)),
+    "FaceSnapPuLIDLoader": lambda node: (node["class_type"], dict(node["inputs"], pulid_file=TINY_PULID.get(
+        node["inputs"]["pulid_file"], node["inputs"]["pulid_file"]))),
+    "FaceSnapEVACLIPLoader": lambda node: (node["class_type"], dict(node["inputs"], eva_clip_file=EVA_FILE)),
+    "FaceSnapEcomIDLoader": lambda node: (node["class_type"], dict(node["inputs"], instantid_file=ECOMID_IP,
+                                                                   pulid_file=V1_FILE, controlnet_name=ECOMID_CN)),
     "FaceSnap3DMMLoader": lambda node: (node["class_type"],
                                         dict(node["inputs"], model="ICT-FaceKit", ict_file=FACE_MODEL,
                                              download_if_missing=False)),

@@ -140,7 +140,7 @@ def encode(bundle: FaceSnapBundle, *, faces: FaceSet, clip_vision=None) -> Ident
 def apply(bundle: FaceSnapBundle, identity: Identity, *, request: ApplyRequest) -> Applied:
     """FFRNet with ``identity``'s tokens on the positive and the negative; the MODEL is passed through (the ID-Injector
     heads are put on it by ``FaceSnapBundle.inject``)."""
-    request.refuse_unsupported(FACESNAP.label, "attention_weight", "uncond_input_noise")
+    request.refuse_unsupported(FACESNAP.label, "attention_weight", "attention_mode", "uncond_input_noise")
     bundle.require_ffrnet()
     check_window(request.start, request.end)
     check_identity(identity, method=FACESNAP, keys=(bundle.weights_key, legacy_mixer_key(bundle)),

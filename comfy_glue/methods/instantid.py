@@ -112,7 +112,7 @@ def apply(bundle: InstantIDBundle, identity: Identity, *, request: ApplyRequest)
     """IP-attention on a clone of the MODEL (``attention_weight``) and IdentityNet on the conditioning
     (``strength``). ``uncond_input_noise`` > 0 re-makes the negative tokens as the Resampler of that much uniform
     noise (cubiq's option) instead of the identity's own."""
-    request.refuse_unsupported(INSTANTID.label, "uncond_strength", "uncond_token_noise")
+    request.refuse_unsupported(INSTANTID.label, "uncond_strength", "uncond_token_noise", "attention_mode")
     check_window(request.start, request.end)
     check_identity(identity, method=INSTANTID, keys=bundle.accepted_keys, file_name=bundle.name,
                    width=bundle.ip_layers.context_dim, target="InstantID", allow_other_weights=request.allow_other_weights)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError, ModelFileError
+from ..common.operations import TORCH_OPS, resolve_operations
 from ..common.safetensors_files import check_values, read_header, read_tensors
 from ..common.torch_pickle import load_weights_only
 
@@ -37,9 +38,9 @@ BATCH_COUNTER = "num_batches_tracked"
 
 
 class ConvBNReLU(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel: int = 3):
+    def __init__(self, cin: int, cout: int, kernel: int = 3, ops=TORCH_OPS):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False)
+        self.conv = ops.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False)
         self.bn = nn.BatchNorm2d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,15 +48,15 @@ class ConvBNReLU(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, ops=TORCH_OPS):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.conv1 = ops.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.conv2 = ops.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.downsample = None
         if cin != cout or stride != 1:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            self.downsample = nn.Sequential(ops.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
@@ -64,13 +65,14 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self):
+    def __init__(self, ops=TORCH_OPS):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.conv1 = ops.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         widths = ((64, 64, 1), (64, 128, 2), (128, 256, 2), (256, 512, 2))
         for index, (cin, cout, stride) in enumerate(widths, start=1):
-            setattr(self, f"layer{index}", nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)))
+            blocks = [BasicBlock(cin, cout, stride, ops), BasicBlock(cout, cout, 1, ops)]
+            setattr(self, f"layer{index}", nn.Sequential(*blocks))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
@@ -84,10 +86,10 @@ def _global_mean(x: torch.Tensor) -> torch.Tensor:
 
 
 class AttentionRefinement(nn.Module):
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, ops=TORCH_OPS):
         super().__init__()
-        self.conv = ConvBNReLU(cin, cout)
-        self.conv_atten = nn.Conv2d(cout, cout, 1, bias=False)
+        self.conv = ConvBNReLU(cin, cout, ops=ops)
+        self.conv_atten = ops.Conv2d(cout, cout, 1, bias=False)
         self.bn_atten = nn.BatchNorm2d(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,14 +98,14 @@ class AttentionRefinement(nn.Module):
 
 
 class ContextPath(nn.Module):
-    def __init__(self):
+    def __init__(self, ops=TORCH_OPS):
         super().__init__()
-        self.resnet = ResNet18()
-        self.arm16 = AttentionRefinement(256, 128)
-        self.arm32 = AttentionRefinement(512, 128)
-        self.conv_head32 = ConvBNReLU(128, 128)
-        self.conv_head16 = ConvBNReLU(128, 128)
-        self.conv_avg = ConvBNReLU(512, 128, kernel=1)
+        self.resnet = ResNet18(ops)
+        self.arm16 = AttentionRefinement(256, 128, ops)
+        self.arm32 = AttentionRefinement(512, 128, ops)
+        self.conv_head32 = ConvBNReLU(128, 128, ops=ops)
+        self.conv_head16 = ConvBNReLU(128, 128, ops=ops)
+        self.conv_avg = ConvBNReLU(512, 128, kernel=1, ops=ops)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feat8, feat16, feat32 = self.resnet(x)
@@ -115,11 +117,11 @@ class ContextPath(nn.Module):
 
 
 class FeatureFusion(nn.Module):
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, ops=TORCH_OPS):
         super().__init__()
-        self.convblk = ConvBNReLU(cin, cout, kernel=1)
-        self.conv1 = nn.Conv2d(cout, cout // 4, 1, bias=False)
-        self.conv2 = nn.Conv2d(cout // 4, cout, 1, bias=False)
+        self.convblk = ConvBNReLU(cin, cout, kernel=1, ops=ops)
+        self.conv1 = ops.Conv2d(cout, cout // 4, 1, bias=False)
+        self.conv2 = ops.Conv2d(cout // 4, cout, 1, bias=False)
 
     def forward(self, spatial: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         feat = self.convblk(torch.cat([spatial, context], dim=1))
@@ -128,23 +130,27 @@ class FeatureFusion(nn.Module):
 
 
 class ParsingHead(nn.Module):
-    def __init__(self, cin: int, mid: int, classes: int):
+    def __init__(self, cin: int, mid: int, classes: int, ops=TORCH_OPS):
         super().__init__()
-        self.conv = ConvBNReLU(cin, mid)
-        self.conv_out = nn.Conv2d(mid, classes, 1, bias=False)
+        self.conv = ConvBNReLU(cin, mid, ops=ops)
+        self.conv_out = ops.Conv2d(mid, classes, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_out(self.conv(x))
 
 
 class BiSeNet(nn.Module):
-    def __init__(self, classes: int = len(LABELS)):
+    """``operations``: the convolutions' class (default torch.nn; ComfyUI passes comfy.ops). BatchNorm stays
+    torch.nn's, so the parser computes in the dtype it is stored in."""
+
+    def __init__(self, classes: int = len(LABELS), operations=None):
         super().__init__()
-        self.cp = ContextPath()
-        self.ffm = FeatureFusion(256, 256)
-        self.conv_out = ParsingHead(256, 256, classes)
-        self.conv_out16 = ParsingHead(128, 64, classes)  # training-time auxiliary heads: loaded, never run
-        self.conv_out32 = ParsingHead(128, 64, classes)
+        ops = resolve_operations(operations)
+        self.cp = ContextPath(ops)
+        self.ffm = FeatureFusion(256, 256, ops)
+        self.conv_out = ParsingHead(256, 256, classes, ops)
+        self.conv_out16 = ParsingHead(128, 64, classes, ops)  # training-time auxiliary heads: loaded, never run
+        self.conv_out32 = ParsingHead(128, 64, classes, ops)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) ImageNet-normalised RGB, H and W multiples of 32 -> (B, classes, H, W) logits."""

@@ -189,10 +189,12 @@ def foreign_patch(model, kind: str):
 TINY_IP_OUTPUT_DIM = 48  # the tiny Resampler's token width (InstantID: 2048); differs from the text width on purpose
 
 
-def tiny_instantid_files(folder, seed: int = 0, ip_std: float = 0.2) -> tuple[str, str]:
+def tiny_instantid_files(folder, seed: int = 0, ip_std: float = 0.2, output_dim: int = TINY_IP_OUTPUT_DIM,
+                         prefix: str = "tiny_") -> tuple[str, str]:
     """A tiny InstantID pair with the published names: ``tiny_ip-adapter.safetensors`` (Resampler + IP layers for the
     tiny SDXL, the layout in its metadata) and ``tiny_identitynet.safetensors`` (a diffusers ControlNet reading
-    48-wide tokens, config in its metadata, non-zero outputs). Returns their paths."""
+    ``output_dim``-wide tokens, config in its metadata, non-zero outputs); ``prefix`` replaces ``tiny_``. Returns their
+    paths."""
     import dataclasses
 
     from safetensors.torch import save_file
@@ -202,21 +204,21 @@ def tiny_instantid_files(folder, seed: int = 0, ip_std: float = 0.2) -> tuple[st
     from comfyui_facesnap.models.identity.unet_sites import REQUIRED
     from comfyui_facesnap.models.identity.instantid.weights import InstantIDAdapter
 
-    config = ResamplerConfig.tiny(output_dim=TINY_IP_OUTPUT_DIM)
+    config = ResamplerConfig.tiny(output_dim=output_dim)
     unet = {k: TINY_UNET[k] for k in REQUIRED}
     torch.manual_seed(seed)
     adapter = InstantIDAdapter(config, unet)
     init_(adapter.ip_adapter, seed + 1, std=ip_std)
-    ip_path = os.path.join(folder, "tiny_ip-adapter.safetensors")
+    ip_path = os.path.join(folder, f"{prefix}ip-adapter.safetensors")
     save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, ip_path,
               metadata={"resampler_config": json.dumps(dataclasses.asdict(config)), "unet_config": json.dumps(unet)})
-    cfg = FFRNetConfig.tiny(id_injector=False, cross_attention_dim=TINY_IP_OUTPUT_DIM)
+    cfg = FFRNetConfig.tiny(id_injector=False, cross_attention_dim=output_dim)
     net = FFRNet(cfg).reset_parameters(generator=torch.Generator().manual_seed(seed + 2))
     g = torch.Generator().manual_seed(seed + 3)
     with torch.no_grad():
         for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
             conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.05)
-    cn_path = os.path.join(folder, "tiny_identitynet.safetensors")
+    cn_path = os.path.join(folder, f"{prefix}identitynet.safetensors")
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, cn_path,
               metadata={"config": json.dumps(cfg.diffusers_kwargs())})
     return ip_path, cn_path

@@ -53,28 +53,34 @@ class InstantIDAdapter(nn.Module):
         self.model_key = ""  # weights_key of the Resampler's file tensors (set by build_instantid)
         self.legacy_model_key = ""  # the key identities saved by earlier versions carry
 
-    @torch.no_grad()
     def encode_identity(self, embeddings: torch.Tensor, uncond_noise: float = 0.0, seed: int = 0,
                         device: torch.device | None = None) -> Identity:
-        """One identity from the ArcFace embeddings (N, 512) of one person's photos.
+        """``resampler_identity`` with this file's Resampler and weights key."""
+        return resampler_identity(self.image_proj, embeddings, uncond_noise, seed, device, self.model_key)
 
-        ``embeddings`` are insightface's ``Face.embedding``, which InstantID's pipeline and cubiq's node both feed
-        unnormalised (not ``normed_embedding``). The N embeddings are averaged first (as cubiq's
-        ComfyUI_InstantID does; InstantID's own pipeline would feed them as N key tokens). The negative tokens are
-        the Resampler of zeros, as InstantID's pipeline does, plus ``uncond_noise`` x uniform noise when > 0
-        (cubiq's ``noise`` option), from a fixed ``seed``. ``device``: where the Resampler runs (default: where its
-        ``latents`` are; ComfyUI's partial load streams the layers and leaves that raw parameter offloaded)."""
-        if embeddings.ndim != 2 or embeddings.shape[0] == 0:
-            raise InvalidInputError(f"expected (references, 512) ArcFace embeddings, got {list(embeddings.shape)}",
-                                    "connect at least one face with an ArcFace embedding")
-        mean = embeddings.to(torch.float32).mean(dim=0)
-        negative = torch.zeros_like(mean)
-        if uncond_noise > 0:
-            negative = uncond_noise * torch.rand(mean.shape, generator=torch.Generator().manual_seed(seed))
-        inputs = torch.stack([mean, negative])[:, None].to(device or self.image_proj.latents.device)
-        cond, uncond = self.image_proj(inputs).chunk(2)
-        return Identity(cond=cond, uncond=uncond, encoder=INSTANTID_RESAMPLER, model_key=self.model_key,
-                        num_references=embeddings.shape[0], id_embedding=mean)
+
+@torch.no_grad()
+def resampler_identity(resampler: Resampler, embeddings: torch.Tensor, uncond_noise: float = 0.0, seed: int = 0,
+                       device: torch.device | None = None, model_key: str = "") -> Identity:
+    """One identity from the ArcFace embeddings (N, 512) of one person's photos through InstantID's Resampler.
+
+    ``embeddings`` are insightface's ``Face.embedding``, which InstantID's pipeline and cubiq's node both feed
+    unnormalised (not ``normed_embedding``). The N embeddings are averaged first (as cubiq's ComfyUI_InstantID does;
+    InstantID's own pipeline would feed them as N key tokens). The negative tokens are the Resampler of zeros, as
+    InstantID's pipeline does, plus ``uncond_noise`` x uniform noise when > 0 (cubiq's ``noise`` option), from a fixed
+    ``seed``. ``device``: where the Resampler runs (default: where its ``latents`` are; ComfyUI's partial load streams
+    the layers and leaves that raw parameter offloaded)."""
+    if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+        raise InvalidInputError(f"expected (references, 512) ArcFace embeddings, got {list(embeddings.shape)}",
+                                "connect at least one face with an ArcFace embedding")
+    mean = embeddings.to(torch.float32).mean(dim=0)
+    negative = torch.zeros_like(mean)
+    if uncond_noise > 0:
+        negative = uncond_noise * torch.rand(mean.shape, generator=torch.Generator().manual_seed(seed))
+    inputs = torch.stack([mean, negative])[:, None].to(device or resampler.latents.device)
+    cond, uncond = resampler(inputs).chunk(2)
+    return Identity(cond=cond, uncond=uncond, encoder=INSTANTID_RESAMPLER, model_key=model_key,
+                    num_references=embeddings.shape[0], id_embedding=mean)
 
 
 def _base(width: int) -> str:

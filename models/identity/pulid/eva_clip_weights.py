@@ -17,10 +17,13 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import asdict
 
 import torch
 
 from ...errors import ModelFileError
+from ...common.file_checks import parse_config
+from ..config_bounds import ConfigValues
 from ...common.safetensors_files import check_values, read_header, read_tensors
 from ...common.torch_pickle import load_weights_only
 from .eva_clip_vision import EVAVisionConfig, EVAVisionTower
@@ -162,8 +165,38 @@ def build_tower(tensors: dict[str, torch.Tensor], config: EVAVisionConfig = EVAV
     return tower.eval().requires_grad_(False)
 
 
+def checked_eva_config(data: dict, name: str) -> EVAVisionConfig:
+    """A tower layout from a file's ``eva_config`` metadata (missing fields are EVA02-CLIP-L-14-336's), every value
+    checked before anything is built."""
+    defaults = asdict(EVAVisionConfig())
+    values = ConfigValues({**defaults, **data}, "eva_config", name, FILE_FIX)
+    values.unknown(defaults)
+    sizes = {key: values.integer(key, 1, limit) for key, limit in
+             (("image_size", 1024), ("patch_size", 64), ("width", 4096), ("layers", 64), ("heads", 64),
+              ("mlp_hidden", 16384), ("embed_dim", 4096), ("rope_pretrain_grid", 256))}
+    layers = values.integers("hidden_layers", 0, sizes["layers"] - 1, 5)
+    eps = values.number("eps", 0.0, 1.0)
+    config = EVAVisionConfig(**sizes, hidden_layers=tuple(layers), eps=eps)
+    if config.image_size % config.patch_size or config.width % config.heads or config.head_dim % 4:
+        values.refuse("image_size must be a multiple of patch_size, and width a multiple of 4 x heads")
+    return config
+
+
+def file_config(path: str) -> EVAVisionConfig:
+    """EVA02-CLIP-L-14-336's layout, unless a ``.safetensors`` file names another in its ``eva_config`` metadata (the
+    tests' tiny towers; published files have none)."""
+    if not path.lower().endswith(".safetensors") or not os.path.isfile(path):
+        return EVAVisionConfig()
+    _, metadata = read_header(path)
+    if "eva_config" not in metadata:
+        return EVAVisionConfig()
+    name = os.path.basename(path)
+    return checked_eva_config(parse_config(metadata["eva_config"], "its eva_config metadata", name, FILE_FIX), name)
+
+
 def load_eva_clip_vision(path: str, operations=None, dtype: torch.dtype | None = None,
                          compute_dtype: torch.dtype | None = None,
-                         config: EVAVisionConfig = EVAVisionConfig()) -> EVAVisionTower:
-    """Read, check and build in one step."""
+                         config: EVAVisionConfig | None = None) -> EVAVisionTower:
+    """Read, check and build in one step; ``config`` defaults to the file's (``file_config``)."""
+    config = config or file_config(path)
     return build_tower(read_tower_tensors(path, config), config, operations, dtype, compute_dtype)

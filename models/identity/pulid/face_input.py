@@ -17,6 +17,8 @@ import torch
 from ...errors import InvalidInputError
 from ...face_analysis.align import ffhq_crop
 from ...face_analysis.face_parsing import LABELS, BiSeNet, parse_faces
+from ...face_analysis.record import FaceSet
+from ..face_features import reference_indices
 
 PULID_BACKGROUND = (0, 16, 18, 7, 8, 9, 14, 15)  # background, cloth, hat, l_ear, r_ear, ear_r, neck, neck_l
 ALIGNED_SIZE = 512
@@ -53,12 +55,28 @@ def aligned_faces(images, keypoints, size: int = ALIGNED_SIZE) -> torch.Tensor:
     return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def pulid_face_images(images, keypoints, parser: BiSeNet) -> torch.Tensor:
-    """Photos and keypoints -> (B, 3, 512, 512) grey faces on white, on the parser's device, in [0, 1]."""
-    device = parser.conv_out.conv_out.weight.device
+def pulid_face_images(images, keypoints, parser: BiSeNet, device: torch.device | None = None) -> torch.Tensor:
+    """Photos and keypoints -> (B, 3, 512, 512) grey faces on white, in [0, 1], computed on ``device`` (default: where
+    the parser's weights are; ComfyUI's partial load may leave some of them offloaded, so it passes its device)."""
+    device = device or parser.conv_out.conv_out.weight.device
     faces = aligned_faces(images, keypoints).to(device)
     labels = parse_faces(parser, faces)
     return whiten_background(faces, labels)
 
 
-__all__ = ["LABELS", "PULID_BACKGROUND", "aligned_faces", "pulid_face_images", "to_gray", "whiten_background"]
+def one_face_per_photo(faces: FaceSet) -> FaceSet:
+    """The reference faces PuLID encodes: one per photo, the largest where Face Crop gave several (the official
+    pipelines and cubiq's node take the largest face of each photo); skipped photos are left out."""
+    best: dict[int, int] = {}
+    for index in reference_indices(faces):
+        photo = faces.records[index].image_index
+        if photo not in best or faces.records[index].area > faces.records[best[photo]].area:
+            best[photo] = index
+    keep = sorted(best.values())
+    boxes = [faces.crop_boxes[i] for i in keep] if len(faces.crop_boxes) == len(faces.records) else []
+    return FaceSet(records=[faces.records[i] for i in keep], images=[faces.images[i] for i in keep],
+                   crop_boxes=boxes, crop_size=faces.crop_size)
+
+
+__all__ = ["LABELS", "PULID_BACKGROUND", "aligned_faces", "one_face_per_photo", "pulid_face_images", "to_gray",
+           "whiten_background"]
