@@ -2,7 +2,10 @@
 
 Configurations: SDXL alone; SDXL + FFRNet (``sdxl``, ``sdxl_light``) + its heads (Attribute Mixer, ID-Injector);
 SDXL + InstantID (IdentityNet, Resampler, the 70 IP-attention ``to_k_ip``/``to_v_ip`` pairs); each with and without
-CLIP-ViT-H.
+CLIP-ViT-H. SDXL + PuLID v1 / v1.1 (the ID encoder, the 70 ID-attention ``id_to_k``/``id_to_v`` pairs) and SDXL +
+EcomID (its IdentityNet, InstantID's Resampler, PuLID v1), each with and without the networks their encoding adds:
+EVA02-CLIP-L-14-336's vision tower and the BiSeNet face parser (stored in float32 whatever the storage dtype, as the
+pack loads it).
 
 COMPUTED (no GPU; what this script prints everywhere):
   * Parameter counts come from the real modules built on the meta device: ComfyUI's SDXL UNet (the config that
@@ -18,7 +21,8 @@ COMPUTED (no GPU; what this script prints everywhere):
     ControlNet (when present), then ComfyUI's UNet with the control residuals (and the ID-Injector's phi/mu, held for
     the whole UNet call). Attention is counted as a fused kernel (output only), as PyTorch's flash / memory-efficient
     SDPA allocates on CUDA; ComfyUI's ``attention_pytorch`` is used. Not counted: the CUDA caching allocator's
-    fragmentation, cuDNN/cuBLAS workspaces, InstantID's extra 16-token IP attention per layer (a few MB).
+    fragmentation, cuDNN/cuBLAS workspaces, InstantID's extra 16-token IP attention per layer and PuLID's ID
+    attention (its float32 projections of one layer's output: tens of MB at 1024 px).
   * Fits "normally": every weight of the configuration resident at once + activations of both CFG halves (batch 2)
     + OVERHEAD. With low-VRAM streaming (ComfyUI's partial load): only the streaming buffers resident, i.e. the
     largest single load unit (one layer, or a raw-parameter module the pack casts at use) x (NUM_STREAMS + 1) in the
@@ -80,6 +84,7 @@ class Network:
     largest_unit: int  # parameters of the largest unit ComfyUI streams or the pack casts at use
     encode_only: bool = False
     module: object = field(default=None, repr=False)  # the meta module, where activations are traced through it
+    fixed_size: int | None = None  # bytes per parameter when the pack stores it so whatever the option (the parser)
 
 
 def load_units(module) -> list[int]:
@@ -89,9 +94,10 @@ def load_units(module) -> list[int]:
             if any(True for _ in m.parameters(recurse=False))]
 
 
-def network(name: str, module, encode_only: bool = False, keep: bool = False) -> Network:
+def network(name: str, module, encode_only: bool = False, keep: bool = False,
+            fixed_size: int | None = None) -> Network:
     return Network(name, sum(p.numel() for p in module.parameters()), max(load_units(module)), encode_only,
-                   module if keep else None)
+                   module if keep else None, fixed_size)
 
 
 def sdxl_unet_config(dtype):
@@ -119,7 +125,10 @@ def build_networks(compute_dtype=None) -> dict[str, Network]:
     import comfy.ops
     import torch
 
+    from comfyui_facesnap.models.face_analysis.face_parsing import BiSeNet
     from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
+    from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1, PuLIDAdapter
+    from comfyui_facesnap.models.identity.pulid.eva_clip_vision import EVAVisionTower
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
     from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
     from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
@@ -148,6 +157,16 @@ def build_networks(compute_dtype=None) -> dict[str, Network]:
         clip_config = json.loads((pathlib.Path(comfy.clip_model.__file__).parent / "clip_vision_config_h.json").read_text())
         nets["clip_vit_h"] = network("CLIP-ViT-H", comfy.clip_model.CLIPVisionModelProjection(
             clip_config, dtype, meta, comfy.ops.manual_cast), encode_only=True)
+        for version in (V1, V1_1):
+            adapter = PuLIDAdapter(version, unet_config=config, operations=ops)
+            nets[f"pulid_{version}_encoder"] = network(f"PuLID {version} ID encoder", adapter.image_proj,
+                                                      encode_only=True)
+            nets[f"pulid_{version}_attention"] = network(f"PuLID {version} ID attention ({len(adapter.ip_adapter)} "
+                                                         "pairs)", adapter.ip_adapter)
+        nets["eva_clip"] = network("EVA02-CLIP-L-14-336 vision tower", EVAVisionTower(operations=ops),
+                                   encode_only=True)
+        nets["face_parser"] = network("BiSeNet face parser (float32)", BiSeNet(operations=ops), encode_only=True,
+                                      fixed_size=4)
     return nets
 
 
@@ -156,14 +175,23 @@ CONFIGURATIONS = {  # label -> (networks, ControlNet traced for activations)
     "SDXL + FFRNet sdxl + heads": (["sdxl_unet", "ffrnet_sdxl", "mixer"], "ffrnet_sdxl"),
     "SDXL + FFRNet sdxl_light + heads": (["sdxl_unet", "ffrnet_sdxl_light", "mixer"], "ffrnet_sdxl_light"),
     "SDXL + InstantID": (["sdxl_unet", "identitynet", "resampler", "ip_attention"], "identitynet"),
+    "SDXL + PuLID v1": (["sdxl_unet", "pulid_v1_encoder", "pulid_v1_attention"], None),
+    "SDXL + PuLID v1.1": (["sdxl_unet", "pulid_v1.1_encoder", "pulid_v1.1_attention"], None),
+    # EcomID's IdentityNet has InstantID's IdentityNet's layout (its published file: 1,251,014,160 parameters)
+    "SDXL + EcomID": (["sdxl_unet", "identitynet", "resampler", "pulid_v1_encoder", "pulid_v1_attention"],
+                      "identitynet"),
 }
+ENCODE_NETWORKS = {"PuLID": (" + EVA-CLIP + parser", ["eva_clip", "face_parser"]),
+                   "EcomID": (" + EVA-CLIP + parser", ["eva_clip", "face_parser"])}  # default: CLIP-ViT-H
 
 
 def configurations() -> dict[str, tuple[list[str], str | None]]:
     out = {}
     for label, (names, control) in CONFIGURATIONS.items():
         out[label] = (names, control)
-        out[label + " + CLIP-ViT-H"] = (names + ["clip_vit_h"], control)
+        method = next((m for m in ENCODE_NETWORKS if f" {m}" in label), None)
+        suffix, extra = ENCODE_NETWORKS.get(method, (" + CLIP-ViT-H", ["clip_vit_h"]))
+        out[label + suffix] = (names + extra, control)
     return out
 
 
@@ -273,7 +301,8 @@ def weight_table(nets: dict[str, Network]) -> list[str]:
 
     lines = [f"{'network':44s} {'params':>15s}  " + "  ".join(f"{k:>10s}" for k in storage_dtypes())]
     for net in nets.values():
-        gib = [net.params * torch.empty((), dtype=s).element_size() / GIB for s, _ in storage_dtypes().values()]
+        gib = [net.params * (net.fixed_size or torch.empty((), dtype=s).element_size()) / GIB
+               for s, _ in storage_dtypes().values()]
         lines.append(f"{net.name:44s} {net.params:>15,d}  " + "  ".join(f"{g:>6.2f} GiB" for g in gib))
     return lines
 
@@ -295,7 +324,7 @@ def memory_report(nets: dict[str, Network], activations: dict, configs: dict, fi
                 continue
             size = torch.empty((), dtype=storage).element_size()
             compute_size = torch.empty((), dtype=compute).element_size()
-            weights = sum(n.params for n in members) * size
+            weights = sum(n.params * (n.fixed_size or size) for n in members)
             act1, act2 = (activations[(control, b, compute_size)] for b in (1, 2))
             unit = max(n.largest_unit for n in members)
             cast_copy = unit * compute_size if compute_size != size else 0  # manual cast: one layer at a time

@@ -10,9 +10,16 @@ One step = one CFG-batched UNet call (cond + uncond), as KSampler runs it:
     (g) InstantID: IdentityNet (an SDXL ControlNet reading the Resampler's 16 tokens of width 2048) on both halves
         + IP-attention at the UNet's 70 cross-attentions (to_k_ip / to_v_ip over the 16 tokens), as the pack runs it
     (h) InstantID with IdentityNet on the positive half only (IP-attention still on both halves)
-(c)-(f) for every FFRNet preset: ``sdxl`` (the paper's full encoder copy) and ``sdxl_light``. (g)/(h) are counted,
-not timed: IdentityNet has the full ``sdxl`` layout (InstantID's ControlNetModel config, loaded as an FFRNet
-without injector heads); the IP-attention is the pack's attn2 patch (comfy_glue/ip_attention_patch.py).
+    (i) PuLID v1: its ID attention at the 70 cross-attentions, 10 identity + 8 zero tokens, ortho_v2 (fidelity)
+    (j) PuLID v1.1: 32 identity + 20 zero tokens, ortho_v2 (the official v1.1 demo's default)
+    (k) EcomID: its IdentityNet (16 Resampler tokens) on both halves + PuLID v1's ID attention (fidelity, cubiq's
+        ortho_v2 share)
+    (l) EcomID with its IdentityNet on the positive half only
+(c)-(f) for every FFRNet preset: ``sdxl`` (the paper's full encoder copy) and ``sdxl_light``. (g)-(l) are counted,
+not timed: IdentityNet (InstantID's and EcomID's alike) has the full ``sdxl`` layout (InstantID's ControlNetModel
+config, loaded as an FFRNet without injector heads); the IP and ID attention are the pack's attn2 patch
+(comfy_glue/ip_attention_patch.py) with InstantID's term or PuLID's (comfy_glue/methods/pulid.py). PuLID's encoding
+(EVA-CLIP, the parser, the ID encoder) runs once per identity, not per step, and is not in these rows.
 
 FLOPs come from ``torch.utils.flop_counter`` on the meta device: the networks are built without weights and run on
 shape-only tensors, so the paper's 1024x1024 is counted exactly in seconds, with no arithmetic and no memory.
@@ -61,7 +68,12 @@ LABELS = {
     "f": "(f) + FFRNet positive-only + ID-Injector",
     "g": "(g) InstantID: + IdentityNet + IP-attention",
     "h": "(h) InstantID: + IdentityNet positive-only + IP-attention",
+    "i": "(i) PuLID v1: + ID attention (10 + 8 zero tokens)",
+    "j": "(j) PuLID v1.1: + ID attention (32 + 20 zero tokens)",
+    "k": "(k) EcomID: + IdentityNet + PuLID v1 ID attention",
+    "l": "(l) EcomID: + IdentityNet positive-only + ID attention",
 }
+PULID_TOKENS = {"pulid_v1": 10 + 8, "pulid_v1_1": 32 + 20, "ecomid_attention": 10 + 8}  # identity + zero tokens
 
 
 def boot(cpu: bool):
@@ -124,9 +136,10 @@ def step_inputs(batch: int, size: int, tokens: int, unet_cfg: dict, device):
                 y=torch.zeros(batch, unet_cfg["adm_in_channels"], device=device))
 
 
-def ip_attention_options(unet_cfg: dict, tokens: int, device, attention: str) -> dict:
-    """transformer_options with InstantID's IP-attention patch at every cross-attention of ``unet_cfg`` (the pack's
-    ``IPAttentionPatch``; the text attention inside it through ComfyUI's ``attention``), for a CFG batch."""
+def ip_attention_options(unet_cfg: dict, tokens: int, device, attention: str, term=None) -> dict:
+    """transformer_options with an identity's attention patch at every cross-attention of ``unet_cfg`` (the pack's
+    ``IPAttentionPatch``, with ``term``: InstantID's by default; the text attention inside it through ComfyUI's
+    ``attention``), for a CFG batch."""
     import torch
 
     import comfy.ldm.modules.attention
@@ -143,18 +156,20 @@ def ip_attention_options(unet_cfg: dict, tokens: int, device, attention: str) ->
     def inner(q, k, v, extra):
         return text_attention(q, k, v, extra["n_heads"], attn_precision=extra.get("attn_precision"))
 
-    patches = {key: IPAttentionPatch(layers.for_patch_key(key), cond, uncond, 1.0, (float("inf"), 0.0), None, inner)
-               for key in layers.patch_keys}
+    patches = {key: IPAttentionPatch(layers.for_patch_key(key), cond, uncond, 1.0, (float("inf"), 0.0), None, inner,
+                                     term) for key in layers.patch_keys}
     return {"patches_replace": {"attn2": patches}, "cond_or_uncond": [0, 1]}
 
 
 def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta",
-                  attention: str = "attention_pytorch", identitynet_config=None) -> dict[str, int]:
+                  attention: str = "attention_pytorch", identitynet_config=None,
+                  attention_terms: dict | None = None) -> dict[str, int]:
     """FLOPs of each network in one CFG step (batch 2; FFRNet and its injector heads also on batch 1).
 
     Built and run on ``device`` ("meta": shapes only). ``ffrnet_configs``: preset name -> FFRNetConfig. With
     ``identitynet_config`` (an FFRNetConfig without injector), InstantID's IdentityNet on batch 2 and 1
-    ("identitynet2", "identitynet1") and its IP-attention ("ip_attention": the patched UNet's surplus) too."""
+    ("identitynet2", "identitynet1") and its IP-attention ("ip_attention": the patched UNet's surplus) too.
+    ``attention_terms``: name -> (tokens, term), further identity attentions counted the same way (PuLID's)."""
     import torch
 
     import comfy.supported_models
@@ -188,6 +203,9 @@ def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta"
                 flops[f"identitynet{batch}"] = control_flops(identitynet, batch, {})
             options = ip_attention_options(unet_cfg, FMIX_TOKENS, device, attention)
             flops["ip_attention"] = count_flops(lambda: unet(**text, transformer_options=options)) - flops["unet"]
+        for name, (tokens, term) in (attention_terms or {}).items():
+            options = ip_attention_options(unet_cfg, tokens, device, attention, term)
+            flops[name] = count_flops(lambda: unet(**text, transformer_options=options)) - flops["unet"]
     return flops
 
 
@@ -202,7 +220,43 @@ def step_flops(flops: dict[str, int], presets) -> dict[str, int]:
     if "identitynet2" in flops:
         steps["g"] = flops["unet"] + flops["ip_attention"] + flops["identitynet2"]
         steps["h"] = flops["unet"] + flops["ip_attention"] + flops["identitynet1"]
+    for key, name in (("i", "pulid_v1"), ("j", "pulid_v1_1")):
+        if name in flops:
+            steps[key] = flops["unet"] + flops[name]
+    if "ecomid_attention" in flops and "identitynet2" in flops:
+        steps["k"] = flops["unet"] + flops["ecomid_attention"] + flops["identitynet2"]
+        steps["l"] = flops["unet"] + flops["ecomid_attention"] + flops["identitynet1"]
     return steps
+
+
+def pulid_encode_flops() -> dict[str, int]:
+    """FLOPs of encoding one photo for PuLID / EcomID (once per identity, not per step), on the meta device: the face
+    parser at 512 px, the EVA-CLIP tower at 336 px, v1's IDEncoder and v1.1's IDFormer on its features."""
+    import torch
+
+    from comfyui_facesnap.models.face_analysis.face_parsing import BiSeNet
+    from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1, PuLIDAdapter, id_features
+    from comfyui_facesnap.models.identity.pulid.eva_clip_vision import EVAVisionTower
+
+    meta = torch.device("meta")
+    with meta:
+        parser, tower = BiSeNet().eval(), EVAVisionTower()
+        encoders = {version: PuLIDAdapter(version).image_proj for version in (V1, V1_1)}
+    eva = {}
+    flops = {"parser": count_flops(lambda: parser(torch.zeros(1, 3, 512, 512, device=meta))),
+             "eva_clip": count_flops(lambda: eva.update(out=tower(torch.zeros(1, 3, 336, 336, device=meta))))}
+    features = id_features(torch.zeros(1, 512, device=meta), eva["out"].embedding)
+    flops["idencoder"] = count_flops(lambda: encoders[V1](features, eva["out"].hidden_states))
+    flops["idformer"] = count_flops(lambda: encoders[V1_1](features[None], eva["out"].hidden_states))
+    return flops
+
+
+def pulid_terms() -> dict:
+    """PULID_TOKENS with PuLID's term: fidelity's ortho_v2, the official share (PuLID) or cubiq's (EcomID)."""
+    from comfyui_facesnap.comfy_glue.methods.pulid import IDAttentionTerm
+
+    shares = {"pulid_v1": "official", "pulid_v1_1": "official", "ecomid_attention": "cubiq"}
+    return {name: (tokens, IDAttentionTerm("ortho_v2", shares[name])) for name, tokens in PULID_TOKENS.items()}
 
 
 def headline_ratios(steps: dict[str, float], preset: str) -> tuple[float, float, float]:
@@ -380,11 +434,18 @@ def count_steps(size: int, presets) -> dict:
     started = time.time()
     flops = network_flops(size, sdxl_unet_config(torch.float32),
                           {p: FFRNetConfig.preset(p, id_injector=True) for p in presets},
-                          identitynet_config=FFRNetConfig.preset("sdxl", id_injector=False))
+                          identitynet_config=FFRNetConfig.preset("sdxl", id_injector=False),
+                          attention_terms=pulid_terms())
     steps = step_flops(flops, presets)
     print_flops(size, steps, time.time() - started)
     print(f"  InstantID's parts: IdentityNet {flops['identitynet2'] / 1e12:.3f} TFLOP on both halves, "
           f"{flops['identitynet1'] / 1e12:.3f} on the positive; IP-attention {flops['ip_attention'] / 1e12:.3f} TFLOP")
+    print(f"  PuLID's ID attention: v1 {flops['pulid_v1'] / 1e12:.3f} TFLOP, v1.1 {flops['pulid_v1_1'] / 1e12:.3f}, "
+          f"in EcomID {flops['ecomid_attention'] / 1e12:.3f}")
+    encode = pulid_encode_flops()
+    print(f"  PuLID / EcomID encode, once per photo (not per step): face parser {encode['parser'] / 1e9:.1f} GFLOP, "
+          f"EVA-CLIP {encode['eva_clip'] / 1e9:.1f}, IDEncoder (v1) {encode['idencoder'] / 1e9:.2f}, IDFormer (v1.1) "
+          f"{encode['idformer'] / 1e9:.2f} per pass (two passes: the identity and its negative)")
     return steps
 
 
@@ -458,7 +519,11 @@ def main(argv=None):
         print(line)
     instantid, instantid_positive_only = instantid_ratios(steps)
     print(f"[instantid] FLOPs: ratio instantid/unet {instantid:.3f}, ratio instantid_positive_only/unet "
-          f"{instantid_positive_only:.3f} (IdentityNet + IP-attention; the paper's preset follows)")
+          f"{instantid_positive_only:.3f} (IdentityNet + IP-attention)")
+    print(f"[pulid] FLOPs: ratio pulid_v1/unet {steps['i'] / steps['a']:.4f}, ratio pulid_v1_1/unet "
+          f"{steps['j'] / steps['a']:.4f} (ID attention)")
+    print(f"[ecomid] FLOPs: ratio ecomid/unet {steps['k'] / steps['a']:.3f}, ratio ecomid_positive_only/unet "
+          f"{steps['l'] / steps['a']:.3f} (IdentityNet + ID attention; the paper's preset follows)")
     ffrnet_unet, injector_ffrnet, positive_only_unet = headline_ratios(steps, "sdxl")
     print(f"ratio ffrnet/unet: {ffrnet_unet:.3f}")
     print(f"ratio injector/ffrnet: {injector_ffrnet:.4f}")

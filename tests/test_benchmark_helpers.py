@@ -94,6 +94,35 @@ def test_instantid_counts_identitynet_and_each_ip_attention_layer_once(step, tin
 
 
 @pytest.mark.comfy
+def test_pulid_and_ecomid_count_their_id_attention_once_per_layer(step, tiny_configs):
+    """PuLID's ID attention in the patched UNet equals its closed form: InstantID's four matmuls plus ortho_v2's
+    share (q k^T once more over the identity and zero tokens, with either share); EcomID's step adds IdentityNet."""
+    from comfyui_facesnap.comfy_glue.methods.pulid import IDAttentionTerm
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.unet_sites import instantid_layer_sites
+
+    unet_cfg, ffrnet_cfgs = tiny_configs
+    identitynet = FFRNetConfig.tiny(id_injector=False, cross_attention_dim=unet_cfg["context_dim"])
+    size, width = 64, unet_cfg["context_dim"]
+    terms = {"pulid_v1": (18, IDAttentionTerm("ortho_v2", "official")),
+             "ecomid_attention": (18, IDAttentionTerm("ortho_v2", "cubiq")),
+             "pulid_v1_1": (52, IDAttentionTerm("ortho", "official"))}
+    flops = step.network_flops(size, unet_cfg, ffrnet_cfgs, identitynet_config=identitynet, attention_terms=terms)
+    side = lambda channels: size // 8 // (channels // unet_cfg["model_channels"])  # noqa: E731 (latent side per level)
+
+    def closed_form(tokens: int, share: bool) -> int:
+        return sum(2 * (4 * tokens * width * s.channels + (6 if share else 4) * side(s.channels) ** 2 * tokens
+                        * s.channels) for s in instantid_layer_sites(unet_cfg).values())
+
+    assert flops["pulid_v1"] == flops["ecomid_attention"] == closed_form(18, share=True)
+    assert flops["pulid_v1_1"] == closed_form(52, share=False)
+    steps = step.step_flops(flops, ["tiny"])
+    assert steps["i"] == flops["unet"] + flops["pulid_v1"] and steps["j"] == flops["unet"] + flops["pulid_v1_1"]
+    assert steps["k"] == flops["unet"] + flops["ecomid_attention"] + flops["identitynet2"]
+    assert steps["l"] == steps["k"] - flops["identitynet1"]
+
+
+@pytest.mark.comfy
 def test_control_networks_share_the_unets_storage(step, tiny_configs):
     import comfy.supported_models
     import comfy.utils

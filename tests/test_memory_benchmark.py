@@ -64,6 +64,16 @@ def test_computed_report_on_full_size_modules(memory):
     assert nets["ip_attention"].params == sum(2 * 2048 * m.to_k.out_features  # a 2048->C pair per cross-attention
                                               for n, m in nets["sdxl_unet"].module.named_modules() if n.endswith("attn2"))
 
+    assert nets["pulid_v1_attention"].params == nets["pulid_v1.1_attention"].params == nets["ip_attention"].params
+    assert (nets["pulid_v1_encoder"].params + nets["pulid_v1_attention"].params,
+            nets["pulid_v1.1_encoder"].params + nets["pulid_v1.1_attention"].params) == (395_673_600, 492_185_600)
+    assert (nets["eva_clip"].params, nets["face_parser"].params) == (304_432_832, 13_300_416)
+    ecomid = memory.configurations()["SDXL + EcomID + EVA-CLIP + parser"]
+    assert ecomid == (["sdxl_unet", "identitynet", "resampler", "pulid_v1_encoder", "pulid_v1_attention", "eva_clip",
+                       "face_parser"], "identitynet")
+    parser_row = next(line for line in memory.weight_table(nets) if line.startswith("BiSeNet"))
+    assert parser_row.split()[-8:] == ["0.05", "GiB"] * 4, "the parser stays float32 whatever the option"
+
     labels = ("SDXL", "SDXL + FFRNet sdxl_light + heads", "SDXL + InstantID + CLIP-ViT-H")
     configs = {label: memory.configurations()[label] for label in labels}
     acts = memory.computed_activations(nets, configs, latent=16, compute_dtypes=("float16",))
