@@ -90,13 +90,15 @@ def load_model(kind: str, ict_file: str, flame_file: str, flame_landmarks: str, 
 def _read_model(kind: str, files: list[str]):
     if kind == "ICT-FaceKit":
         return load_ict_npz(files[0])
+    from comfy.model_management import throw_exception_if_processing_interrupted as interrupt
+
     from ..models.face3d.flame_loader import flame_morphable_model
 
-    model = flame_morphable_model(files[0], files[1])
+    model = flame_morphable_model(files[0], files[1], interrupt=interrupt)
     if len(files) == 3:
         from ..models.face3d.deca_encoder import load_deca_encoder
 
-        model = dataclasses.replace(model, face_regressor=load_deca_encoder(files[2]))
+        model = dataclasses.replace(model, face_regressor=load_deca_encoder(files[2], interrupt=interrupt))
     return model
 
 

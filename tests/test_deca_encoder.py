@@ -10,6 +10,7 @@ from comfyui_facesnap.models.face3d.deca_encoder import (DECA_OUTPUTS, DecaEncod
                                                          regress_faces)
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
 from comfyui_facesnap.models.face3d.face_fitting import axis_angle_to_matrix, project
+from comfyui_facesnap.models.face3d.flame_loader import flame_morphable_model
 from test_flame_loader import flame_files, flame_model  # noqa: F401  (the FLAME-layout fixture model)
 
 # from DECA's ResnetEncoder (encoder = resnet.ResNet(Bottleneck, [3, 4, 6, 3]), layers = Linear-ReLU-Linear)
@@ -169,3 +170,31 @@ def test_loader_and_predictor_nodes_use_deca(comfy_host, deca_file, flame_files)
         frame="drive crop", width=256, height=256)
     assert result[0].points.shape == (2, 72, 2) and np.isfinite(result[0].points).all()
     assert tuple(result[2].shape) == (2, 128, 128, 3)
+
+
+class Stop(Exception):
+    pass
+
+
+def _stopping_after(polls: int):
+    count = [0]
+
+    def interrupt():
+        count[0] += 1
+        if count[0] > polls:
+            raise Stop
+
+    return interrupt, count
+
+
+def test_interrupt_stops_the_deca_and_flame_loaders_between_weights(deca_file, flame_files):
+    """/interrupt reaches these loads: ComfyUI's interrupt check runs between the weights they check."""
+    interrupt, count = _stopping_after(2)
+    with pytest.raises(Stop):
+        load_deca_encoder(deca_file, interrupt=interrupt)
+    assert count[0] == 3
+    root, _, _ = flame_files
+    interrupt, count = _stopping_after(1)
+    with pytest.raises(Stop):
+        flame_morphable_model(root / "generic_model.pkl", root / "landmark_embedding.npy", interrupt=interrupt)
+    assert count[0] == 2
