@@ -7,6 +7,7 @@ from comfy_api.latest import io
 
 from ..comfy_glue.identity_methods import ApplyRequest
 from .image_tensors import check_control_image
+from .socket_types import Identity
 
 
 def window_inputs(method: str) -> list:
@@ -33,6 +34,17 @@ def apply_outputs() -> list:
 def keypoints_input():
     return io.Image.Input("keypoints_image", tooltip="InstantID's 5-keypoint image (FaceSnap Draw Keypoints) at the "
                                                      "output's aspect ratio: where the face goes and how it is turned.")
+
+
+def control_apply_inputs(attention: str, bundle, encode_node: str) -> list:
+    """The inputs of an apply node whose method puts ``attention`` on the MODEL and an IdentityNet on the
+    conditioning (InstantID, EcomID): the model, positive and negative, ``bundle`` (the loader's socket input), the
+    identity and the keypoint image."""
+    return [io.Model.Input("model", tooltip=f"An SDXL model; a copy gets {attention}."),
+            *conditioning_inputs("IdentityNet reads"), bundle,
+            Identity.Input("identity", tooltip=f"From {encode_node} or FaceSnap Load Identity (an identity made "
+                                               "with these files)."),
+            keypoints_input()]
 
 
 def conditioning_inputs(reads: str) -> list:

@@ -13,13 +13,12 @@ from ..models.identity.ecomid.recipe import EcomIDSettings
 from ..models.identity.pulid.adapter import V1
 from ..models.identity.pulid.id_attention import METHODS
 from ..models.identity.pulid.weights import FILE_FIX as PULID_FIX
-from .apply_inputs import (apply_method, apply_outputs, conditioning_inputs, keypoints_input, mask_input,
-                           window_inputs)
+from .apply_inputs import apply_method, apply_outputs, control_apply_inputs, mask_input, window_inputs
 from .errors import reports_errors
 from .loader_inputs import dtype_input, other_weights_input
 from .model_cache import LoadedModels
 from .model_paths import resolve_model_file
-from .pulid_nodes import feature_inputs
+from .pulid_nodes import encode_faces, feature_inputs
 from .socket_types import EcomID, Identity
 
 CATEGORY = "FaceSnap/EcomID"
@@ -92,17 +91,12 @@ class FaceSnapEcomIDEncode(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, ecomid, eva_clip, face_parser, faces, uncond_noise: float) -> io.NodeOutput:
-        return io.NodeOutput(glue.encode(ecomid, faces=faces, clip_vision=eva_clip, face_parser=face_parser,
-                                         uncond_noise=uncond_noise))
+        return encode_faces(glue, ecomid, eva_clip, face_parser, faces, uncond_noise)
 
 
 def _apply_inputs() -> list:
-    return [io.Model.Input("model", tooltip="An SDXL model; a copy gets PuLID v1's ID attention."),
-            *conditioning_inputs("IdentityNet reads"),
-            EcomID.Input("ecomid", tooltip="From FaceSnap EcomID Loader."),
-            Identity.Input("identity", tooltip="From FaceSnap EcomID Encode or FaceSnap Load Identity (an EcomID "
-                                               "identity)."),
-            keypoints_input(),
+    loader = EcomID.Input("ecomid", tooltip="From FaceSnap EcomID Loader.")
+    return [*control_apply_inputs("PuLID v1's ID attention", loader, "FaceSnap EcomID Encode"),
             io.Combo.Input("method", options=list(METHODS), default=DEFAULTS.method,
                            tooltip="PuLID's attention as EcomID's node sets it: fidelity (8 zero tokens, ortho_v2), "
                                    "style (16, ortho) or neutral (none).")]

@@ -12,7 +12,7 @@ from ..comfy_glue.methods import instantid as method
 from ..models.face_analysis.keypoints5 import faces_to_kps5, kps5_from_landmarks72, render_kps5
 from ..models.face_analysis.landmark_views import FRAMES
 from .errors import node_error, reports_errors
-from .apply_inputs import apply_method, apply_outputs, conditioning_inputs, keypoints_input, mask_input, window_inputs
+from .apply_inputs import apply_method, apply_outputs, control_apply_inputs, mask_input, window_inputs
 from .image_tensors import MEMORY_LIMIT_NOTE, ensure_memory, image_bytes, to_image_tensor
 from .loader_inputs import dtype_input, other_weights_input
 from .model_cache import LoadedModels
@@ -91,14 +91,8 @@ class FaceSnapInstantIDEncode(io.ComfyNode):
 
 
 def _apply_inputs():
-    return [
-        io.Model.Input("model", tooltip="An SDXL model; a copy gets InstantID's IP-attention."),
-        *conditioning_inputs("IdentityNet reads"),
-        InstantID.Input("instantid", tooltip="From FaceSnap InstantID Loader."),
-        Identity.Input("identity", tooltip="From FaceSnap InstantID Encode or FaceSnap Load Identity (an InstantID "
-                                           "identity)."),
-        keypoints_input(),
-    ]
+    loader = InstantID.Input("instantid", tooltip="From FaceSnap InstantID Loader.")
+    return control_apply_inputs("InstantID's IP-attention", loader, "FaceSnap InstantID Encode")
 
 
 class FaceSnapApplyInstantID(io.ComfyNode):

@@ -117,6 +117,12 @@ def feature_inputs() -> list:
                                          "with the detector's five keypoints; several photos are combined.")]
 
 
+def encode_faces(method, bundle, eva_clip, face_parser, faces, uncond_noise: float) -> io.NodeOutput:
+    """The PuLID and EcomID encode nodes' one call: ``method.encode`` (a glue module) with EVA-CLIP as its CLIP."""
+    return io.NodeOutput(method.encode(bundle, faces=faces, clip_vision=eva_clip, face_parser=face_parser,
+                                       uncond_noise=uncond_noise))
+
+
 class FaceSnapPuLIDEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -138,8 +144,7 @@ class FaceSnapPuLIDEncode(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, pulid, eva_clip, face_parser, faces, uncond_noise: float) -> io.NodeOutput:
-        return io.NodeOutput(glue.encode(pulid, faces=faces, clip_vision=eva_clip, face_parser=face_parser,
-                                           uncond_noise=uncond_noise))
+        return encode_faces(glue, pulid, eva_clip, face_parser, faces, uncond_noise)
 
 
 def _apply_inputs() -> list:

@@ -130,6 +130,14 @@ def morphable_model(col: int = 2) -> Node:
     return Node("morphable_model", "FaceSnap3DMMLoader", col, widgets={"model": "ICT-FaceKit"})
 
 
+def with_drive_photo() -> list:
+    """The head of every drive-photo workflow: checkpoint and prompts, the analyzer, reference and drive photos and
+    their crops, the 3DMM."""
+    return [*sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
+            photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
+            crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")), morphable_model()]
+
+
 def note_text(title: str, body: str, models: str = MODELS_NOTE) -> str:
     return f"## {title}\n{body}\n\n{models}"
 
@@ -184,10 +192,7 @@ def describe_instantid() -> list:
                                       "its landmarks give IdentityNet's 5 keypoints, so the drive person's face "
                                       "proportions do not leak in (FaceSnap's answer to InstantID's copied "
                                       "keypoints).", INSTANTID_NOTE), height=360),
-            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
-            photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
-            crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
-            morphable_model(), *predictor(("drive_crop", "faces"), **predictor_canvas),
+            *with_drive_photo(), *predictor(("drive_crop", "faces"), **predictor_canvas),
             *keypoints("keypoints", 3, landmarks=("predictor", "landmarks")),
             *instantid_nodes(("keypoints", "keypoints_image")), *instantid_tail(),
         ], groups={"InstantID": identity_group, "Pose": pose}),
@@ -250,10 +255,7 @@ def describe_openpose() -> list:
                                       "pose and expression, and draws all 70 face points (plus head keypoints) the "
                                       "way OpenPose preprocessors do, for a stock OpenPose ControlNet: the dense "
                                       "expression that 5 keypoints cannot carry.", OPENPOSE_NOTE), height=440),
-            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
-            photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
-            crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
-            morphable_model(), *posed(("drive_crop", "faces")),
+            *with_drive_photo(), *posed(("drive_crop", "faces")),
         ], groups=groups),
         Workflow("openpose_face_manual_pose", [
             note("note", 0, note_text("OpenPose face drawing with manual yaw, pitch and roll", "No drive photo: set "
@@ -369,10 +371,7 @@ def describe_pulid() -> list:
                                       pulid_note(f"- `models/controlnet/{OPENPOSE_CONTROLNET}`: an SDXL OpenPose "
                                                  "ControlNet (xinsir/controlnet-openpose-sdxl-1.0, renamed)\n")),
                  height=480),
-            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
-            photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
-            crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
-            morphable_model(), *predictor(("drive_crop", "faces"), **canvas, style=OPENPOSE_STYLE),
+            *with_drive_photo(), *predictor(("drive_crop", "faces"), **canvas, style=OPENPOSE_STYLE),
             *pulid_nodes(4),
             Node("openpose_controlnet", "ControlNetLoader", 5, widgets={"control_net_name": OPENPOSE_CONTROLNET}),
             Node("openpose", "ControlNetApplyAdvanced", 5, links={
@@ -394,10 +393,7 @@ def describe_pulid() -> list:
                                       "reference's face shape and takes the pose and expression from the drive "
                                       "photo; its landmarks give IdentityNet's 5 keypoints.", ECOMID_NOTE),
                  height=440),
-            *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
-            photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
-            crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
-            morphable_model(), *predictor(("drive_crop", "faces"), **canvas),
+            *with_drive_photo(), *predictor(("drive_crop", "faces"), **canvas),
             *keypoints("keypoints", 3, landmarks=("predictor", "landmarks")),
             *ecomid_nodes(("keypoints", "keypoints_image")), *ecomid_tail(),
         ], groups={"EcomID": ecomid_group, "Pose": pose + ["keypoints", "keypoints_preview"]}),
@@ -425,10 +421,7 @@ def describe():
         note("note", 0, note_text("Pose and expression from a drive photo", "The Landmark Predictor keeps the "
                                   "reference's face shape and takes only pose and expression from the drive photo, "
                                   "so the drive person's features do not leak into the portrait."), height=300),
-        *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
-        photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
-        crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
-        morphable_model(), *predictor(("drive_crop", "faces")),
+        *with_drive_photo(), *predictor(("drive_crop", "faces")),
         *facesnap_loaders(), apply_facesnap(("predictor", "control_image"), ("reference_crop", "faces")),
         *sdxl_tail(5, **applied),
     ], groups={"Identity": identity_group, "Landmark Predictor": ["predictor", "preview"]}))
@@ -450,10 +443,7 @@ def describe():
                                   "and the ID-Injector adds the identity in the UNet decoder. It needs FaceSnap "
                                   "weights with ID-Injector heads; weights trained on landmark drawings follow the "
                                   "render only loosely."), height=320),
-        *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
-        photo("drive", "drive.jpg", "Drive photo (pose, expression)"),
-        crop("reference_crop", ("reference", "IMAGE")), crop("drive_crop", ("drive", "IMAGE")),
-        morphable_model(),
+        *with_drive_photo(),
         *predictor(("drive_crop", "faces"), output="render"),
         *facesnap_loaders(), *identity_nodes(),
         Node("injector", "DiffPCIDInjector", 5, links={"model": ("checkpoint", "MODEL"),

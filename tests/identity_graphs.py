@@ -103,6 +103,23 @@ def add_rect_mask(g: dict, node: str, mask: tuple | None, inputs: dict) -> None:
         inputs["mask"] = [f"{node}_mask", 0]
 
 
+def insert_apply(g: dict, node: str, class_type: str, inputs: dict, simple: dict, advanced: dict | None,
+                 advanced_defaults: dict, mask: tuple | None, outputs=("model", "positive", "negative")) -> str:
+    """Apply node ``class_type`` with ``inputs`` and ``simple``'s settings (or its Advanced node with
+    ``advanced_defaults`` updated by ``advanced``) right before the sampler, whose ``outputs`` it then feeds."""
+    inputs.update(simple if advanced is None else {**advanced_defaults, **advanced})
+    add_rect_mask(g, node, mask, inputs)
+    g[node] = {"class_type": class_type if advanced is None else class_type + "Advanced", "inputs": inputs}
+    g["sampler"]["inputs"].update({name: [node, slot] for slot, name in enumerate(outputs)})
+    return node
+
+
+def sampler_inputs(g: dict, *names: str) -> dict:
+    """The sampler's current links of ``names`` (model, positive, negative): what an apply node inserted before it
+    takes."""
+    return {name: g["sampler"]["inputs"][name] for name in names}
+
+
 def add_model_node(g: dict, node: str, class_type: str, **inputs) -> str:
     """A MODEL -> MODEL node inserted right before the sampler."""
     g[node] = {"class_type": class_type, "inputs": {"model": g["sampler"]["inputs"]["model"], **inputs}}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 
 from comfy_test_nodes.tiny_models import tiny_instantid_files
-from identity_graphs import add_rect_mask
+from identity_graphs import insert_apply, sampler_inputs
 
 IP_FILE = "tiny_ip-adapter.safetensors"
 CN_FILE = "tiny_identitynet.safetensors"
@@ -75,18 +75,9 @@ def add_apply_instantid(g: dict, loader: str, identity: str, weight: float = 0.8
                         node: str = "", advanced: dict | None = None) -> str:
     """FaceSnap Apply InstantID (or the Advanced node with ``advanced`` settings) before the sampler; ``mask`` =
     (x, y, w, h) in 128x128 px."""
-    node = node or f"apply_instantid_{len(g)}"
-    sampler = g["sampler"]["inputs"]
-    inputs = {"model": sampler["model"], "positive": sampler["positive"], "negative": sampler["negative"],
-              "instantid": [loader, 0], "identity": [identity, 0], "keypoints_image": [add_keypoints(g), 0],
-              "start_percent": 0.0, "end_percent": 1.0}
-    if advanced is None:
-        inputs["weight"] = weight
-    else:
-        inputs.update({"ip_weight": weight, "cn_strength": weight, "uncond_noise": 0.0, "positive_only": False,
-                       **advanced})
-    add_rect_mask(g, node, mask, inputs)
-    g[node] = {"class_type": "FaceSnapApplyInstantIDAdvanced" if advanced is not None else "FaceSnapApplyInstantID",
-               "inputs": inputs}
-    sampler.update(model=[node, 0], positive=[node, 1], negative=[node, 2])
-    return node
+    inputs = {**sampler_inputs(g, "model", "positive", "negative"), "instantid": [loader, 0],
+              "identity": [identity, 0], "keypoints_image": [add_keypoints(g), 0], "start_percent": 0.0,
+              "end_percent": 1.0}
+    return insert_apply(g, node or f"apply_instantid_{len(g)}", "FaceSnapApplyInstantID", inputs, {"weight": weight},
+                        advanced, {"ip_weight": weight, "cn_strength": weight, "uncond_noise": 0.0,
+                                   "positive_only": False}, mask)

@@ -19,7 +19,7 @@ import json
 
 import torch
 from comfy_test_nodes.tiny_models import init_, tiny_instantid_files
-from identity_graphs import add_rect_mask
+from identity_graphs import insert_apply, sampler_inputs
 from instantid_graphs import add_faces, add_keypoints
 from test_face_parsing import _random_parser
 from test_pulid_weights import save_tiny, tiny_adapter
@@ -100,20 +100,11 @@ def add_apply_pulid(g: dict, loader: str, identity: str, weight: float = 0.8, me
                     mask: tuple | None = None, node: str = "", advanced: dict | None = None) -> str:
     """FaceSnap Apply PuLID (or the Advanced node with ``advanced`` settings) before the sampler; ``mask`` =
     (x, y, w, h) in 128x128 px."""
-    node = node or f"apply_pulid_{len(g)}"
-    sampler = g["sampler"]["inputs"]
-    inputs = {"model": sampler["model"], "pulid": [loader, 0], "identity": [identity, 0], "weight": weight,
+    inputs = {**sampler_inputs(g, "model"), "pulid": [loader, 0], "identity": [identity, 0], "weight": weight,
               "start_percent": 0.0, "end_percent": 1.0}
-    if advanced is None:
-        inputs["method"] = method
-    else:
-        inputs.update({"num_zero_tokens": 8, "projection": "ortho_v2", "share": "official", "zero_token_noise": 0.0,
-                       **advanced})
-    add_rect_mask(g, node, mask, inputs)
-    g[node] = {"class_type": "FaceSnapApplyPuLIDAdvanced" if advanced is not None else "FaceSnapApplyPuLID",
-               "inputs": inputs}
-    sampler["model"] = [node, 0]
-    return node
+    return insert_apply(g, node or f"apply_pulid_{len(g)}", "FaceSnapApplyPuLID", inputs, {"method": method}, advanced,
+                        {"num_zero_tokens": 8, "projection": "ortho_v2", "share": "official",
+                         "zero_token_noise": 0.0}, mask, outputs=("model",))
 
 
 def add_ecomid_loader(g: dict, node: str = "ecomid", pulid: str = V1_FILE, **inputs) -> str:
@@ -129,18 +120,8 @@ def add_ecomid_encode(g: dict, loader: str = "ecomid", person: str = "tom", nois
 
 def add_apply_ecomid(g: dict, loader: str, identity: str, weight: float = 0.8, method: str = "fidelity",
                      mask: tuple | None = None, node: str = "", advanced: dict | None = None) -> str:
-    node = node or f"apply_ecomid_{len(g)}"
-    sampler = g["sampler"]["inputs"]
-    inputs = {"model": sampler["model"], "positive": sampler["positive"], "negative": sampler["negative"],
-              "ecomid": [loader, 0], "identity": [identity, 0], "keypoints_image": [add_keypoints(g), 0],
-              "method": method, "start_percent": 0.0, "end_percent": 1.0}
-    if advanced is None:
-        inputs["weight"] = weight
-    else:
-        inputs.update({"ip_weight": weight, "cn_strength": weight, "zero_token_noise": 0.0, "positive_only": False,
-                       **advanced})
-    add_rect_mask(g, node, mask, inputs)
-    g[node] = {"class_type": "FaceSnapApplyEcomIDAdvanced" if advanced is not None else "FaceSnapApplyEcomID",
-               "inputs": inputs}
-    sampler.update(model=[node, 0], positive=[node, 1], negative=[node, 2])
-    return node
+    inputs = {**sampler_inputs(g, "model", "positive", "negative"), "ecomid": [loader, 0], "identity": [identity, 0],
+              "keypoints_image": [add_keypoints(g), 0], "method": method, "start_percent": 0.0, "end_percent": 1.0}
+    return insert_apply(g, node or f"apply_ecomid_{len(g)}", "FaceSnapApplyEcomID", inputs, {"weight": weight},
+                        advanced, {"ip_weight": weight, "cn_strength": weight, "zero_token_noise": 0.0,
+                                   "positive_only": False}, mask)
