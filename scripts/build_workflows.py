@@ -165,9 +165,9 @@ def instantid_tail(col: int = 5, conditioning: str = "apply") -> list:
     return tail
 
 
-def keypoints(key: str, col: int, **links) -> list:
+def keypoints(key: str, col: int, size: int = 1016, **links) -> list:
     return [Node(key, "FaceSnapDrawKeypoints", col, links=links,
-                 widgets={"frame": "crop", "width": 1016, "height": 1016}),
+                 widgets={"frame": "crop", "width": size, "height": size}),
             Node(f"{key}_preview", "PreviewImage", col, links={"images": (key, "keypoints_image")}, title="Keypoints")]
 
 
@@ -385,7 +385,7 @@ def describe_pulid() -> list:
                                       "reference's 5 face keypoints.", ECOMID_NOTE), height=440),
             *sdxl_head(), analyzer(), photo("reference", "reference.png", "Reference photo"),
             crop("reference_crop", ("reference", "IMAGE")),
-            *keypoints("keypoints", 3, faces=("reference_crop", "faces")),
+            *keypoints("keypoints", 3, 1024, faces=("reference_crop", "faces")),
             *ecomid_nodes(("keypoints", "keypoints_image")), *ecomid_tail(),
         ], groups={"EcomID": ecomid_group}),
         Workflow("ecomid_pose_from_drive", [
@@ -394,7 +394,7 @@ def describe_pulid() -> list:
                                       "photo; its landmarks give IdentityNet's 5 keypoints.", ECOMID_NOTE),
                  height=440),
             *with_drive_photo(), *predictor(("drive_crop", "faces"), **canvas),
-            *keypoints("keypoints", 3, landmarks=("predictor", "landmarks")),
+            *keypoints("keypoints", 3, 1024, landmarks=("predictor", "landmarks")),
             *ecomid_nodes(("keypoints", "keypoints_image")), *ecomid_tail(),
         ], groups={"EcomID": ecomid_group, "Pose": pose + ["keypoints", "keypoints_preview"]}),
     ]
