@@ -132,8 +132,9 @@ def _source_inputs() -> list:
 
 
 def draw(node_id: str, style: str, faces=None, landmarks=None, frame: str = "crop", width: int = 0,
-         height: int = 0) -> io.NodeOutput:
-    """Control images and overlays of the drawing ``style``, from faces or else landmarks."""
+         height: int = 0, images: str = "control image(s)") -> io.NodeOutput:
+    """Control images (called ``images`` in messages) and overlays of the drawing ``style``, from faces or else
+    landmarks."""
     if faces is None and landmarks is None:
         raise node_error(node_id, "nothing to draw: neither faces nor landmarks is connected",
                          "connect the faces output of FaceSnap Face Crop, or a landmarks output")
@@ -141,7 +142,7 @@ def draw(node_id: str, style: str, faces=None, landmarks=None, frame: str = "cro
     view = drawing_points(chosen, faces, landmarks, frame)
     out_h, out_w = output_size(view, width, height)
     ensure_memory(image_bytes(len(view.points), out_h, out_w, outputs=2),
-                  f"{len(view.points)} control image(s) and overlay(s) of {out_w} x {out_h}",
+                  f"{len(view.points)} {images} and overlay(s) of {out_w} x {out_h}",
                   "width and height (0 keeps the crop or source size), or the size or number of faces upstream")
     controls, overlays = render(view, chosen, width, height)
     return io.NodeOutput(to_image_tensor(controls), to_image_tensor(overlays))
@@ -191,7 +192,7 @@ class FaceSnapDrawKeypoints(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, faces=None, landmarks=None, frame: str = "crop", width: int = 0, height: int = 0) -> io.NodeOutput:
-        return draw("FaceSnapDrawKeypoints", KPS5, faces, landmarks, frame, width, height)
+        return draw("FaceSnapDrawKeypoints", KPS5, faces, landmarks, frame, width, height, "keypoint image(s)")
 
 
 NODES = [FaceSnapFaceAnalyzerLoader, FaceSnapFaceCrop, FaceSnapDrawLandmarks, FaceSnapDrawKeypoints]
