@@ -1,23 +1,19 @@
 """InstantID's public SDXL weights in FaceSnap's graph: load them, encode a person, apply (IP-attention on the MODEL +
-IdentityNet on the conditioning), and draw InstantID's 5-keypoint control image from any landmark source."""
+IdentityNet on the conditioning). Its 5-keypoint image is drawn by FaceSnap Draw Keypoints (face_nodes.py)."""
 
 from __future__ import annotations
 
 import folder_paths
-import numpy as np
 from comfy_api.latest import io
 
 from ..comfy_glue.controlnet_files import controlnet_files, controlnet_location
 from ..comfy_glue.methods import instantid as method
-from ..models.face_analysis.keypoints5 import faces_to_kps5, kps5_from_landmarks72, render_kps5
-from ..models.face_analysis.landmark_views import FRAMES
-from .errors import node_error, reports_errors
 from .apply_inputs import apply_method, apply_outputs, control_apply_inputs, mask_input, window_inputs
-from .image_tensors import MEMORY_LIMIT_NOTE, ensure_memory, image_bytes, to_image_tensor
+from .errors import reports_errors
 from .loader_inputs import dtype_input, other_weights_input
 from .model_cache import LoadedModels
 from .model_paths import resolve_model_file
-from .socket_types import Faces, Identity, InstantID, Landmarks
+from .socket_types import Faces, Identity, InstantID
 
 CATEGORY = "FaceSnap/InstantID"
 _LOADED = LoadedModels("instantid")
@@ -162,50 +158,4 @@ class FaceSnapApplyInstantIDAdvanced(io.ComfyNode):
             positive_only=positive_only, allow_other_weights=allow_other_weights))
 
 
-class FaceSnapDrawKeypoints(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="FaceSnapDrawKeypoints",
-            display_name="FaceSnap Draw Keypoints (InstantID)",
-            category=CATEGORY,
-            description="Draws InstantID's 5-keypoint control image exactly as InstantID's draw_kps (eyes, nose "
-                        "tip, mouth corners on black), and a preview over the photo. From faces (insightface's own "
-                        "keypoints; dlib's from its 68 points) or from 72-point landmarks, e.g. the Landmark "
-                        "Predictor's (a drive photo's pose or manual angles).",
-            inputs=[
-                Faces.Input("faces", optional=True, tooltip="Faces from FaceSnap Face Crop (give this or landmarks)."),
-                Landmarks.Input("landmarks", optional=True,
-                                tooltip="72-point landmarks, e.g. from FaceSnap Landmark Predictor (used when no "
-                                        "faces are connected)."),
-                io.Combo.Input("frame", options=list(FRAMES), default="crop", optional=True,
-                               tooltip="For faces: the crop's frame (crop-sized canvas) or the source image's."),
-                io.Int.Input("width", default=0, min=0, max=8192, step=8, optional=True,
-                             tooltip="Canvas width; 0 = the crop or source size. Set width and height together "
-                                     f"(the output's size, or at least its aspect ratio). {MEMORY_LIMIT_NOTE}"),
-                io.Int.Input("height", default=0, min=0, max=8192, step=8, optional=True,
-                             tooltip="Canvas height; 0 = the crop or source size."),
-            ],
-            outputs=[io.Image.Output(display_name="keypoints_image"), io.Image.Output(display_name="overlay")],
-        )
-
-    @classmethod
-    @reports_errors
-    def execute(cls, faces=None, landmarks=None, frame: str = "crop", width: int = 0, height: int = 0) -> io.NodeOutput:
-        if faces is not None:
-            points, sizes, photos = faces_to_kps5(faces, frame)
-        elif landmarks is not None:
-            points, sizes, photos = kps5_from_landmarks72(landmarks.points), landmarks.canvas_sizes, landmarks.backgrounds
-        else:
-            raise node_error("FaceSnapDrawKeypoints", "nothing to draw: neither faces nor landmarks is connected",
-                             "connect the faces output of FaceSnap Face Crop, or a landmarks output")
-        out_h, out_w = (height, width) if width > 0 and height > 0 else sizes[0] if len(sizes) else (0, 0)
-        ensure_memory(image_bytes(len(points), out_h, out_w, outputs=2),
-                      f"{len(points)} keypoint image(s) and overlay(s) of {out_w} x {out_h}",
-                      "width and height (0 keeps the crop or source size), or the size or number of faces upstream")
-        controls, overlays = render_kps5(np.asarray(points), sizes, photos, width, height)
-        return io.NodeOutput(to_image_tensor(controls), to_image_tensor(overlays))
-
-
-NODES = [FaceSnapInstantIDLoader, FaceSnapInstantIDEncode, FaceSnapApplyInstantID, FaceSnapApplyInstantIDAdvanced,
-         FaceSnapDrawKeypoints]
+NODES = [FaceSnapInstantIDLoader, FaceSnapInstantIDEncode, FaceSnapApplyInstantID, FaceSnapApplyInstantIDAdvanced]

@@ -156,7 +156,7 @@ def test_loader_and_predictor_nodes_use_deca(comfy_host, deca_file, flame_files)
             (folder / name).symlink_to(flame_files[0] / name)
     with model_folders_restored() as folder_paths:
         folder_paths.add_model_folder_path("3dmm", str(folder), is_default=True)
-        loader = predictor_nodes.MorphableModelLoader
+        loader = predictor_nodes.FaceSnap3DMMLoader
         model = loader.execute("FLAME", "", "generic_model.pkl", "landmark_embedding.npy", deca_file="deca_model.tar")[0]
         assert model.face_regressor is not None and model.articulation is not None
         with pytest.raises(FaceSnapNodeError, match=str(folder / "missing_deca.tar")):
@@ -164,7 +164,7 @@ def test_loader_and_predictor_nodes_use_deca(comfy_host, deca_file, flame_files)
         with pytest.raises(FaceSnapNodeError, match="set model to FLAME"):
             loader.execute("ICT-FaceKit", "x.npz", "", "", download_if_missing=False, deca_file="deca_model.tar")
     rng = np.random.default_rng(2)
-    result = predictor_nodes.LandmarkPredictor.execute(
+    result = predictor_nodes.FaceSnapLandmarkPredictor.execute(
         model, _face_set(rng, 1), drive=_face_set(rng, 2, crop_size=128), pose_source="drive", yaw=0.0, pitch=0.0,
         roll=0.0, keep_reference_expression=False, expression_strength=1.0, neutral_reference=False,
         frame="drive crop", width=256, height=256)
