@@ -16,7 +16,7 @@ import weakref
 import torch
 
 from ..models.errors import InvalidInputError, ModelFileError
-from ..models.identity.face_features import FaceFeatures
+from ..models.identity.facesnap.face_features import FaceFeatures
 from ..models.identity.identity import FACESNAP_MIXER, INSTANTID_RESAMPLER, Identity, legacy_weights_key
 from .conditioning import apply_identity_control
 from .ip_attention_patch import patch_model_with_ip_attention

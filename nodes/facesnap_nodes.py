@@ -11,7 +11,8 @@ from ..comfy_glue.methods.facesnap import backbone_files, load_bundle
 from ..comfy_glue.identity_apply import apply_facesnap_identity, mixer_identity, require_ffrnet
 from ..comfy_glue.id_injector_patch import check_unet_matches
 from ..models.errors import ModelFileError
-from ..models.identity.face_features import FaceFeatures, arcface_embeddings, face_crop, reference_indices
+from ..models.identity.facesnap.face_features import FaceFeatures
+from ..models.identity.reference_faces import arcface_embeddings, face_crop, reference_indices
 from ..models.identity.facesnap.checkpoint import OWN_FFRNET
 from .errors import reports_errors
 from .image_tensors import check_control_image, to_image_tensor

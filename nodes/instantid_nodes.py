@@ -12,7 +12,7 @@ from ..comfy_glue.methods.instantid import identitynet_files, load_instantid_bun
 from ..models.errors import ModelFileError
 from ..models.face_analysis.keypoints5 import faces_to_kps5, kps5_from_landmarks72, render_kps5
 from ..models.face_analysis.landmark_views import FRAMES
-from ..models.identity.face_features import arcface_embeddings
+from ..models.identity.reference_faces import arcface_embeddings
 from .errors import node_error, reports_errors
 from .image_tensors import MEMORY_LIMIT_NOTE, check_control_image, ensure_memory, image_bytes, to_image_tensor
 from .loader_inputs import dtype_input, other_weights_input

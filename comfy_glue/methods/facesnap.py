@@ -11,8 +11,9 @@ import torch
 import comfy.model_management
 
 from ...models.identity.facesnap.attribute_mixer import FacialAttributeMixer
-from ...models.identity.face_features import FaceFeatures
-from ...models.identity.facesnap.checkpoint import DIFFUSERS_WEIGHT_NAMES, load_facesnap
+from ...models.identity.facesnap.face_features import FaceFeatures
+from ...models.identity.diffusers_controlnet import DIFFUSERS_WEIGHT_NAMES
+from ...models.identity.facesnap.checkpoint import load_facesnap
 from ...models.identity.facesnap.ffrnet import FFRNet
 from ...models.identity.identity import weights_key
 from ..control import wrap_identity_model

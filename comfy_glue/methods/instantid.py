@@ -22,9 +22,9 @@ import torch
 import comfy.model_management
 
 from ...models.errors import ModelFileError
-from ...models.identity.facesnap.checkpoint import DIFFUSERS_WEIGHT_NAMES, load_diffusers_controlnet
-from ...models.identity.facesnap.ffrnet import FFRNet
+from ...models.identity.diffusers_controlnet import DIFFUSERS_WEIGHT_NAMES, load_diffusers_controlnet
 from ...models.identity.identity import Identity
+from ...models.identity.sdxl_controlnet import SDXLControlNet
 from ...models.identity.instantid.weights import (InstantIDAdapter, build_instantid, expected_shapes, file_layout,
                                                   read_instantid_tensors)
 from .facesnap import backbone_files
@@ -50,13 +50,13 @@ class InstantIDBundle:
     """``adapter`` (Resampler ``image_proj`` + IP layers ``ip_adapter``) and IdentityNet (``identitynet``, the
     ``control``'s model), rebuilt from ComfyUI's operations in the storage dtype of loader option ``dtype``."""
 
-    def __init__(self, adapter: InstantIDAdapter, identitynet: FFRNet, name: str = "", dtype: str = "auto"):
+    def __init__(self, adapter: InstantIDAdapter, identitynet: SDXLControlNet, name: str = "", dtype: str = "auto"):
         device = comfy.model_management.get_torch_device()
         self.dtypes = choose_weight_dtypes(dtype, device, file_dtype(adapter, identitynet))
         self.adapter = build_managed(lambda ops, compute: InstantIDAdapter(adapter.config, adapter.unet_config, ops,
                                                                            compute), adapter, self.dtypes)
         self.adapter.model_key, self.adapter.legacy_model_key = adapter.model_key, adapter.legacy_model_key
-        self.identitynet = build_managed(lambda ops, compute: FFRNet(identitynet.config, ops, compute), identitynet,
+        self.identitynet = build_managed(lambda ops, compute: SDXLControlNet(identitynet.config, ops, compute), identitynet,
                                          self.dtypes)
         self.name = name
         self.key = f"facesnap_instantid#{uuid.uuid4().hex}"  # this load's additional-model key on a MODEL
