@@ -1,11 +1,12 @@
-"""IP-Adapter attention (InstantID's, PuLID's, EcomID's): a second attention of every UNet cross-attention's queries over the identity tokens.
+"""IP-Adapter attention (InstantID's, PuLID's, EcomID's): a second attention of every UNet cross-attention's queries
+over the identity tokens.
 
     out = Attention(q, K_text, V_text) + weight * mask * Attention(q, to_k_ip(tokens), to_v_ip(tokens))
 
 and then the layer's own ``to_out``. ``q`` is the layer's projected query, so the term plugs into any attention
 implementation that exposes it (ComfyUI's attn2 replace patch does). The weights live in the adapter file's
-``ip_adapter`` dict (InstantID's layout) as ``"{n}.to_k_ip.weight"`` / ``"{n}.to_v_ip.weight"``, (channels, 2048) without biases, n odd
-(see ``unet_sites``).
+``ip_adapter`` dict (InstantID's layout) as ``"{n}.to_k_ip.weight"`` / ``"{n}.to_v_ip.weight"``, (channels, 2048)
+without biases, n odd (see ``unet_sites``).
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class IPAttentionLayer(nn.Module):
 
 class IPAttentionLayers(nn.ModuleDict):
     """An adapter file's ``ip_adapter``: one ``IPAttentionLayer`` per cross-attention, keyed by its number
-    (``unet_sites.ip_adapter_layer_sites``), so its state dict reads ``"1.to_k_ip.weight"``, ``"1.to_v_ip.weight"``, ``"3.to_k_ip.weight"``, ..."""
+    (``unet_sites.ip_adapter_layer_sites``), so its state dict reads ``"1.to_k_ip.weight"``, ``"1.to_v_ip.weight"``,
+    ``"3.to_k_ip.weight"``, ..."""
 
     def __init__(self, sites: dict[int, CrossAttentionSite], context_dim: int = 2048, operations=None,
                  compute_dtype: torch.dtype | None = None):

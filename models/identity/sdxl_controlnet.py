@@ -24,7 +24,8 @@ from ..common.operations import resolve_operations
 
 @dataclass
 class ControlNetConfig:
-    """The diffusers ``ControlNetModel`` config fields supported here (SDXL's text-time embedding, linear projections)."""
+    """The diffusers ``ControlNetModel`` config fields supported here (SDXL's text-time embedding, linear
+    projections)."""
 
     in_channels: int = 4
     conditioning_channels: int = 3

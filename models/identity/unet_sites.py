@@ -5,10 +5,11 @@ ComfyUI names a cross-attention by ``(block, block id, transformer index)``: ``(
 (``openaimodel.UNetModel._forward`` sets ``transformer_options["block"]``; ``SpatialTransformer`` sets the index).
 The layout follows from the UNet config as ComfyUI's model detection reports it (``SDXL_UNET_CONFIG``).
 
-An IP-Adapter's ``ip_adapter`` dict (InstantID's, PuLID's, EcomID's) numbers the modules of diffusers' ``unet.attn_processors`` (self-attention at even
-positions, cross-attention at odd ones) in the order diffusers registers the blocks: down blocks, then up blocks,
-then the mid block (``UNet2DConditionModel`` creates ``up_blocks`` before assigning ``mid_block``). So the k-th
-cross-attention in input, output, middle order is the adapter's module ``2k + 1``: 70 layers, numbers 1..139, on SDXL.
+An IP-Adapter's ``ip_adapter`` dict (InstantID's, PuLID's, EcomID's) numbers the modules of diffusers'
+``unet.attn_processors`` (self-attention at even positions, cross-attention at odd ones) in the order diffusers
+registers the blocks: down blocks, then up blocks, then the mid block (``UNet2DConditionModel`` creates
+``up_blocks`` before assigning ``mid_block``). So the k-th cross-attention in input, output, middle order is the
+adapter's module ``2k + 1``: 70 layers, numbers 1..139, on SDXL.
 
 ``checked_unet_config`` checks the UNet fields a weight file states (its ``unet_config`` metadata) before anything is
 built from them.

@@ -4,11 +4,9 @@ import hashlib
 
 from comfy_api.latest import ComfyExtension, io
 
-from comfyui_facesnap.tests.comfy_test_nodes.dynamic_vram import simulated_dynamic
-from comfyui_facesnap.tests.comfy_test_nodes.tiny_models import (TinyClip, foreign_attn2, foreign_patch, rect_mask,
-                                                                 tiny_clip_vision, tiny_conditioning,
-                                                                 tiny_face_features, tiny_stock_controlnet,
-                                                                 tiny_unet_patcher, tiny_vae)
+from .dynamic_vram import simulated_dynamic
+from .tiny_models import (TinyClip, foreign_attn2, foreign_patch, rect_mask, tiny_clip_vision, tiny_conditioning,
+                          tiny_face_features, tiny_stock_controlnet, tiny_unet_patcher, tiny_vae)
 
 
 class FaceSnapTestTinySDXL(io.ComfyNode):

@@ -11,7 +11,8 @@ read from a copy whose SHA-256 equal the pointers' oids; the model card of alima
 - Files: ``ip-adapter_pulid_sdxl_fp16.safetensors`` (PuLID v1 in the IP-Adapter layout, ``models/pulid``),
   InstantID's ``ip-adapter.bin`` (``models/instantid``), EVA02-CLIP-L-14-336, antelopev2, facexlib's parsing, and
   the ControlNet ``diffusion_pytorch_model.safetensors`` (5 GB, float32, no config.json: an SDXL ControlNet in
-  diffusers' layout with 2048-wide cross-attention, read here by ``diffusers_controlnet.load_diffusers_controlnet`` as an ``SDXLControlNet``).
+  diffusers' layout with 2048-wide cross-attention, read here as an ``SDXLControlNet`` by
+  ``diffusers_controlnet.load_diffusers_controlnet``).
 - UNet: PuLID v1's tokens (the IDEncoder of ArcFace + EVA-CLIP, 10 x 2048, per photo, averaged over the photos)
   through PuLID's ID attention at all 70 SDXL cross-attentions, exactly cubiq's ``pulid_attention`` (the ortho_v2
   share per image over all heads, ``SHARE_CUBIQ``), with cubiq's methods: fidelity (8 zero tokens, ortho_v2),
