@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     from comfyui_facesnap.models.face_analysis.landmarks72 import draw_control_image
     from comfyui_facesnap.nodes.image_tensors import to_rgb_uint8
     from comfyui_facesnap.nodes.model_paths import register_model_folders
-    from comfyui_facesnap.nodes.predictor_nodes import LandmarkPredictor, MorphableModelLoader
+    from comfyui_facesnap.nodes.predictor_nodes import FaceSnapLandmarkPredictor, FaceSnap3DMMLoader
     from comfyui_facesnap.devkit.workflow_files import insightface_images
 
     register_model_folders()
@@ -61,12 +61,12 @@ def main(argv=None) -> int:
     for index in (*REFERENCES, DRIVE):
         crop, face_set = cut_crops(plan_crops(analyzer, [image], "left_to_right", index, size=TILE))
         crops[index], faces[index] = crop[0], face_set
-    model = MorphableModelLoader.execute("ICT-FaceKit", args.model.name, "generic_model.pkl",
+    model = FaceSnap3DMMLoader.execute("ICT-FaceKit", args.model.name, "generic_model.pkl",
                                          "landmark_embedding.npy")[0]
     drive_points = faces_to_landmarks(faces[DRIVE], "crop").points[0]
     rows = []
     for ref in REFERENCES:
-        _, control, render, overlay = LandmarkPredictor.execute(
+        _, control, render, overlay = FaceSnapLandmarkPredictor.execute(
             model, faces[ref], drive=faces[DRIVE], pose_source="drive", yaw=0.0, pitch=0.0, roll=0.0,
             keep_reference_expression=False, expression_strength=1.0, neutral_reference=False, frame="drive crop",
             width=TILE, height=TILE)

@@ -313,8 +313,8 @@ def build_timed_configurations(size: int, unet_cfg: dict, ffrnet_configs: dict, 
 
     def identity_conds(control, positive_only=False):
         image = hint.movedim(1, -1)  # apply_identity_control takes a ComfyUI IMAGE
-        return apply_identity_control(*conds(), control, f_mix, uncond, image, 1.0, 0.0, 1.0,
-                                      positive_only=positive_only)
+        return apply_identity_control(*conds(), control, cond_tokens=f_mix, uncond_tokens=uncond, hint=image,
+                                      strength=1.0, start=0.0, end=1.0, positive_only=positive_only)
 
     configs = {"a": (base, *conds())}
     with torch.device("meta"):

@@ -16,10 +16,10 @@ from . import area_probe
 from .control import IdentityControlNet
 
 
-def apply_identity_control(positive, negative, control: IdentityControlNet, cond_tokens: torch.Tensor,
+def apply_identity_control(positive, negative, control: IdentityControlNet, *, cond_tokens: torch.Tensor,
                            uncond_tokens: torch.Tensor, hint: torch.Tensor, strength: float, start: float, end: float,
                            mask: torch.Tensor | None = None, uncond_strength: float | None = None,
-                           positive_only: bool = False, *, node_id: str = ""):
+                           positive_only: bool = False, node_id: str = ""):
     """Chain a configured copy of ``control`` after each cond's existing ControlNet; returns (positive, negative).
 
     ``cond_tokens``/``uncond_tokens``: (1, T, D) identity tokens for the positive / negative batch chunks.

@@ -17,7 +17,7 @@ anything with the call signature of ``comfy.cldm.cldm.ControlNet``):
   only hosts without dynamic VRAM get (``host_compat.latent_size_hooks``). Without an area this is the plain resize.
 - ``get_control`` runs on its own path: it builds its hint, tokens and residual weights itself and never relies on the
   base class's hint cache, whose behaviour changes between hosts.
-- A control whose model has Diff-PC ID-Injector heads has an ``injector_key`` (the FaceSnap file's identity). It
+- A control whose model has Diff-PC ID-Injector heads has a ``pairing_key`` (which FaceSnap file it comes from). It
   publishes its unscaled residuals and per-sample weights (strength x mask) under ``FEATURES_KEY`` in the per-call
   ``transformer_options``; only an ID-Injector patch on the MODEL with the same key turns them into (phi, mu)
   (``id_injector_patch.py``). No paired injector, no head computation.
@@ -48,7 +48,7 @@ ASPECT_TOLERANCE = 0.02
 class IdentityFeatures:
     """What one identity control hands to the ID-Injector for one UNet call."""
 
-    key: str  # the FaceSnap file whose injector may use these
+    pairing_key: str  # the FaceSnap file whose injector may use these
     residuals: list[torch.Tensor]  # the model's unscaled "output" residuals
     weights: list[torch.Tensor]  # per sample (strength x mask), at each residual's resolution
     source: str  # the node that applied the control, for messages
@@ -57,7 +57,7 @@ class IdentityFeatures:
 class IdentityControlNet(comfy.controlnet.ControlNet):
     """A ControlNet fed per-control identity tokens (see the module docstring). ``copy()`` keeps every setting."""
 
-    SETTINGS = ("cond_tokens", "uncond_tokens", "uncond_strength", "positive_only", "mask", "injector_key", "node_id")
+    SETTINGS = ("cond_tokens", "uncond_tokens", "uncond_strength", "positive_only", "mask", "pairing_key", "node_id")
 
     def __init__(self, control_model=None, **kwargs):
         super().__init__(control_model, **kwargs)
@@ -66,7 +66,7 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
         self.uncond_strength: float | None = None
         self.positive_only = False
         self.mask: torch.Tensor | None = None
-        self.injector_key: str | None = None
+        self.pairing_key: str | None = None
         self.node_id = ""
         self.latent_dims: tuple[int, ...] | None = None  # the whole sampled latent (h, w), once known
         self._hint_cache: tuple | None = None  # (key, hint) of the last batch layout
@@ -190,9 +190,9 @@ class IdentityControlNet(comfy.controlnet.ControlNet):
             return weights[size]
 
         outputs = control.get("output", [])
-        if self.injector_key is not None:
+        if self.pairing_key is not None:
             options.setdefault(FEATURES_KEY, []).append(IdentityFeatures(
-                self.injector_key, list(outputs), [weight(x) for x in outputs], self.node_id))
+                self.pairing_key, list(outputs), [weight(x) for x in outputs], self.node_id))
         out = {key: [None if x is None else x * weight(x) for x in control.get(key, [])] for key in MERGED_KEYS}
         if control_prev is not None:
             for key in MERGED_KEYS:

@@ -5,9 +5,9 @@ the outputs of decoder blocks 0..N-2 (points 1..N-1); a ``diffusion_model`` wrap
 decoder block's output, the input of ``unet.out``) through a forward pre-hook that lives for that one call. Nothing
 is wrapped or replaced, so re-patching never piles up and other packs' patches on the same blocks keep working.
 
-Pairing (one patch object per MODEL, holding the heads of every FaceSnap file injected into it, by key):
-- each identity control publishes its FFRNet residuals under its file's key (``control.FEATURES_KEY``); the patch
-  computes (phi, mu) with the heads of the same key, weighted by that control's strength and mask, and sums them
+Pairing (one patch object per MODEL, holding the heads of every FaceSnap file injected into it, by pairing key):
+- each identity control publishes its FFRNet residuals under its file's pairing key (``control.FEATURES_KEY``); the
+  patch computes (phi, mu) with the heads of the same key, weighted by that control's strength and mask, and sums them
   over controls: y = (1 + sum phi) h + sum mu. Two people (two controls, two masks) keep two identities.
 - files may have different head layouts (kernel size, channels): each head only reads its own file's residuals.
 - a control whose file has no injector on this MODEL runs FFRNet only; its heads are never computed.
@@ -48,7 +48,7 @@ def _head(layer: torch.nn.Module, c_id: torch.Tensor, compute_dtype: torch.dtype
 
 
 class IDInjectorPatch:
-    """The ID-Injector hooks of one MODEL: ``heads`` maps a FaceSnap file key to that file's IDInjector."""
+    """The ID-Injector hooks of one MODEL: ``heads`` maps a FaceSnap file's pairing key to that file's IDInjector."""
 
     def __init__(self, heads: dict[str, IDInjector], compute_dtypes: dict[str, torch.dtype],
                  node_id: str = "DiffPCIDInjector"):
@@ -86,7 +86,7 @@ class IDInjectorPatch:
         if params is not None:
             terms.append(params[point])
         for features in options.get(FEATURES_KEY, ()):
-            heads = self.heads.get(features.key)
+            heads = self.heads.get(features.pairing_key)
             if heads is not None:
                 terms.append(self._params(heads, point, features, h))
         if not terms:
@@ -107,7 +107,7 @@ class IDInjectorPatch:
                 f"[{self.node_id}] injection point {point} of the UNet ({tuple(h.shape)}) gets {got} from the FFRNet "
                 f"applied by {features.source or 'an identity control'}; the heads expect {layout.points} points",
                 "use FaceSnap weights made for this SDXL model in both the apply node and the ID-Injector node")
-        weight, dtype = features.weights[source], self.compute_dtypes[features.key]
+        weight, dtype = features.weights[source], self.compute_dtypes[features.pairing_key]
         return _head(heads.phi[point], c_id, dtype) * weight, _head(heads.mu[point], c_id, dtype) * weight
 
 
@@ -116,9 +116,10 @@ def find_injector_patch(model_patcher) -> IDInjectorPatch | None:
     return next((p for p in patches.get("output_block_patch", []) if isinstance(p, IDInjectorPatch)), None)
 
 
-def patch_model_with_injector(model_patcher, ffrnet: FFRNet, key: str, node_id: str = "DiffPCIDInjector", *,
+def patch_model_with_injector(model_patcher, ffrnet: FFRNet, pairing_key: str, node_id: str = "DiffPCIDInjector", *,
                               ffrnet_patcher=None):
-    """A clone of MODEL whose ID-Injector also applies ``ffrnet``'s heads to the controls of FaceSnap file ``key``.
+    """A clone of MODEL whose ID-Injector also applies ``ffrnet``'s heads to the controls of the FaceSnap file whose
+    pairing key is ``pairing_key``.
     ``ffrnet_patcher`` (the ModelPatcher that manages ``ffrnet``, None outside ComfyUI's sampling) is loaded with the
     MODEL, so the heads are in place even when another load of the file runs the control. The input MODEL is
     untouched."""
@@ -129,8 +130,8 @@ def patch_model_with_injector(model_patcher, ffrnet: FFRNet, key: str, node_id: 
                                 "re-export the FaceSnap file with save_facesnap")
     m = model_patcher.clone()
     old = find_injector_patch(m)
-    patch = IDInjectorPatch({**(old.heads if old else {}), key: ffrnet.id_injector},
-                            {**(old.compute_dtypes if old else {}), key: ffrnet.dtype}, node_id)
+    patch = IDInjectorPatch({**(old.heads if old else {}), pairing_key: ffrnet.id_injector},
+                            {**(old.compute_dtypes if old else {}), pairing_key: ffrnet.dtype}, node_id)
     if old is None:
         m.set_model_output_block_patch(patch)
     else:
@@ -139,7 +140,7 @@ def patch_model_with_injector(model_patcher, ffrnet: FFRNet, key: str, node_id: 
     m.remove_wrappers_with_key(DIFFUSION_MODEL, WRAPPER_KEY)
     m.add_wrapper_with_key(DIFFUSION_MODEL, WRAPPER_KEY, patch.wrap_unet)
     if ffrnet_patcher is not None:
-        m.set_additional_models(f"{WRAPPER_KEY}:{key}", [ffrnet_patcher])
+        m.set_additional_models(f"{WRAPPER_KEY}:{pairing_key}", [ffrnet_patcher])
     return m
 
 

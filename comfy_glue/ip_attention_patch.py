@@ -1,9 +1,11 @@
-"""InstantID's IP-attention on a MODEL, through ComfyUI's attn2 replace patches only.
+"""An identity's attention on a MODEL (InstantID's IP-attention, and any method whose identity tokens join the UNet's
+cross-attentions through IP-adapter layers), through ComfyUI's attn2 replace patches only.
 
 ``patch_model_with_ip_attention`` returns a clone of the MODEL with one ``IPAttentionPatch`` at every cross-attention
-the InstantID file has layers for (SDXL: 70, the 10 of the middle block under ComfyUI's ``("middle", 0, t)``). Each
-patch computes the layer's text attention as ComfyUI does without a patch, or calls the replace patch that was at its
-key before (another pack's, or an earlier identity's), then adds
+the method's file has layers for (SDXL: 70, the 10 of the middle block under ComfyUI's ``("middle", 0, t)``; the
+numbering is ``models/identity/unet_sites.py``). Each patch computes the layer's text attention as ComfyUI does
+without a patch, or calls the replace patch that was at its key before (another pack's, or an earlier identity's),
+then adds the method's term; by default InstantID's
 
     weight * mask * Attention(q, to_k_ip(tokens), to_v_ip(tokens))        (models/identity/ip_attention.py)
 
@@ -69,7 +71,8 @@ class IPAttentionPatch:
     """One cross-attention's attn2 replace patch (see the module docstring). Immutable after construction."""
 
     def __init__(self, layer: IPAttentionLayer, cond: torch.Tensor, uncond: torch.Tensor, weight: float,
-                 sigma_range: tuple[float, float], mask: torch.Tensor | None = None, inner=None):
+                 sigma_range: tuple[float, float], mask: torch.Tensor | None = None, inner=None, term=None):
+        self.term = term or ip_attention_term
         self.layer = layer
         self.cond, self.uncond = cond, uncond
         self.weight = float(weight)
@@ -100,12 +103,17 @@ class IPAttentionPatch:
         mask = None
         if self.mask is not None:
             mask = token_mask(self.mask.to(q.device, torch.float32), q.shape[1], extra_options, q.shape[0])
-        ip = self.layer(q, tokens.to(q.device), extra_options["n_heads"], self.weight, mask)
+        ip = self.term(self.layer, q, tokens.to(q.device), extra_options["n_heads"], self.weight, mask, out)
         return out + ip.to(out.dtype)
 
 
-def check_model_fits(model_patcher, layers: IPAttentionLayers) -> None:
-    """The MODEL's cross-attentions must be the ones the file has layers for (SDXL for InstantID's file)."""
+def ip_attention_term(layer: IPAttentionLayer, q, tokens, heads: int, weight: float, mask, text_out):
+    """InstantID's term: the identity tokens' attention, weighted and masked (``text_out`` is not used)."""
+    return layer(q, tokens, heads, weight, mask)
+
+
+def check_model_fits(model_patcher, layers: IPAttentionLayers, method: str) -> None:
+    """The MODEL's cross-attentions must be the ones the file has layers for (SDXL for ``method``'s file)."""
     base = model_patcher.model
     unet_config = getattr(base.model_config, "unet_config", {}) or {}
     try:
@@ -116,18 +124,20 @@ def check_model_fits(model_patcher, layers: IPAttentionLayers) -> None:
     name, channels, _, adm = unet_layout(base)
     if {n: (s.patch_key, s.channels) for n, s in sites.items()} != wanted or adm != SDXL_ADM:
         raise InvalidInputError(
-            f"InstantID's IP-attention has layers for {len(wanted)} cross-attentions of an SDXL UNet; the MODEL is "
-            f"{name} (UNet channels {channels}, ADM {adm}) with {len(sites)}: InstantID needs SDXL",
+            f"{method}'s attention has layers for {len(wanted)} cross-attentions of an SDXL UNet; the MODEL is "
+            f"{name} (UNet channels {channels}, ADM {adm}) with {len(sites)}: {method} needs SDXL",
             "load an SDXL checkpoint (not SD1.5/SD2, the SDXL refiner or Flux)")
 
 
-def patch_model_with_ip_attention(model_patcher, layers: IPAttentionLayers, layers_patcher, layers_key: str,
+def patch_model_with_ip_attention(model_patcher, *, layers: IPAttentionLayers, layers_patcher, layers_key: str,
                                   cond: torch.Tensor, uncond: torch.Tensor, weight: float, start: float = 0.0,
-                                  end: float = 1.0, mask: torch.Tensor | None = None):
-    """A clone of MODEL with the IP-attention of one identity (cond / uncond tokens (1, T, D)) at every layer of
+                                  end: float = 1.0, mask: torch.Tensor | None = None, method: str = "InstantID",
+                                  term=None):
+    """A clone of MODEL with the attention of one identity (cond / uncond tokens (1, T, D)) at every layer of
     ``layers``. ``layers_patcher`` (the layers' ModelPatcher) is loaded with the MODEL; ``mask`` (H, W) or (N, H, W)
-    over the whole image, None = everywhere. The input MODEL is untouched."""
-    check_model_fits(model_patcher, layers)
+    over the whole image, None = everywhere; ``term`` the method's term (``ip_attention_term``'s signature). The input
+    MODEL is untouched."""
+    check_model_fits(model_patcher, layers, method)
     if mask is not None and mask.ndim == 2:
         mask = mask[None]
     m = model_patcher.clone()
@@ -136,7 +146,7 @@ def patch_model_with_ip_attention(model_patcher, layers: IPAttentionLayers, laye
     existing = m.model_options.get("transformer_options", {}).get("patches_replace", {}).get("attn2", {})
     for key in layers.patch_keys:
         inner = existing.get(key) or existing.get(key[:2])  # ComfyUI falls back to a per-block patch
-        patch = IPAttentionPatch(layers.for_patch_key(key), cond, uncond, weight, sigma_range, mask, inner)
+        patch = IPAttentionPatch(layers.for_patch_key(key), cond, uncond, weight, sigma_range, mask, inner, term)
         m.set_model_attn2_replace(patch, *key)
     m.set_additional_models(layers_key, [layers_patcher])
     if mask is not None:

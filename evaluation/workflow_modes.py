@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+from ..comfy_glue.identity_methods import METHODS
 from ..models.errors import InvalidInputError
 
 PROMPT_TITLE = "Prompt"
@@ -35,7 +36,7 @@ SAVE_TYPE = "SaveImage"
 LOAD_TYPE = "LoadImage"
 PREDICTOR_TYPE = "FaceSnapLandmarkPredictor"
 DRAW_TYPES = ("FaceSnapDrawLandmarks", "FaceSnapDrawKeypoints")  # FaceSnap's landmark image, InstantID's keypoints
-INSTANTID_APPLY_TYPES = ("FaceSnapApplyInstantID", "FaceSnapApplyInstantIDAdvanced")
+INSTANTID_APPLY_TYPES = METHODS["instantid"].apply_nodes
 
 
 @dataclass(frozen=True)

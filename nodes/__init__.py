@@ -6,7 +6,7 @@ import importlib
 
 # Each module defines NODES = [...]; the order is the order of the "Add Node" menu.
 NODE_MODULES = ["face_nodes", "predictor_nodes", "facesnap_nodes", "identity_data_nodes", "instantid_nodes",
-                "evaluation_nodes"]
+                "evaluation_nodes", "deprecated_nodes"]
 
 
 def all_nodes() -> list:

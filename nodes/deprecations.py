@@ -8,5 +8,7 @@ and add ``"OldId": "NewId"`` below. tests/test_stable_ids.py enforces this again
 DEPRECATED_IDS: dict[str, str] = {
     # identities became data: FaceSnap Attribute Mixer + the identity apply nodes do the same
     "FaceSnapApplyFFRNet": "FaceSnapApplyIdentity",
-    "FaceSnapApplyFFRNetAdvanced": "FaceSnapApplyIdentityAdvanced",
+    "FaceSnapApplyFFRNetAdvanced": "FaceSnapApplyIdentityAdvancedV2",
+    # FaceSnap's token noise got its own name (uncond_token_noise); InstantID's uncond_noise is another noise
+    "FaceSnapApplyIdentityAdvanced": "FaceSnapApplyIdentityAdvancedV2",
 }

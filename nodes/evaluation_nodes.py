@@ -51,7 +51,7 @@ def installed_judge(name: str, analyzer):
     return load_judge(name, insightface_roots=roots, device=device, provider=provider, path=path)
 
 
-class FaceSimilarity(io.ComfyNode):
+class FaceSnapFaceSimilarity(io.ComfyNode):
     RESOLVED_INPUTS = ("judge",)  # its choices are the installed judges; installed_judge names what is missing
 
     @classmethod
@@ -108,4 +108,4 @@ class FaceSimilarity(io.ComfyNode):
         return io.NodeOutput(scores, report, images[torch.tensor(order)], ui=ui.PreviewText(report))
 
 
-NODES = [FaceSimilarity]
+NODES = [FaceSnapFaceSimilarity]

@@ -1,4 +1,4 @@
-"""Face analysis nodes: load an analyzer, crop faces, draw 72-point landmark control images."""
+"""Face analysis nodes: load an analyzer, crop faces, and draw control images (drawings.py) from faces or landmarks."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from comfy_api.latest import io
 from ..models.face_analysis import BACKENDS, analyzer_files, load_analyzer
 from ..models.face_analysis.dlib_backend import DETECTORS
 from ..models.face_analysis.insightface_backend import PROVIDERS
-from ..models.face_analysis.landmark_styles import FACESNAP72, STYLE_TOOLTIP, STYLES
-from ..models.face_analysis.landmark_views import FRAMES, faces_to_landmarks, output_size, render_landmarks
+from ..models.face_analysis.drawings import FACESNAP72, KPS5, STYLES, drawing, style_tooltip
+from ..models.face_analysis.landmark_views import FRAMES, drawing_points, output_size, render
 from ..models.face_analysis.select import NO_FACE_POLICIES, SELECTIONS, cut_crops, plan_crops
 from .errors import node_error, reports_errors
 from .image_tensors import MEMORY_LIMIT_NOTE, ensure_memory, image_bytes, to_image_tensor, to_rgb_uint8
@@ -34,7 +34,7 @@ def cached_analyzer(backend: str, provider: str, detector: str):
                                                 detector=detector))
 
 
-class FaceAnalyzerLoader(io.ComfyNode):
+class FaceSnapFaceAnalyzerLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -69,7 +69,7 @@ class FaceAnalyzerLoader(io.ComfyNode):
         return io.NodeOutput(cached_analyzer(backend, provider, dlib_detector))
 
 
-class FaceCrop(io.ComfyNode):
+class FaceSnapFaceCrop(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -113,33 +113,56 @@ class FaceCrop(io.ComfyNode):
         return io.NodeOutput(to_image_tensor(crops), faces, show_report(plan.warnings))
 
 
-class DrawLandmarks(io.ComfyNode):
+def _source_inputs() -> list:
+    """The inputs Draw Landmarks and Draw Keypoints share: where the points come from and the canvas size."""
+    return [
+        Faces.Input("faces", optional=True, tooltip="Faces from FaceSnap Face Crop (give this or landmarks)."),
+        Landmarks.Input("landmarks", optional=True,
+                        tooltip="72-point landmarks, e.g. from FaceSnap Landmark Predictor (used when no faces are "
+                                "connected)."),
+        io.Combo.Input("frame", options=list(FRAMES), default="crop", optional=True,
+                       tooltip="For faces: draw in the crop's frame (crop-sized canvas) or in the source image's "
+                               "frame (image-sized canvas)."),
+        io.Int.Input("width", default=0, min=0, max=8192, step=8, optional=True,
+                     tooltip="Canvas width; 0 = the crop or source size. Set width and height together (the "
+                             f"output's size, or at least its aspect ratio). {MEMORY_LIMIT_NOTE}"),
+        io.Int.Input("height", default=0, min=0, max=8192, step=8, optional=True,
+                     tooltip="Canvas height; 0 = the crop or source size. Set width and height together."),
+    ]
+
+
+def draw(node_id: str, style: str, faces=None, landmarks=None, frame: str = "crop", width: int = 0,
+         height: int = 0, images: str = "control image(s)") -> io.NodeOutput:
+    """Control images (called ``images`` in messages) and overlays of the drawing ``style``, from faces or else
+    landmarks."""
+    if faces is None and landmarks is None:
+        raise node_error(node_id, "nothing to draw: neither faces nor landmarks is connected",
+                         "connect the faces output of FaceSnap Face Crop, or a landmarks output")
+    chosen = drawing(style)
+    view = drawing_points(chosen, faces, landmarks, frame)
+    out_h, out_w = output_size(view, width, height)
+    ensure_memory(image_bytes(len(view.points), out_h, out_w, outputs=2),
+                  f"{len(view.points)} {images} and overlay(s) of {out_w} x {out_h}",
+                  "width and height (0 keeps the crop or source size), or the size or number of faces upstream")
+    controls, overlays = render(view, chosen, width, height)
+    return io.NodeOutput(to_image_tensor(controls), to_image_tensor(overlays))
+
+
+class FaceSnapDrawLandmarks(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="FaceSnapDrawLandmarks",
             display_name="FaceSnap Draw Landmarks",
             category=CATEGORY,
-            description="Draws the pack's 72-point landmarks as a control image (fixed colours on black, "
-                        "pixel-exact and deterministic) and as a preview over the photo: the FFRNet drawing, or "
-                        "(style) the OpenPose face drawing that OpenPose ControlNets read. Works on batches; all "
-                        "outputs take the first item's canvas size (or width x height), points are scaled to it and "
-                        "drawn at that size.",
-            inputs=[
-                Faces.Input("faces", optional=True, tooltip="Faces from FaceSnap Face Crop (give this or landmarks)."),
-                Landmarks.Input("landmarks", optional=True,
-                                tooltip="72-point landmarks, e.g. from a landmark predictor (used when no faces)."),
-                io.Combo.Input("frame", options=list(FRAMES), default="crop", optional=True,
-                               tooltip="For faces: draw in the crop's frame (crop-sized canvas) or in the source "
-                                       "image's frame (image-sized canvas)."),
-                io.Int.Input("width", default=0, min=0, max=8192, step=8, optional=True,
-                             tooltip="Canvas width; 0 = the crop or source size. Set width and height together. "
-                                     f"{MEMORY_LIMIT_NOTE}"),
-                io.Int.Input("height", default=0, min=0, max=8192, step=8, optional=True,
-                             tooltip="Canvas height; 0 = the crop or source size. Set width and height together."),
-                io.Combo.Input("style", options=list(STYLES), default=FACESNAP72, optional=True,
-                               tooltip=STYLE_TOOLTIP),
-            ],
+            description="Draws landmarks as a control image (pixel-exact and deterministic) and as a preview over "
+                        "the photo, in one of the pack's control drawings (style): FFRNet's 72-point drawing, the "
+                        "OpenPose or DWPose face drawings that those ControlNets read, or InstantID's 5 keypoints. "
+                        "Works on batches; all outputs take the first item's canvas size (or width x height), "
+                        "points are scaled to it and drawn at that size.",
+            inputs=[*_source_inputs(),
+                    io.Combo.Input("style", options=list(STYLES), default=FACESNAP72, optional=True,
+                                   tooltip=style_tooltip())],
             outputs=[io.Image.Output(display_name="control_image"), io.Image.Output(display_name="overlay")],
         )
 
@@ -147,16 +170,29 @@ class DrawLandmarks(io.ComfyNode):
     @reports_errors
     def execute(cls, faces=None, landmarks=None, frame: str = "crop", width: int = 0, height: int = 0,
                 style: str = FACESNAP72) -> io.NodeOutput:
-        if faces is None and landmarks is None:
-            raise node_error(cls.define_schema().node_id, "nothing to draw: neither faces nor landmarks is connected",
-                             "connect the faces output of FaceSnap Face Crop, or a landmarks output")
-        landmark_set = faces_to_landmarks(faces, frame) if faces is not None else landmarks
-        out_h, out_w = output_size(landmark_set, width, height)
-        ensure_memory(image_bytes(len(landmark_set), out_h, out_w, outputs=2),
-                      f"{len(landmark_set)} control image(s) and overlay(s) of {out_w} x {out_h}",
-                      "width and height (0 keeps the crop or source size), or the size or number of faces upstream")
-        controls, overlays = render_landmarks(landmark_set, width, height, style)
-        return io.NodeOutput(to_image_tensor(controls), to_image_tensor(overlays))
+        return draw("FaceSnapDrawLandmarks", style, faces, landmarks, frame, width, height)
 
 
-NODES = [FaceAnalyzerLoader, FaceCrop, DrawLandmarks]
+class FaceSnapDrawKeypoints(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="FaceSnapDrawKeypoints",
+            display_name="FaceSnap Draw Keypoints (InstantID)",
+            category=CATEGORY,
+            description="Draws InstantID's 5-keypoint control image exactly as InstantID's draw_kps (eyes, nose "
+                        "tip, mouth corners on black; what InstantID's and EcomID's IdentityNet read), and a preview "
+                        "over the photo: FaceSnap Draw Landmarks with style = instantid_kps5. From faces "
+                        "(insightface's own keypoints; dlib's from its 68 points) or from 72-point landmarks, e.g. "
+                        "the Landmark Predictor's (a drive photo's pose or manual angles).",
+            inputs=_source_inputs(),
+            outputs=[io.Image.Output(display_name="keypoints_image"), io.Image.Output(display_name="overlay")],
+        )
+
+    @classmethod
+    @reports_errors
+    def execute(cls, faces=None, landmarks=None, frame: str = "crop", width: int = 0, height: int = 0) -> io.NodeOutput:
+        return draw("FaceSnapDrawKeypoints", KPS5, faces, landmarks, frame, width, height, "keypoint image(s)")
+
+
+NODES = [FaceSnapFaceAnalyzerLoader, FaceSnapFaceCrop, FaceSnapDrawLandmarks, FaceSnapDrawKeypoints]

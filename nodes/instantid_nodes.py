@@ -1,34 +1,31 @@
 """InstantID's public SDXL weights in FaceSnap's graph: load them, encode a person, apply (IP-attention on the MODEL +
-IdentityNet on the conditioning), and draw InstantID's 5-keypoint control image from any landmark source."""
+IdentityNet on the conditioning). Its 5-keypoint image is drawn by FaceSnap Draw Keypoints (face_nodes.py)."""
 
 from __future__ import annotations
 
 import folder_paths
-import numpy as np
 from comfy_api.latest import io
 
-from ..comfy_glue.identity_apply import apply_instantid
-from ..comfy_glue.methods.instantid import identitynet_files, load_instantid_bundle
-from ..models.errors import ModelFileError
-from ..models.face_analysis.keypoints5 import faces_to_kps5, kps5_from_landmarks72, render_kps5
-from ..models.face_analysis.landmark_views import FRAMES
-from ..models.identity.reference_faces import arcface_embeddings
-from .errors import node_error, reports_errors
-from .image_tensors import MEMORY_LIMIT_NOTE, check_control_image, ensure_memory, image_bytes, to_image_tensor
+from ..comfy_glue.controlnet_files import controlnet_files, controlnet_location
+from ..comfy_glue.identity_methods import ApplyRequest
+from ..comfy_glue.methods import instantid as method
+from .errors import reports_errors
+from .image_tensors import check_control_image
 from .loader_inputs import dtype_input, other_weights_input
 from .model_cache import LoadedModels
-from .socket_types import Faces, Identity, InstantID, Landmarks
+from .model_paths import resolve_model_file
+from .socket_types import Faces, Identity, InstantID
 
 CATEGORY = "FaceSnap/InstantID"
 _LOADED = LoadedModels("instantid")
 
 
-def _model_file(folder: str, name: str, what: str) -> str:
-    path = folder_paths.get_full_path(folder, name)
-    if path is None:
-        dirs = ", ".join(folder_paths.get_folder_paths(folder))
-        raise ModelFileError(f"{what} {name!r} not found", f"put the file in one of: {dirs}")
-    return path
+def apply_instantid(node_id: str, instantid, identity, *, keypoints_image, **settings):
+    """The InstantID apply nodes' one path: checks the keypoint image, then ``instantid.apply``."""
+    check_control_image(keypoints_image, "keypoints_image")
+    applied = method.apply(instantid, identity, request=ApplyRequest(control_image=keypoints_image, node_id=node_id,
+                                                                      **settings))
+    return applied.model, applied.positive, applied.negative
 
 
 class FaceSnapInstantIDLoader(io.ComfyNode):
@@ -59,10 +56,12 @@ class FaceSnapInstantIDLoader(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, instantid_file: str, controlnet_name: str, dtype: str = "auto") -> io.NodeOutput:
-        ip_path = _model_file("instantid", instantid_file, "InstantID weights")
-        cn_path = _model_file("controlnet", controlnet_name, "ControlNet")
-        bundle = _LOADED.get(dtype, [ip_path, *identitynet_files(cn_path)],
-                             lambda: load_instantid_bundle(ip_path, cn_path, instantid_file, dtype))
+        ip_path = resolve_model_file("instantid_file", "instantid", instantid_file,
+                                     "InstantID's ip-adapter.bin from InstantX/InstantID on Hugging Face")
+        cn_path = resolve_model_file("controlnet_name", "controlnet", controlnet_name,
+                                     "InstantID's ControlNetModel/ from InstantX/InstantID on Hugging Face")
+        bundle = _LOADED.get(dtype, [ip_path, *controlnet_files(controlnet_location(cn_path))],
+                             lambda: method.load(weights=ip_path, controlnet=cn_path, name=instantid_file, dtype=dtype))
         return io.NodeOutput(bundle)
 
 
@@ -93,8 +92,7 @@ class FaceSnapInstantIDEncode(io.ComfyNode):
     @classmethod
     @reports_errors
     def execute(cls, instantid, faces, uncond_noise: float) -> io.NodeOutput:
-        embeddings = arcface_embeddings(faces, raw=True, purpose="InstantID's Resampler")
-        return io.NodeOutput(instantid.encode(embeddings, uncond_noise))
+        return io.NodeOutput(method.encode(instantid, faces=faces, uncond_noise=uncond_noise))
 
 
 def _apply_inputs():
@@ -151,10 +149,10 @@ class FaceSnapApplyInstantID(io.ComfyNode):
     @reports_errors
     def execute(cls, model, positive, negative, instantid, identity, keypoints_image, weight, start_percent,
                 end_percent, mask=None) -> io.NodeOutput:
-        check_control_image(keypoints_image, "keypoints_image")
-        return io.NodeOutput(*apply_instantid(model, positive, negative, instantid, identity, keypoints_image, weight,
-                                              weight, start_percent, end_percent, mask,
-                                              node_id="FaceSnapApplyInstantID"))
+        return io.NodeOutput(*apply_instantid(
+            "FaceSnapApplyInstantID", instantid, identity, keypoints_image=keypoints_image, model=model,
+            positive=positive, negative=negative, attention_weight=weight, strength=weight, start=start_percent,
+            end=end_percent, mask=mask))
 
 
 class FaceSnapApplyInstantIDAdvanced(io.ComfyNode):
@@ -188,57 +186,11 @@ class FaceSnapApplyInstantIDAdvanced(io.ComfyNode):
     def execute(cls, model, positive, negative, instantid, identity, keypoints_image, ip_weight, cn_strength,
                 start_percent, end_percent, uncond_noise=0.0, positive_only=False, allow_other_weights=False,
                 mask=None) -> io.NodeOutput:
-        check_control_image(keypoints_image, "keypoints_image")
-        return io.NodeOutput(*apply_instantid(model, positive, negative, instantid, identity, keypoints_image,
-                                              ip_weight, cn_strength, start_percent, end_percent, mask, uncond_noise,
-                                              positive_only, allow_other_weights,
-                                              node_id="FaceSnapApplyInstantIDAdvanced"))
+        return io.NodeOutput(*apply_instantid(
+            "FaceSnapApplyInstantIDAdvanced", instantid, identity, keypoints_image=keypoints_image, model=model,
+            positive=positive, negative=negative, attention_weight=ip_weight, strength=cn_strength,
+            start=start_percent, end=end_percent, mask=mask, uncond_input_noise=uncond_noise,
+            positive_only=positive_only, allow_other_weights=allow_other_weights))
 
 
-class FaceSnapDrawKeypoints(io.ComfyNode):
-    @classmethod
-    def define_schema(cls) -> io.Schema:
-        return io.Schema(
-            node_id="FaceSnapDrawKeypoints",
-            display_name="FaceSnap Draw Keypoints (InstantID)",
-            category=CATEGORY,
-            description="Draws InstantID's 5-keypoint control image exactly as InstantID's draw_kps (eyes, nose "
-                        "tip, mouth corners on black), and a preview over the photo. From faces (insightface's own "
-                        "keypoints; dlib's from its 68 points) or from 72-point landmarks, e.g. the Landmark "
-                        "Predictor's (a drive photo's pose or manual angles).",
-            inputs=[
-                Faces.Input("faces", optional=True, tooltip="Faces from FaceSnap Face Crop (give this or landmarks)."),
-                Landmarks.Input("landmarks", optional=True,
-                                tooltip="72-point landmarks, e.g. from FaceSnap Landmark Predictor (used when no "
-                                        "faces are connected)."),
-                io.Combo.Input("frame", options=list(FRAMES), default="crop", optional=True,
-                               tooltip="For faces: the crop's frame (crop-sized canvas) or the source image's."),
-                io.Int.Input("width", default=0, min=0, max=8192, step=8, optional=True,
-                             tooltip="Canvas width; 0 = the crop or source size. Set width and height together "
-                                     f"(the output's size, or at least its aspect ratio). {MEMORY_LIMIT_NOTE}"),
-                io.Int.Input("height", default=0, min=0, max=8192, step=8, optional=True,
-                             tooltip="Canvas height; 0 = the crop or source size."),
-            ],
-            outputs=[io.Image.Output(display_name="keypoints_image"), io.Image.Output(display_name="overlay")],
-        )
-
-    @classmethod
-    @reports_errors
-    def execute(cls, faces=None, landmarks=None, frame: str = "crop", width: int = 0, height: int = 0) -> io.NodeOutput:
-        if faces is not None:
-            points, sizes, photos = faces_to_kps5(faces, frame)
-        elif landmarks is not None:
-            points, sizes, photos = kps5_from_landmarks72(landmarks.points), landmarks.canvas_sizes, landmarks.backgrounds
-        else:
-            raise node_error("FaceSnapDrawKeypoints", "nothing to draw: neither faces nor landmarks is connected",
-                             "connect the faces output of FaceSnap Face Crop, or a landmarks output")
-        out_h, out_w = (height, width) if width > 0 and height > 0 else sizes[0] if len(sizes) else (0, 0)
-        ensure_memory(image_bytes(len(points), out_h, out_w, outputs=2),
-                      f"{len(points)} keypoint image(s) and overlay(s) of {out_w} x {out_h}",
-                      "width and height (0 keeps the crop or source size), or the size or number of faces upstream")
-        controls, overlays = render_kps5(np.asarray(points), sizes, photos, width, height)
-        return io.NodeOutput(to_image_tensor(controls), to_image_tensor(overlays))
-
-
-NODES = [FaceSnapInstantIDLoader, FaceSnapInstantIDEncode, FaceSnapApplyInstantID, FaceSnapApplyInstantIDAdvanced,
-         FaceSnapDrawKeypoints]
+NODES = [FaceSnapInstantIDLoader, FaceSnapInstantIDEncode, FaceSnapApplyInstantID, FaceSnapApplyInstantIDAdvanced]

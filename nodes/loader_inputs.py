@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..comfy_glue.methods.facesnap import DTYPE_OPTIONS
+from ..comfy_glue.weight_dtypes import DTYPE_OPTIONS
 
 
 def dtype_input(networks: str, optional: bool = False):

@@ -13,7 +13,7 @@ from ..models.face3d.ict_download import ICT_DOWNLOAD_BYTES, download_ict_faceki
 from ..models.face3d.landmark_predictor import (FRAMES, POSE_SOURCES, PredictorSettings, draw_prediction,
                                                 predict_from_faces)
 from ..models.face3d.morphable_model import ICT_FILE_NAME, ict_fetch_hint, load_ict_npz
-from ..models.face_analysis.landmark_styles import FACESNAP72, STYLE_TOOLTIP, STYLES
+from ..models.face_analysis.drawings import FACESNAP72, STYLES, style_tooltip
 from .errors import reports_errors
 from .image_tensors import MEMORY_LIMIT_NOTE, ensure_memory, gray_to_image_tensor, image_bytes, to_image_tensor
 from .model_cache import LoadedModels, file_identity
@@ -90,17 +90,19 @@ def load_model(kind: str, ict_file: str, flame_file: str, flame_landmarks: str, 
 def _read_model(kind: str, files: list[str]):
     if kind == "ICT-FaceKit":
         return load_ict_npz(files[0])
+    from comfy.model_management import throw_exception_if_processing_interrupted as interrupt
+
     from ..models.face3d.flame_loader import flame_morphable_model
 
-    model = flame_morphable_model(files[0], files[1])
+    model = flame_morphable_model(files[0], files[1], interrupt=interrupt)
     if len(files) == 3:
         from ..models.face3d.deca_encoder import load_deca_encoder
 
-        model = dataclasses.replace(model, face_regressor=load_deca_encoder(files[2]))
+        model = dataclasses.replace(model, face_regressor=load_deca_encoder(files[2], interrupt=interrupt))
     return model
 
 
-class MorphableModelLoader(io.ComfyNode):
+class FaceSnap3DMMLoader(io.ComfyNode):
     RESOLVED_INPUTS = tuple(FILE_INPUTS)  # checked by resolve_model_file, not against the dropdown
 
     @classmethod
@@ -175,7 +177,7 @@ class MorphableModelLoader(io.ComfyNode):
         return io.NodeOutput(load_model(model, ict_file, flame_file, flame_landmarks, download_if_missing, deca_file))
 
 
-class LandmarkPredictor(io.ComfyNode):
+class FaceSnapLandmarkPredictor(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -185,7 +187,7 @@ class LandmarkPredictor(io.ComfyNode):
             description="Fits the 3D face model to the reference faces (one person; several photos sharpen the face "
                         "shape) and to each drive face, then combines the reference's face shape with the drive's "
                         "pose and expression (or a pose you choose). Outputs the 72-point landmarks, their control "
-                        "image (FFRNet's drawing, or the OpenPose face drawing: style), the monochrome 3D face render "
+                        "image (FFRNet's drawing, or another control drawing: style), the monochrome 3D face render "
                         "(Diff-PC control), an overlay preview and a report of what was adjusted (also shown on the "
                         "node).",
             inputs=[
@@ -224,7 +226,7 @@ class LandmarkPredictor(io.ComfyNode):
                 io.Int.Input("height", default=1024, min=64, max=4096, step=8,
                              tooltip="Canvas height for frame = canvas."),
                 io.Combo.Input("style", options=list(STYLES), default=FACESNAP72, optional=True,
-                               tooltip=f"How control_image and overlay are drawn. {STYLE_TOOLTIP}"),
+                               tooltip=f"How control_image and overlay are drawn. {style_tooltip()}"),
             ],
             outputs=[
                 Landmarks.Output(display_name="landmarks"),
@@ -256,4 +258,4 @@ class LandmarkPredictor(io.ComfyNode):
                              to_image_tensor(overlays), report)
 
 
-NODES = [MorphableModelLoader, LandmarkPredictor]
+NODES = [FaceSnap3DMMLoader, FaceSnapLandmarkPredictor]

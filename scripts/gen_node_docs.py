@@ -99,13 +99,27 @@ def render_node(schema) -> str:
     return "\n".join(lines)
 
 
+def render_drawings() -> str:
+    """The table of control drawings, from the registry the style inputs are made from."""
+    from comfyui_facesnap.models.face_analysis.drawings import DRAWINGS
+
+    lines = ["## Control drawings", "",
+             "The `style` choices of FaceSnap Draw Landmarks and FaceSnap Landmark Predictor "
+             "(models/face_analysis/drawings.py); FaceSnap Draw Keypoints draws `instantid_kps5`. Point numbers are "
+             "the pack's 72-point layout.", "",
+             "| style | reads | points drawn | drawing |", "|---|---|---|---|"]
+    lines += [f"| `{d.name}` | {d.point_set.name} | {d.uses} | {d.summary} |" for d in DRAWINGS.values()]
+    return "\n".join(lines) + "\n"
+
+
 def render(schemas: list) -> str:
     index = ["| node | id | category |", "|---|---|---|"]
     for schema in schemas:
         title = schema.display_name or schema.node_id
         anchor = "".join(ch for ch in title.lower().replace(" ", "-") if ch.isalnum() or ch in "-_")
         index.append(f"| [{title}](#{anchor}) | `{schema.node_id}` | `{schema.category}` |")
-    return "\n".join([HEADER, *index, "", *(render_node(schema) for schema in schemas)]).rstrip() + "\n"
+    nodes = [render_node(schema) for schema in schemas]
+    return "\n".join([HEADER, *index, "", *nodes, render_drawings()]).rstrip() + "\n"
 
 
 def main() -> int:

@@ -10,6 +10,7 @@ from comfyui_facesnap.models.face3d.deca_encoder import (DECA_OUTPUTS, DecaEncod
                                                          regress_faces)
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
 from comfyui_facesnap.models.face3d.face_fitting import axis_angle_to_matrix, project
+from comfyui_facesnap.models.face3d.flame_loader import flame_morphable_model
 from test_flame_loader import flame_files, flame_model  # noqa: F401  (the FLAME-layout fixture model)
 
 # from DECA's ResnetEncoder (encoder = resnet.ResNet(Bottleneck, [3, 4, 6, 3]), layers = Linear-ReLU-Linear)
@@ -155,7 +156,7 @@ def test_loader_and_predictor_nodes_use_deca(comfy_host, deca_file, flame_files)
             (folder / name).symlink_to(flame_files[0] / name)
     with model_folders_restored() as folder_paths:
         folder_paths.add_model_folder_path("3dmm", str(folder), is_default=True)
-        loader = predictor_nodes.MorphableModelLoader
+        loader = predictor_nodes.FaceSnap3DMMLoader
         model = loader.execute("FLAME", "", "generic_model.pkl", "landmark_embedding.npy", deca_file="deca_model.tar")[0]
         assert model.face_regressor is not None and model.articulation is not None
         with pytest.raises(FaceSnapNodeError, match=str(folder / "missing_deca.tar")):
@@ -163,9 +164,37 @@ def test_loader_and_predictor_nodes_use_deca(comfy_host, deca_file, flame_files)
         with pytest.raises(FaceSnapNodeError, match="set model to FLAME"):
             loader.execute("ICT-FaceKit", "x.npz", "", "", download_if_missing=False, deca_file="deca_model.tar")
     rng = np.random.default_rng(2)
-    result = predictor_nodes.LandmarkPredictor.execute(
+    result = predictor_nodes.FaceSnapLandmarkPredictor.execute(
         model, _face_set(rng, 1), drive=_face_set(rng, 2, crop_size=128), pose_source="drive", yaw=0.0, pitch=0.0,
         roll=0.0, keep_reference_expression=False, expression_strength=1.0, neutral_reference=False,
         frame="drive crop", width=256, height=256)
     assert result[0].points.shape == (2, 72, 2) and np.isfinite(result[0].points).all()
     assert tuple(result[2].shape) == (2, 128, 128, 3)
+
+
+class Stop(Exception):
+    pass
+
+
+def _stopping_after(polls: int):
+    count = [0]
+
+    def interrupt():
+        count[0] += 1
+        if count[0] > polls:
+            raise Stop
+
+    return interrupt, count
+
+
+def test_interrupt_stops_the_deca_and_flame_loaders_between_weights(deca_file, flame_files):
+    """/interrupt reaches these loads: ComfyUI's interrupt check runs between the weights they check."""
+    interrupt, count = _stopping_after(2)
+    with pytest.raises(Stop):
+        load_deca_encoder(deca_file, interrupt=interrupt)
+    assert count[0] == 3
+    root, _, _ = flame_files
+    interrupt, count = _stopping_after(1)
+    with pytest.raises(Stop):
+        flame_morphable_model(root / "generic_model.pkl", root / "landmark_embedding.npy", interrupt=interrupt)
+    assert count[0] == 2

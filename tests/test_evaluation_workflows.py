@@ -193,7 +193,7 @@ def test_face_similarity_scores_and_sorted_images(host_info):
     import torch
     from PIL import Image
 
-    from comfyui_facesnap.nodes.evaluation_nodes import FaceSimilarity
+    from comfyui_facesnap.nodes.evaluation_nodes import FaceSnapFaceSimilarity
 
     host, _ = host_info
     node_classes = host.node_classes
@@ -205,7 +205,7 @@ def test_face_similarity_scores_and_sorted_images(host_info):
     reference = crop(analyzer, photo, "left_to_right", 1, 160, 0.5, "error").result[1]
     images = crop(analyzer, photo, "all", 0, 160, 0.5, "error").result[0]
     blank = torch.zeros(1, 160, 160, 3)
-    out = FaceSimilarity.execute(analyzer, torch.cat([blank, images]), reference)
+    out = FaceSnapFaceSimilarity.execute(analyzer, torch.cat([blank, images]), reference)
     scores, report, ranked = out.result
     assert len(scores) == 7 and scores[0] == -1.0 and max(scores) == scores[2]
     assert "image 0: no face found" in report.splitlines()[-1]
@@ -216,7 +216,7 @@ def test_face_similarity_refuses_faceless_references_and_empty_batches(host_info
     import torch
 
     from comfyui_facesnap.nodes.errors import FaceSnapNodeError
-    from comfyui_facesnap.nodes.evaluation_nodes import FaceSimilarity
+    from comfyui_facesnap.nodes.evaluation_nodes import FaceSnapFaceSimilarity
 
     host, _ = host_info
 
@@ -224,10 +224,10 @@ def test_face_similarity_refuses_faceless_references_and_empty_batches(host_info
     photo = torch.rand(1, 200, 200, 3)
     reference = host.node_classes["FaceSnapFaceCrop"].execute(dlib, photo, "largest", 0, 64, 0.5, "skip").result[1]
     with pytest.raises(FaceSnapNodeError) as err:
-        FaceSimilarity.execute(dlib, photo, reference)  # the reference crop found no face
+        FaceSnapFaceSimilarity.execute(dlib, photo, reference)  # the reference crop found no face
     assert "[FaceSnapFaceSimilarity]" in str(err.value) and "no face" in str(err.value)
     with pytest.raises(FaceSnapNodeError, match="empty"):
-        FaceSimilarity.execute(dlib, photo[:0], reference)
+        FaceSnapFaceSimilarity.execute(dlib, photo[:0], reference)
 
 
 @pytest.mark.slow
@@ -243,10 +243,11 @@ def test_face_similarity_offers_the_installed_judges_and_scores_with_the_one_pic
     from comfyui_facesnap.devkit.workflow_files import model_folders_restored
     from comfyui_facesnap.models.face_analysis.recognisers import load_judge
     from comfyui_facesnap.nodes.errors import FaceSnapNodeError
-    from comfyui_facesnap.nodes.evaluation_nodes import FaceSimilarity
+    from comfyui_facesnap.nodes.evaluation_nodes import FaceSnapFaceSimilarity
 
     host, _ = host_info
-    judge_input = lambda: next(i for i in FaceSimilarity.define_schema().inputs if i.id == "judge")  # noqa: E731
+    judge_input = lambda: next(  # noqa: E731
+        i for i in FaceSnapFaceSimilarity.define_schema().inputs if i.id == "judge")
     analyzer = host.node_classes["FaceSnapFaceAnalyzerLoader"].execute("dlib", "CPU", "hog").result[0]
     photo = torch.from_numpy(np.asarray(Image.open(folder_paths.get_annotated_filepath("t1.jpg")).convert("RGB"),
                                         np.float32) / 255.0)[None]
@@ -262,9 +263,10 @@ def test_face_similarity_offers_the_installed_judges_and_scores_with_the_one_pic
         folder_paths.filename_list_cache.clear()
         assert judge_input().options == ["analyzer", "ArcFace", "FaceNet", "dlib"]
 
-        default = FaceSimilarity.execute(analyzer, images, reference).result
-        assert np.allclose(FaceSimilarity.execute(analyzer, images, reference, "dlib").result[0], default[0], atol=1e-9)
-        scores, report, _ = FaceSimilarity.execute(analyzer, images, reference, "FaceNet").result
+        default = FaceSnapFaceSimilarity.execute(analyzer, images, reference).result
+        dlib_scores = FaceSnapFaceSimilarity.execute(analyzer, images, reference, "dlib").result[0]
+        assert np.allclose(dlib_scores, default[0], atol=1e-9)
+        scores, report, _ = FaceSnapFaceSimilarity.execute(analyzer, images, reference, "FaceNet").result
         assert report.startswith("FaceSim-FaceNet: mean cosine of the FaceNet (Inception-ResNet-v1, VGGFace2) "
                                  "embedding to 1 reference face(s)")
         judge = load_judge("FaceNet", path=str(facenet_file))
@@ -272,10 +274,10 @@ def test_face_similarity_offers_the_installed_judges_and_scores_with_the_one_pic
         expected = judge.features(list(zip(to_uint8(images), faces))) @ judge.features(
             [(reference.images[0], reference.records[0])])[0]
         assert np.allclose(scores, expected, atol=1e-6) and scores != default[0]
-        arcface = FaceSimilarity.execute(analyzer, images, reference, "ArcFace").result[1]
+        arcface = FaceSnapFaceSimilarity.execute(analyzer, images, reference, "ArcFace").result[1]
         assert arcface.startswith("FaceSim-Arc: mean cosine of the ArcFace glintr100 embedding")
         with pytest.raises(FaceSnapNodeError) as err:
-            FaceSimilarity.execute(analyzer, images, reference, "AdaFace")
+            FaceSnapFaceSimilarity.execute(analyzer, images, reference, "AdaFace")
         assert "[FaceSnapFaceSimilarity] the AdaFace judge is not installed" in str(err.value)
         message = str(err.value)
         assert "adaface_ir101_webface12m.ckpt" in message and str(tmp_path / "face_recognition") in message

@@ -146,7 +146,8 @@ def portrait_tensor(insightface_images, channels: int) -> torch.Tensor:
 @pytest.mark.parametrize("channels", [1, 4])
 def test_grayscale_and_rgba_images(dlib_analyzer, insightface_images, channels):
     image = portrait_tensor(insightface_images, channels)
-    crops, faces = face_nodes().FaceCrop.execute(dlib_analyzer, image, "largest", 0, 64, 0.5, "error").result[:2]
+    crop = face_nodes().FaceSnapFaceCrop
+    crops, faces = crop.execute(dlib_analyzer, image, "largest", 0, 64, 0.5, "error").result[:2]
     assert crops.shape == (1, 64, 64, 3) and len(faces) == 1
 
 
@@ -157,22 +158,22 @@ def test_batch_with_faceless_image(dlib_analyzer, insightface_images):
     mask = Image.open(insightface_images / "mask_black.jpg").convert("RGB").resize(portrait.shape[2:0:-1])
     batch = torch.cat([portrait, torch.from_numpy(np.asarray(mask, np.float32) / 255.0)[None], portrait])
     nodes = face_nodes()
-    crops, faces = nodes.FaceCrop.execute(dlib_analyzer, batch, "largest", 0, 64, 0.5, "skip").result[:2]
+    crops, faces = nodes.FaceSnapFaceCrop.execute(dlib_analyzer, batch, "largest", 0, 64, 0.5, "skip").result[:2]
     assert crops.shape == (3, 64, 64, 3) and [r.image_index for r in faces.records] == [0, 1, 2]
-    control, overlay = nodes.DrawLandmarks.execute(faces=faces).result
+    control, overlay = nodes.FaceSnapDrawLandmarks.execute(faces=faces).result
     assert control.shape == overlay.shape == (3, 64, 64, 3)
     assert control[1].max() == 0 and control[0].max() > 0, "the faceless image gets an empty control image"
     with pytest.raises(Exception, match=r"\[FaceSnapFaceCrop\] no face found in image 1"):
-        nodes.FaceCrop.execute(dlib_analyzer, batch, "largest", 0, 64, 0.5, "error")
+        nodes.FaceSnapFaceCrop.execute(dlib_analyzer, batch, "largest", 0, 64, 0.5, "error")
 
 
 def test_one_pixel_image(dlib_analyzer):
     nodes = face_nodes()
     pixel = torch.full((1, 1, 1, 3), 0.5)
-    crops, faces = nodes.FaceCrop.execute(dlib_analyzer, pixel, "largest", 0, 64, 0.5, "skip").result[:2]
+    crops, faces = nodes.FaceSnapFaceCrop.execute(dlib_analyzer, pixel, "largest", 0, 64, 0.5, "skip").result[:2]
     assert crops.shape == (1, 64, 64, 3) and len(faces) == 1
     with pytest.raises(Exception, match=r"\[FaceSnapFaceCrop\] no face found in image 0"):
-        nodes.FaceCrop.execute(dlib_analyzer, pixel, "largest", 0, 64, 0.5, "error")
+        nodes.FaceSnapFaceCrop.execute(dlib_analyzer, pixel, "largest", 0, 64, 0.5, "error")
 
 
 def test_analyzers_are_cached(dlib_analyzer):

@@ -49,8 +49,9 @@ def features(n=2, seed=5):
 def conditioned(fs, bundle, hint_size=(LATENT * 8, LATENT * 8), start=0.0, end=1.0, **kw):
     positive, negative = tiny_conditioning(seed=1)
     hint = torch.rand(1, hint_size[0], hint_size[1], 3, generator=torch.Generator().manual_seed(2))
-    f_mix, uncond = bundle.encode(features()), bundle.uncond_tokens()
-    return fs.apply_identity_control(positive, negative, bundle.control, f_mix, uncond, hint, 1.0, start, end, **kw)
+    f_mix, uncond = bundle.run_mixer(*features().batched()), bundle.uncond_tokens()
+    return fs.apply_identity_control(positive, negative, bundle.control, cond_tokens=f_mix, uncond_tokens=uncond,
+                                     hint=hint, strength=1.0, start=start, end=end, **kw)
 
 
 def sample(model, positive, negative, steps=2):
@@ -71,7 +72,7 @@ def test_ffrnet_sees_f_mix_on_cond_and_uncond(fs, bundle, base_model):
     finally:
         hook.remove()
     assert seen and all(ctx.shape == (2, 16, 64) for ctx in seen)  # 16 f_mix tokens, never the 77 text tokens
-    f_mix, uncond = bundle.encode(features()), bundle.uncond_tokens()
+    f_mix, uncond = bundle.run_mixer(*features().batched()), bundle.uncond_tokens()
     rows = {0: None, 1: None}
     for row in seen[0]:
         for key, ref in ((0, f_mix[0]), (1, uncond[0])):
@@ -89,7 +90,7 @@ def test_every_injection_point_is_hit_once_per_unet_call(fs, bundle, base_model,
         return original(self, point, h, options)
 
     monkeypatch.setattr(fs.IDInjectorPatch, "inject", recording)
-    model = fs.patch_model_with_injector(base_model, bundle.ffrnet, bundle.key)
+    model = fs.patch_model_with_injector(base_model, bundle.ffrnet, bundle.pairing_key)
     unet = base_model.model.diffusion_model
     hook = unet.register_forward_pre_hook(lambda *a: unet_calls.append(len(hits)))
     try:
@@ -101,10 +102,10 @@ def test_every_injection_point_is_hit_once_per_unet_call(fs, bundle, base_model,
     expected = [(p, c, True) for p, c in enumerate(layout.target_channels)]
     assert len(unet_calls) == 2 and hits == expected * len(unet_calls)
     # patching an already patched model with the same file does not double the hooks
-    again = fs.patch_model_with_injector(model, bundle.ffrnet, bundle.key)
+    again = fs.patch_model_with_injector(model, bundle.ffrnet, bundle.pairing_key)
     assert len(again.model_options["transformer_options"]["patches"]["output_block_patch"]) == 1
     assert len(again.get_wrappers(fs.DIFFUSION_MODEL, fs.WRAPPER_KEY)) == 1
-    assert list(fs.find_injector_patch(again).heads) == [bundle.key]
+    assert list(fs.find_injector_patch(again).heads) == [bundle.pairing_key]
 
 
 def test_zero_heads_are_a_no_op_and_the_input_model_is_untouched(fs, base_model):
@@ -112,16 +113,16 @@ def test_zero_heads_are_a_no_op_and_the_input_model_is_untouched(fs, base_model)
     live = make_bundle(fs, injector_std=0.05)
     unet = base_model.model.diffusion_model
     plain = sample(base_model, *conditioned(fs, zero), steps=1)
-    with_zero = sample(fs.patch_model_with_injector(base_model, zero.ffrnet, zero.key), *conditioned(fs, zero), steps=1)
+    with_zero = sample(fs.patch_model_with_injector(base_model, zero.ffrnet, zero.pairing_key), *conditioned(fs, zero), steps=1)
     torch.testing.assert_close(with_zero, plain, rtol=0, atol=0)
-    with_live = sample(fs.patch_model_with_injector(base_model, live.ffrnet, live.key), *conditioned(fs, live), steps=1)
+    with_live = sample(fs.patch_model_with_injector(base_model, live.ffrnet, live.pairing_key), *conditioned(fs, live), steps=1)
     assert (with_live - plain).abs().max() > 1e-3
     assert torch.equal(sample(base_model, *conditioned(fs, zero), steps=1), plain)
     # nothing is replaced or left behind on the shared UNet
     assert not base_model.object_patches and not unet.out._forward_pre_hooks
     assert not any(isinstance(layer, torch.nn.Module) and layer._forward_pre_hooks for layer in unet.modules())
     # outside the start/end window the control publishes nothing: same as sampling without FaceSnap at all
-    idle = sample(fs.patch_model_with_injector(base_model, live.ffrnet, live.key),
+    idle = sample(fs.patch_model_with_injector(base_model, live.ffrnet, live.pairing_key),
                   *conditioned(fs, live, start=1.0, end=1.0), steps=1)
     torch.testing.assert_close(idle, sample(base_model, *tiny_conditioning(seed=1), steps=1), rtol=0, atol=0)
 
@@ -150,7 +151,7 @@ def bundle_layout(control):
 def test_separate_uncond_strength(fs, bundle, base_model, monkeypatch):
     merged = _merged_controls(fs, monkeypatch)
     positive, negative = conditioned(fs, bundle, uncond_strength=0.0)
-    sample(fs.patch_model_with_injector(base_model, bundle.ffrnet, bundle.key), positive, negative, steps=1)
+    sample(fs.patch_model_with_injector(base_model, bundle.ffrnet, bundle.pairing_key), positive, negative, steps=1)
     order, middle, mu = merged[0]
     assert sorted(order) == [0, 1]
     for row, kind in enumerate(order):
@@ -165,7 +166,7 @@ def test_positive_only_runs_the_control_on_the_positive_half(fs, bundle, base_mo
         sample(base_model, *conditioned(fs, bundle, positive_only=True), steps=1)
     finally:
         hook.remove()
-    f_mix = bundle.encode(features())
+    f_mix = bundle.run_mixer(*features().batched())
     assert len(seen) == 1 and seen[0].shape == (1, 16, 64)
     torch.testing.assert_close(seen[0][0], f_mix[0])
 
@@ -234,15 +235,17 @@ def test_previous_controlnets_are_chained(fs, bundle):
     for conditioning in (positive, negative):
         conditioning[0][1]["control"] = earlier
     f_mix, uncond = torch.zeros(1, 16, 64), torch.ones(1, 16, 64)
-    positive, negative = fs.apply_identity_control(positive, negative, bundle.control, f_mix, uncond,
-                                                   torch.zeros(1, 64, 64, 3), 1.0, 0.0, 1.0)
+    positive, negative = fs.apply_identity_control(positive, negative, bundle.control, cond_tokens=f_mix,
+                                                   uncond_tokens=uncond, hint=torch.zeros(1, 64, 64, 3), strength=1.0,
+                                                   start=0.0, end=1.0)
     control = positive[0][1]["control"]
     assert isinstance(control, fs.IdentityControlNet) and control.previous_controlnet is earlier
     assert negative[0][1]["control"] is control and positive[0][1]["control_apply_to_uncond"] is False
     assert control.cond_tokens is f_mix and control.uncond_tokens is uncond
     assert "cross_attn_controlnet" not in positive[0][1] and "cross_attn_controlnet" not in negative[0][1]
-    only_positive = fs.apply_identity_control(*tiny_conditioning(seed=1), bundle.control, f_mix, uncond,
-                                              torch.zeros(1, 64, 64, 3), 1.0, 0.0, 1.0, positive_only=True)
+    only_positive = fs.apply_identity_control(*tiny_conditioning(seed=1), bundle.control, cond_tokens=f_mix,
+                                              uncond_tokens=uncond, hint=torch.zeros(1, 64, 64, 3), strength=1.0,
+                                              start=0.0, end=1.0, positive_only=True)
     assert "control" in only_positive[0][0][1] and "control" not in only_positive[1][0][1]
 
 
@@ -255,25 +258,26 @@ def test_bad_inputs(fs, bundle, base_model):
     sample(base_model, *conditioned(fs, bundle, hint_size=(LATENT * 4, LATENT * 4)), steps=1)
     sd15 = tiny_unet_patcher(seed=0, sd15=True)
     with pytest.raises(InvalidInputError, match=r"SD15.*SDXL"):
-        fs.patch_model_with_injector(sd15, bundle.ffrnet, bundle.key)
+        fs.patch_model_with_injector(sd15, bundle.ffrnet, bundle.pairing_key)
     with pytest.raises(InvalidInputError, match="SD15"):  # FFRNet conditioning sampled with SD1.5
         sample(sd15, *conditioned(fs, bundle), steps=1)
     positive, negative = tiny_conditioning()
     positive[0][1]["pooled_output"] = torch.zeros(1, 768)
     with pytest.raises(InvalidInputError, match="SD1.5"):
-        fs.apply_identity_control(positive, negative, bundle.control, torch.zeros(1, 16, 64),
-                                  torch.zeros(1, 16, 64), torch.zeros(1, 64, 64, 3), 1.0, 0.0, 1.0)
+        fs.apply_identity_control(positive, negative, bundle.control, cond_tokens=torch.zeros(1, 16, 64),
+                                  uncond_tokens=torch.zeros(1, 16, 64), hint=torch.zeros(1, 64, 64, 3), strength=1.0,
+                                  start=0.0, end=1.0)
 
 
 def test_face_encode_needs_arcface(bundle):
     from comfyui_facesnap.models.errors import InvalidInputError
     from comfyui_facesnap.models.face_analysis.record import FaceRecord, FaceSet
-    from comfyui_facesnap.nodes.facesnap_nodes import encode_faces
+    from comfyui_facesnap.comfy_glue.methods.facesnap import face_features
 
     image = np.zeros((64, 64, 3), np.uint8)
     record = FaceRecord(bbox=np.array([16, 16, 48, 48], np.float32), score=0.9, kps5=np.zeros((5, 2), np.float32),
                         landmarks=np.zeros((72, 2), np.float32), backend="dlib", descriptor=np.zeros(128))
     with pytest.raises(InvalidInputError, match="insightface"):
-        encode_faces(FaceSet(records=[record], images=[image]), clip_vision=None)
+        face_features(faces=FaceSet(records=[record], images=[image]), clip_vision=None)
     with pytest.raises(InvalidInputError, match="empty"):
-        encode_faces(FaceSet(records=[], images=[]), clip_vision=None)
+        face_features(faces=FaceSet(records=[], images=[]), clip_vision=None)

@@ -144,7 +144,7 @@ def test_stock_controlnet_in_the_chain_reads_the_prompt(host, monkeypatch, stock
     bundle = cached(executor, "loader")
     positive, negative = tiny_conditioning(seed=1)
     prompt = {"cond": positive[0][0], "uncond": negative[0][0]}
-    identity = {"cond": bundle.encode(tiny_face_features(10)), "uncond": bundle.uncond_tokens()}
+    identity = {"cond": bundle.run_mixer(*tiny_face_features(10).batched()), "uncond": bundle.uncond_tokens()}
     for tag, expected in (("stock", prompt), ("ffrnet", identity)):
         contexts = [ctx for t, ctx in seen if t == tag]
         assert contexts, f"the {tag} ControlNet never ran"
@@ -183,7 +183,7 @@ def test_two_people_keep_two_identities_in_ffrnet_and_injector(host, monkeypatch
     add_injector(g, loader)
     bundle = cached(host.run(g), "loader")
 
-    people = {p: bundle.encode(tiny_face_features(p))[0] for p in (10, 11)}
+    people = {p: bundle.run_mixer(*tiny_face_features(p).batched())[0] for p in (10, 11)}
     fed = [next((p for p, ref in people.items() if torch.allclose(row, ref, atol=1e-4)), None)
            for _, ctx in seen for row in ctx]
     assert fed.count(10) and fed.count(11), f"FFRNet calls were fed persons {fed} (None = uncond tokens)"

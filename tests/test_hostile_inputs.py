@@ -226,12 +226,12 @@ def test_file_inputs_never_reach_outside_the_model_folders(host, folders, monkey
 @pytest.mark.parametrize("kind", ["absolute", "dotdot"])
 def test_node_refuses_paths_even_when_called_directly(host, folders, kind):
     from comfyui_facesnap.nodes.errors import FaceSnapNodeError
-    from comfyui_facesnap.nodes.predictor_nodes import MorphableModelLoader
+    from comfyui_facesnap.nodes.predictor_nodes import FaceSnap3DMMLoader
 
     models, outside = folders
     value, _ = _hostile_value(kind, ".npz", models, outside)
     with pytest.raises(FaceSnapNodeError, match=r"\[FaceSnap3DMMLoader\] ict_file .*(absolute path|'\.\.')"):
-        MorphableModelLoader.execute("ICT-FaceKit", value, "generic_model.pkl", "landmark_embedding.npy",
+        FaceSnap3DMMLoader.execute("ICT-FaceKit", value, "generic_model.pkl", "landmark_embedding.npy",
                                      download_if_missing=True)
     assert sorted(p.name for p in outside.iterdir()) == ["secret.npy", "secret.npz", "secret.pkl", "secret.tar"]
 
@@ -256,13 +256,13 @@ def test_legacy_empty_deca_file_means_none_and_owner_links_are_followed(host, fo
 
 
 def test_file_dropdowns_list_the_model_folders(host, folders):
-    from comfyui_facesnap.nodes.predictor_nodes import MorphableModelLoader
+    from comfyui_facesnap.nodes.predictor_nodes import FaceSnap3DMMLoader
 
     models, _ = folders
     write_ict_npz(models / "another.npz")
     (models / "deca_model.tar").write_bytes(b"")
     (models / "notes.txt").write_text("not a model")
-    inputs = {spec.id: spec for spec in MorphableModelLoader.define_schema().inputs}
+    inputs = {spec.id: spec for spec in FaceSnap3DMMLoader.define_schema().inputs}
     assert inputs["ict_file"].options == ["ict_face_narrow.npz", "another.npz"]
     assert inputs["flame_file"].options == ["generic_model.pkl"]
     assert inputs["flame_landmarks"].options == ["landmark_embedding.npy"]

@@ -168,7 +168,7 @@ def test_loader_node_downloads_when_missing(server, tmp_path, monkeypatch):
     folder = tmp_path / "3dmm"
     monkeypatch.setattr(predictor_nodes, "download_ict_facekit",
                         functools.partial(download_ict_facekit, base_url=server.url, **FAST))
-    loader = predictor_nodes.MorphableModelLoader
+    loader = predictor_nodes.FaceSnap3DMMLoader
     with model_folders_restored() as folder_paths:
         folder_paths.add_model_folder_path("3dmm", str(folder), is_default=True)
         with pytest.raises(FaceSnapNodeError, match="download_if_missing"):

@@ -62,8 +62,8 @@ def test_identity_path_equals_the_face_feature_nodes_it_replaces(host):
     _make_advanced(old["apply"], "FaceSnapApplyFFRNetAdvanced")
     assert torch.equal(latent(session.run(old)), latent(session.run(mixer_graph(advanced=True, positive_only=False))))
     assert identity.encoder == "facesnap-mixer" and identity.num_references == 1
-    assert torch.equal(identity.cond, bundle.encode(pack_module(host, "FaceSnapTestFaceFeatures", "tiny_models")
-                                                    .tiny_face_features(10)))
+    features = pack_module(host, "FaceSnapTestFaceFeatures", "tiny_models").tiny_face_features(10)
+    assert torch.equal(identity.cond, bundle.run_mixer(*features.batched()))
     for node_id in ("FaceSnapApplyFFRNet", "FaceSnapApplyFFRNetAdvanced"):
         assert host.node_classes[node_id].GET_SCHEMA().is_deprecated, f"{node_id} stays loadable but hidden"
 

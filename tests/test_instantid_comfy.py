@@ -153,7 +153,8 @@ def test_an_sdxl_model_gets_all_70_layers_including_the_middle_block(host):
     with torch.device("meta"):
         adapter = weights.InstantIDAdapter()
     tokens = torch.zeros(1, 16, 2048)
-    patched = glue.patch_model_with_ip_attention(model, adapter.ip_adapter, None, "k", tokens, tokens, 0.8)
+    patched = glue.patch_model_with_ip_attention(model, layers=adapter.ip_adapter, layers_patcher=None, layers_key="k",
+                                                 cond=tokens, uncond=tokens, weight=0.8)
     keys = set(patched.model_options["transformer_options"]["patches_replace"]["attn2"])
     unet = base.diffusion_model
     found = {(name, i, t) for name, blocks in (("input", unet.input_blocks), ("middle", [unet.middle_block]),
@@ -256,7 +257,7 @@ def test_positive_only_and_uncond_noise(host, monkeypatch):
     contexts.clear()
     executor = host.run(instantid_graph(advanced={"uncond_noise": 0.5}))
     bundle = cached(executor, "instantid")
-    noisy = bundle.encode(identity.id_embedding[None], 0.5).uncond
+    noisy = bundle.encode_embeddings(identity.id_embedding[None], 0.5).uncond
     rows = [row for context in contexts for row in context]
     assert any(torch.allclose(row, noisy[0], atol=1e-5) for row in rows)
     assert not any(torch.allclose(row, identity.uncond[0], atol=1e-5) for row in rows)

@@ -68,7 +68,7 @@ def test_the_encode_node_averages_raw_embeddings(host, tmp_path):
     raw = np.stack([r.embedding * r.embedding_norm for r in faces.records])
     assert len(raw) == 2 and not np.allclose(raw[0], raw[1])
     torch.testing.assert_close(identity.id_embedding, torch.from_numpy(raw.mean(0)))  # averaged in embedding space
-    torch.testing.assert_close(identity.cond, bundle.encode(torch.from_numpy(raw.mean(0, keepdims=True))).cond)
+    torch.testing.assert_close(identity.cond, bundle.encode_embeddings(torch.from_numpy(raw.mean(0, keepdims=True))).cond)
     assert identity.num_references == 2
     with torch.no_grad():
         zeros = bundle.adapter.image_proj(torch.zeros(1, 512))

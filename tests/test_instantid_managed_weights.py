@@ -106,7 +106,7 @@ def assert_same_as_torch_nn(bundle) -> None:
     g = torch.Generator().manual_seed(0)
     embeddings = torch.randn(2, 512, generator=g) * 20
     reference = adapter.encode_identity(embeddings, 0.35)
-    ours = bundle.encode(embeddings, 0.35)
+    ours = bundle.encode_embeddings(embeddings, 0.35)
     torch.testing.assert_close([ours.cond, ours.uncond], [reference.cond, reference.uncond])
     with torch.no_grad():
         tokens = torch.randn(2, 16, bundle.ip_layers.context_dim, generator=g)
@@ -126,8 +126,8 @@ def test_neither_loader_picks_fp8_matmul_layers(host, monkeypatch, tmp_path):
     import comfy.ops
     import folder_paths
 
-    from comfyui_facesnap.comfy_glue.methods.facesnap import load_bundle
-    from comfyui_facesnap.comfy_glue.methods.instantid import load_instantid_bundle
+    from comfyui_facesnap.comfy_glue.methods import facesnap as facesnap_method
+    from comfyui_facesnap.comfy_glue.methods import instantid as instantid_method
     from comfyui_facesnap.models.identity.facesnap.checkpoint import save_facesnap
     from comfy_test_nodes.tiny_models import tiny_facesnap_models
 
@@ -138,9 +138,11 @@ def test_neither_loader_picks_fp8_matmul_layers(host, monkeypatch, tmp_path):
 
     facesnap_file = tmp_path / "facesnap.safetensors"
     save_facesnap(str(facesnap_file), *tiny_facesnap_models(seed=0), {"note": "test"})
-    facesnap = load_bundle(str(facesnap_file), None, "facesnap", "fp8_e4m3fn", "test#fp8")
-    instantid = load_instantid_bundle(folder_paths.get_full_path("instantid", IP_FILE),
-                                      folder_paths.get_full_path("controlnet", CN_FILE), "instantid", "fp8_e4m3fn")
+    facesnap = facesnap_method.load(weights=str(facesnap_file), controlnet=None, name="facesnap", dtype="fp8_e4m3fn",
+                                    pairing_key="test#fp8")
+    instantid = instantid_method.load(weights=folder_paths.get_full_path("instantid", IP_FILE),
+                                      controlnet=folder_paths.get_full_path("controlnet", CN_FILE), name="instantid",
+                                      dtype="fp8_e4m3fn")
     built = {"mixer": facesnap.mixer, "ffrnet": facesnap.ffrnet, **networks(instantid)}
     for name, module in built.items():
         assert_comfy_layers(name, module, comfy.ops.manual_cast, storage)

@@ -85,7 +85,7 @@ def test_the_loader_builds_every_network_from_comfy_operations(host, dtype):
         features = tiny_face_features(10)
         with torch.no_grad():
             expected = [mixer(*features.batched()), mixer.uncond_tokens()]
-        torch.testing.assert_close([bundle.encode(features), bundle.uncond_tokens()], expected)
+        torch.testing.assert_close([bundle.run_mixer(*features.batched()), bundle.uncond_tokens()], expected)
         torch.testing.assert_close(ffrnet_outputs(bundle.ffrnet), ffrnet_outputs(ffrnet))
 
 

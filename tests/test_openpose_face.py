@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from comfyui_facesnap.models.face_analysis import openpose_face as op
-from comfyui_facesnap.models.face_analysis.landmarks72 import from_ibug68
+from face_points import mean_face, random_points
 
 
 class Keypoint(NamedTuple):
@@ -62,24 +62,6 @@ def as_keypoints(points, height, width):
         ok = math.isfinite(x) and math.isfinite(y) and max(abs(x), abs(y)) <= 2.0 ** 24
         out.append(Keypoint(float(x) / float(width), float(y) / float(height)) if ok else None)
     return out
-
-
-def mean_face(height, width, scale=0.55, center=(0.5, 0.45)):
-    """insightface's 68-point mean shape in the 72-point layout, placed on a (height, width) canvas."""
-    from insightface.data import get_object
-
-    shape = np.asarray(get_object("meanshape_68.pkl"), np.float64)[:, :2]
-    shape = (shape - shape.mean(axis=0)) / np.ptp(shape, axis=0).max()
-    size = scale * min(height, width)
-    return from_ibug68(shape * size + np.array([center[0] * width, center[1] * height])).astype(np.float64)
-
-
-def random_points(rng, height, width, spread=1.3):
-    """72 points mostly inside the canvas, some outside on every side, some within a pixel of the borders."""
-    pts = rng.uniform(-0.15 * spread, 1 + 0.15 * spread, (72, 2)) * np.array([width, height])
-    pts[:6] = [[0.4, 5.0], [0.999, 5.5], [1.0, 6.0], [width - 0.001, 3.5], [width + 2.5, 4.0], [-0.5, 7.0]]
-    pts[6:9] = [[5.0, 0.2], [6.0, height + 1.9], [7.0, height - 0.5]]
-    return pts
 
 
 def assert_matches_convention(pts, height, width, include_head=False, include_pupils=True, xinsir_scale=None):
@@ -258,14 +240,14 @@ def test_preprocessor_size_follows_the_short_side_rule():
     assert op.preprocessor_size(900, 1600, 1024) == (1024, 1820)
 
 
-# --- the nodes' style switch (landmark_styles.py) and the predictor's drawing step ---------------------------------
+# --- the nodes' style switch (drawings.py) and the predictor's drawing step ---------------------------------
 STYLE_OPTIONS = {"openpose_face": dict(include_head=False), "openpose_face_head": dict(include_head=True),
                  "openpose_face_head_xinsir": dict(include_head=True, xinsir_sticks=True)}
 
 
 @pytest.mark.parametrize("style", list(STYLE_OPTIONS))
 def test_each_openpose_style_is_the_convention_with_its_options(style):
-    from comfyui_facesnap.models.face_analysis.landmark_styles import STYLES, draw_landmarks
+    from comfyui_facesnap.models.face_analysis.drawings import STYLES, draw_landmarks
 
     height, width = 600, 520  # above 500 px, so the xinsir style's sticks are wider (x2)
     pts = mean_face(height, width, scale=0.3)
@@ -279,7 +261,7 @@ def test_each_openpose_style_is_the_convention_with_its_options(style):
 
 def test_facesnap72_style_is_the_ffrnet_drawing_and_unknown_styles_are_refused():
     from comfyui_facesnap.models.errors import InvalidInputError
-    from comfyui_facesnap.models.face_analysis.landmark_styles import draw_landmarks
+    from comfyui_facesnap.models.face_analysis.drawings import draw_landmarks
     from comfyui_facesnap.models.face_analysis.landmarks72 import draw_control_image
 
     pts = mean_face(128, 128)

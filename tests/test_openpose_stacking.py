@@ -75,7 +75,7 @@ def identity_fed(executor, kind: str) -> tuple[torch.Tensor, dict]:
     """The image and the cond / uncond tokens the identity control must read."""
     if kind == "facesnap":
         bundle = cached(executor, "loader")
-        tokens = {"cond": bundle.encode(tiny_face_features(10)), "uncond": bundle.uncond_tokens()}
+        tokens = {"cond": bundle.run_mixer(*tiny_face_features(10).batched()), "uncond": bundle.uncond_tokens()}
         return as_hint(cached(executor, "facesnap_drawing")), tokens
     identity = cached(executor, "encode_tom")
     return as_hint(cached(executor, "kps_tom")), {"cond": identity.cond, "uncond": identity.uncond}

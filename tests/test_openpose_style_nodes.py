@@ -146,3 +146,49 @@ def test_predictor_openpose_control_image_is_the_convention_pixel_for_pixel(pred
     if drive:  # over the drive face's crop
         np.testing.assert_array_equal(overlay, draw_openpose_face(landmarks.points[0], height, width,
                                                                   canvas=landmarks.backgrounds[0], **OPENPOSE[style]))
+
+
+def test_draw_landmarks_dwpose_face_is_the_preprocessor_drawing_pixel_for_pixel(host):
+    from dwpose_reference import face_drawing
+
+    from comfyui_facesnap.models.face_analysis.landmark_views import faces_to_landmarks
+
+    width, height = 640, 512
+    executor = host.run(draw_graph(frame="crop", width=width, height=height, style="dwpose_face"))
+    crop = faces_to_landmarks(output(executor, "crop", 1), "crop")
+    points = crop.points[0] * np.array([width / 256.0, height / 256.0], np.float32)
+    expected = face_drawing(points[:68], height, width)
+    control, overlay = (as_uint8(output(executor, "draw", i)[0]) for i in (0, 1))
+    np.testing.assert_array_equal(control, expected)
+    drawn = expected.any(axis=2)
+    assert (expected[..., 0] == 255).sum() > 60 * 20, "a face was drawn"
+    np.testing.assert_array_equal(overlay[drawn], expected[drawn])
+    assert overlay[~drawn].any(axis=1).mean() > 0.3, "the overlay is drawn over the photo"
+
+
+def test_predictor_dwpose_face_is_the_preprocessor_drawing_pixel_for_pixel(predictor_host):
+    from dwpose_reference import face_drawing
+
+    executor = predictor_host.run(predictor_graph("dwpose_face", False))
+    landmarks = output(executor, "predictor", 0)
+    control = as_uint8(output(executor, "predictor", 1)[0])
+    np.testing.assert_array_equal(control, face_drawing(landmarks.points[0][:68], 384, 512))
+    assert control.any(axis=2).mean() > 0.005
+
+
+def test_draw_landmarks_kps5_style_is_the_draw_keypoints_node(host):
+    from comfyui_facesnap.models.face_analysis.align import box_to_crop_matrix, transform_points
+    from comfyui_facesnap.models.face_analysis.keypoints5 import draw_kps
+
+    g = draw_graph(frame="crop", width=384, height=320, style="instantid_kps5")
+    g["kps"] = {"class_type": "FaceSnapDrawKeypoints",
+                "inputs": {"faces": ["crop", 1], "frame": "crop", "width": 384, "height": 320}}
+    g["kps_preview"] = {"class_type": "PreviewImage", "inputs": {"images": ["kps", 1]}}
+    executor = host.run(g)
+    for index in (0, 1):
+        np.testing.assert_array_equal(output(executor, "draw", index).numpy(), output(executor, "kps", index).numpy())
+    faces = output(executor, "crop", 1)
+    kps = transform_points(faces.records[0].kps5, box_to_crop_matrix(faces.crop_boxes[0], faces.crop_size))
+    expected = draw_kps(kps * np.array([384 / 256, 320 / 256], np.float32), 320, 384)
+    np.testing.assert_array_equal(as_uint8(output(executor, "draw", 0)[0]), expected)
+    assert expected.any()

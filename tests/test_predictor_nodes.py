@@ -57,7 +57,7 @@ def t1_faces(insightface_images):
 
 @pytest.fixture(scope="module")
 def ict(host):
-    return nodes_module().MorphableModelLoader.execute("ICT-FaceKit", "ict_face_narrow.npz", "generic_model.pkl",
+    return nodes_module().FaceSnap3DMMLoader.execute("ICT-FaceKit", "ict_face_narrow.npz", "generic_model.pkl",
                                                        "landmark_embedding.npy")[0]
 
 
@@ -66,7 +66,7 @@ def run_predictor(ict, reference, drive=None, **overrides):
                    keep_reference_expression=False, expression_strength=1.0, neutral_reference=False,
                    frame="drive image", width=256, height=256)
     options.update(overrides)
-    return nodes_module().LandmarkPredictor.execute(ict, reference, drive=drive, **options)
+    return nodes_module().FaceSnapLandmarkPredictor.execute(ict, reference, drive=drive, **options)
 
 
 def test_workflow_runs_through_the_executor(host, prompt):
@@ -154,10 +154,10 @@ def test_missing_model_file_names_the_path(host):
     from comfyui_facesnap.nodes.errors import FaceSnapNodeError
 
     with pytest.raises(FaceSnapNodeError) as err:
-        nodes_module().MorphableModelLoader.execute("ICT-FaceKit", "not_there.npz", "generic_model.pkl",
+        nodes_module().FaceSnap3DMMLoader.execute("ICT-FaceKit", "not_there.npz", "generic_model.pkl",
                                                     "landmark_embedding.npy", download_if_missing=False)
     expected = str(pathlib.Path(folder_paths.get_folder_paths("3dmm")[0]) / "not_there.npz")
     assert "FaceSnap3DMMLoader" in str(err.value) and expected in str(err.value)
     assert "ICT-VGL/ICT-FaceKit" in str(err.value) and "convert_ict_facekit.py" in str(err.value)
     with pytest.raises(FaceSnapNodeError, match="flame_file generic_model.pkl was not found"):
-        nodes_module().MorphableModelLoader.execute("FLAME", "", "generic_model.pkl", "landmark_embedding.npy")
+        nodes_module().FaceSnap3DMMLoader.execute("FLAME", "", "generic_model.pkl", "landmark_embedding.npy")

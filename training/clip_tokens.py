@@ -1,6 +1,7 @@
 """The mixer's CLIP input: penultimate hidden states of CLIP-ViT-H/14 on the face crop (257 x 1280).
 
-Computed with ComfyUI's own CLIP-vision code, exactly as the stock CLIPVisionEncode node does at inference.
+Computed by the same function as FaceSnap Face Encode at inference (``comfy_glue.methods.facesnap.clip_tokens``:
+ComfyUI's own CLIP-vision code, as the stock CLIPVisionEncode node runs it).
 ``TinyClipTokens`` is a frozen random stand-in with the tiny mixer's token shape, for tests and the benchmark.
 """
 
@@ -23,8 +24,9 @@ class ClipTokenEncoder:
     @torch.no_grad()
     def encode_batch(self, faces: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) RGB in [0, 1] -> (B, 257, 1280) float32."""
-        out = self.model.encode_image(faces.permute(0, 2, 3, 1).cpu(), crop=True)
-        return out.penultimate_hidden_states.float()
+        from ..comfy_glue.identity_methods import METHODS
+
+        return METHODS["facesnap"].glue().clip_tokens(self.model, faces.permute(0, 2, 3, 1).cpu())
 
     def encode(self, face_rgb: np.ndarray) -> np.ndarray:
         faces = torch.from_numpy(face_rgb).permute(2, 0, 1)[None].float() / 255.0

@@ -21,29 +21,20 @@ import torch
 
 import comfy.model_management
 
-from ...models.errors import ModelFileError
-from ...models.identity.diffusers_controlnet import DIFFUSERS_WEIGHT_NAMES, load_diffusers_controlnet
+from ...models.errors import InvalidInputError, ModelFileError
+from ...models.face_analysis.record import FaceSet
+from ...models.identity.diffusers_controlnet import load_diffusers_controlnet
 from ...models.identity.identity import Identity
-from ...models.identity.sdxl_controlnet import SDXLControlNet
 from ...models.identity.instantid.weights import (InstantIDAdapter, build_instantid, expected_shapes, file_layout,
                                                   read_instantid_tensors)
-from .facesnap import backbone_files
+from ...models.identity.reference_faces import arcface_embeddings
+from ...models.identity.sdxl_controlnet import SDXLControlNet
+from ..conditioning import apply_identity_control
 from ..control import wrap_identity_model
+from ..controlnet_files import controlnet_location
+from ..identity_methods import INSTANTID, Applied, ApplyRequest, check_identity, check_window
+from ..ip_attention_patch import patch_model_with_ip_attention
 from ..weight_dtypes import build_managed, choose_weight_dtypes, dtype_option, file_dtype, managed_patcher
-
-
-def identitynet_path(path: str) -> str:
-    """A diffusers ControlNet picked by its weights file: the folder when ``config.json`` sits beside a
-    ``diffusion_pytorch_model*.safetensors`` (InstantID's ``ControlNetModel/`` layout), else the single file."""
-    folder = os.path.dirname(path)
-    if os.path.basename(path) in DIFFUSERS_WEIGHT_NAMES and os.path.isfile(os.path.join(folder, "config.json")):
-        return folder
-    return path
-
-
-def identitynet_files(path: str) -> list[str]:
-    """The files IdentityNet is read from, for the loader cache."""
-    return backbone_files(identitynet_path(path))
 
 
 class InstantIDBundle:
@@ -59,13 +50,13 @@ class InstantIDBundle:
         self.identitynet = build_managed(lambda ops, compute: SDXLControlNet(identitynet.config, ops, compute), identitynet,
                                          self.dtypes)
         self.name = name
-        self.key = f"facesnap_instantid#{uuid.uuid4().hex}"  # this load's additional-model key on a MODEL
+        self.models_key = f"facesnap_instantid#{uuid.uuid4().hex}"  # this load's additional-models key on a MODEL
         self.resampler_patcher = managed_patcher(self.adapter.image_proj)
         self.ip_patcher = managed_patcher(self.adapter.ip_adapter)
         self.control = wrap_identity_model(self.identitynet, manual_cast_dtype=self.dtypes.manual_cast)
 
     @property
-    def model_key(self) -> str:
+    def weights_key(self) -> str:
         return self.adapter.model_key
 
     @property
@@ -77,7 +68,7 @@ class InstantIDBundle:
     def ip_layers(self):
         return self.adapter.ip_adapter
 
-    def encode(self, embeddings: torch.Tensor, uncond_noise: float = 0.0, seed: int = 0) -> Identity:
+    def encode_embeddings(self, embeddings: torch.Tensor, uncond_noise: float = 0.0, seed: int = 0) -> Identity:
         """An identity from raw ArcFace embeddings (N, 512); tokens as float32 on ComfyUI's intermediate device."""
         comfy.model_management.load_models_gpu([self.resampler_patcher])
         identity = self.adapter.encode_identity(embeddings, uncond_noise, seed, self.resampler_patcher.load_device)
@@ -86,14 +77,15 @@ class InstantIDBundle:
                        model_name=self.name)
 
 
-def load_instantid_bundle(ip_path: str, controlnet_path: str, name: str = "", dtype: str = "auto") -> InstantIDBundle:
+def load(*, weights: str, controlnet: str, name: str = "", dtype: str = "auto") -> InstantIDBundle:
     """InstantID's ip-adapter file and its IdentityNet (a diffusers SDXL ControlNet) as one bundle."""
+    ip_path, controlnet_path = weights, controlnet
     dtype_option(dtype)  # refuse a bad option before reading the files
     interrupt = comfy.model_management.throw_exception_if_processing_interrupted
     config, unet_config = file_layout(ip_path)
     adapter = build_instantid(read_instantid_tensors(ip_path, expected_shapes(config, unet_config), interrupt), config,
                               unet_config)
-    identitynet = load_diffusers_controlnet(identitynet_path(controlnet_path), interrupt=interrupt)
+    identitynet = load_diffusers_controlnet(controlnet_location(controlnet_path), interrupt=interrupt)
     width = identitynet.config.cross_attention_dim
     if width != config.output_dim:
         raise ModelFileError(
@@ -101,3 +93,44 @@ def load_instantid_bundle(ip_path: str, controlnet_path: str, name: str = "", dt
             f"in {os.path.basename(ip_path)!r} makes {config.output_dim}-wide ones: it is not InstantID's IdentityNet",
             "pick InstantID's IdentityNet (ControlNetModel/diffusion_pytorch_model.safetensors) in models/controlnet")
     return InstantIDBundle(adapter, identitynet, name, dtype)
+
+
+def weights_key(bundle: InstantIDBundle) -> str:
+    return bundle.weights_key
+
+
+def encode(bundle: InstantIDBundle, *, faces: FaceSet, clip_vision=None, uncond_noise: float = 0.0) -> Identity:
+    """One person's identity: insightface's raw ArcFace embeddings of the faces, averaged (as cubiq's node does),
+    through the Resampler; the negative is the Resampler of zeros, or of ``uncond_noise`` x uniform noise."""
+    if clip_vision is not None:
+        raise InvalidInputError("InstantID reads no CLIP-vision tokens", "leave clip_vision unconnected")
+    embeddings = arcface_embeddings(faces, raw=True, purpose="InstantID's Resampler")
+    return bundle.encode_embeddings(embeddings, uncond_noise)
+
+
+def apply(bundle: InstantIDBundle, identity: Identity, *, request: ApplyRequest) -> Applied:
+    """IP-attention on a clone of the MODEL (``attention_weight``) and IdentityNet on the conditioning
+    (``strength``). ``uncond_input_noise`` > 0 re-makes the negative tokens as the Resampler of that much uniform
+    noise (cubiq's option) instead of the identity's own."""
+    request.refuse_unsupported(INSTANTID.label, "uncond_strength", "uncond_token_noise")
+    check_window(request.start, request.end)
+    check_identity(identity, method=INSTANTID, keys=bundle.accepted_keys, file_name=bundle.name,
+                   width=bundle.ip_layers.context_dim, target="InstantID", allow_other_weights=request.allow_other_weights)
+    uncond = identity.uncond
+    if request.uncond_input_noise > 0:
+        if identity.id_embedding is None:
+            raise InvalidInputError("this identity carries no ArcFace embedding, so its negative cannot be re-made",
+                                    "set uncond_noise to 0, or encode the person again with FaceSnap InstantID Encode")
+        uncond = bundle.encode_embeddings(identity.id_embedding[None], request.uncond_input_noise).uncond
+    model, positive, negative = request.model, request.positive, request.negative
+    if request.attention_weight != 0:
+        model = patch_model_with_ip_attention(model, layers=bundle.ip_layers, layers_patcher=bundle.ip_patcher,
+                                              layers_key=bundle.models_key, cond=identity.cond, uncond=uncond,
+                                              weight=request.attention_weight, start=request.start, end=request.end,
+                                              mask=request.mask, method=INSTANTID.label)
+    if request.strength != 0:
+        positive, negative = apply_identity_control(
+            positive, negative, bundle.control, cond_tokens=identity.cond, uncond_tokens=uncond,
+            hint=request.control_image, strength=request.strength, start=request.start, end=request.end,
+            mask=request.mask, positive_only=request.positive_only, node_id=request.node_id)
+    return Applied(model, positive, negative)

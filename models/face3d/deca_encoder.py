@@ -15,18 +15,17 @@ in metres, and rotates the head about FLAME's root joint.
 from __future__ import annotations
 
 import pathlib
-import pickle
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import InvalidInputError, ModelFileError
-from ..common.file_checks import check_finite
+from ..common.file_checks import Interrupt, check_finite
 from ..face_analysis.align import crop_square
 from .face_fitting import FitResult, axis_angle_to_matrix
 from ..common.operations import resolve_operations
-from ..common.file_errors import code_reference, refused_code_error, safe_reason
+from ..common.torch_pickle import load_weights_only
 from .morphable_model import MorphableModel
 
 DECA_HINT = ("download deca_model.tar from DECA (github.com/yfeng95/DECA, MPI non-commercial licence) into "
@@ -101,20 +100,21 @@ class DecaEncoder(nn.Module):
         return dict(zip(DECA_SPLITS, self.layers(self.encoder(crops)).split(list(DECA_SPLITS.values()), dim=1)))
 
 
-def load_deca_encoder(path: str | pathlib.Path, operations=None) -> DecaEncoder:
-    """``E_flame`` from DECA's ``deca_model.tar`` without running pickled code. Raises ModelFileError naming the path."""
+def _refused(path, found: str | None) -> ModelFileError:
+    if found is None:
+        return ModelFileError(f"{path} is not {DECA_KIND} (it is damaged or a different kind of file)", DECA_HINT)
+    return ModelFileError(f"{path} was not loaded: it should be {DECA_KIND}, but it holds a reference to {found}, "
+                          "which is program code, not data. The pack reads model files without running any code in "
+                          "them", DECA_HINT)
+
+
+def load_deca_encoder(path: str | pathlib.Path, operations=None, interrupt: Interrupt = None) -> DecaEncoder:
+    """``E_flame`` from DECA's ``deca_model.tar`` without running pickled code. Raises ModelFileError naming the path;
+    ``interrupt`` is polled while the weights are checked."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ModelFileError(f"the DECA model was not found at {path}", DECA_HINT)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if code_reference(err) is not None:  # torch's restricted unpickler met a class or function
-            raise refused_code_error(path, err, DECA_KIND, DECA_HINT) from err
-        raise ModelFileError(f"{path} is not {DECA_KIND} (it is damaged or a different kind of file)",
-                             DECA_HINT) from err
-    except (RuntimeError, EOFError, ValueError, OSError) as err:
-        raise ModelFileError(f"{path} is not {DECA_KIND} (unreadable: {safe_reason(err)})", DECA_HINT) from err
+    checkpoint = load_weights_only(str(path), DECA_HINT, what=DECA_KIND, refused=lambda name, found: _refused(path, found))
     if not isinstance(checkpoint, dict) or "E_flame" not in checkpoint:
         found = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ModelFileError(f"{path} is not DECA's deca_model.tar (no 'E_flame' entry; found {found})", DECA_HINT)
@@ -126,7 +126,7 @@ def load_deca_encoder(path: str | pathlib.Path, operations=None) -> DecaEncoder:
     if missing or wrong:
         raise ModelFileError(f"{path}: E_flame does not match DECA's ResNet-50 encoder (missing {missing[:4]}, "
                              f"wrong shape {wrong[:4]})", DECA_HINT)
-    check_finite({k: state[k] for k in expected}, str(path), DECA_HINT)
+    check_finite({k: state[k] for k in expected}, str(path), DECA_HINT, interrupt)
     encoder.load_state_dict({k: state[k] for k in expected})
     return encoder.eval()
 

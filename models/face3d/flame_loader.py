@@ -20,7 +20,7 @@ import pickle
 import numpy as np
 
 from ..errors import ModelFileError
-from ..common.file_checks import check_finite
+from ..common.file_checks import Interrupt, check_finite
 from ..common.file_errors import code_reference, refused_code_error, safe_reason
 from .flame_articulation import flame_articulation
 from .morphable_model import MorphableModel, frame_normalisation, normalised_model
@@ -109,8 +109,9 @@ def _unpickle(path: pathlib.Path, data: bytes, hint: str, kind: str):
         raise ModelFileError(f"{path} is not {kind} (unreadable: {safe_reason(err)})", hint) from err
 
 
-def load_flame_pkl(path: str | pathlib.Path) -> dict[str, np.ndarray]:
-    """The arrays of a FLAME ``generic_model.pkl``, without chumpy. Raises ModelFileError for anything else."""
+def load_flame_pkl(path: str | pathlib.Path, interrupt: Interrupt = None) -> dict[str, np.ndarray]:
+    """The arrays of a FLAME ``generic_model.pkl``, without chumpy. Raises ModelFileError for anything else;
+    ``interrupt`` is polled while the arrays are checked."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ModelFileError(f"the FLAME model was not found at {path}", FLAME_HINT)
@@ -120,7 +121,8 @@ def load_flame_pkl(path: str | pathlib.Path) -> dict[str, np.ndarray]:
         raise ModelFileError(f"{path} is not a FLAME model (expected the keys {', '.join(FLAME_KEYS)}; found {found})",
                              FLAME_HINT)
     model = {k: _plain(v) for k, v in raw.items()}
-    check_finite({k: v for k, v in model.items() if isinstance(v, np.ndarray)}, str(path), FLAME_HINT, what="array")
+    check_finite({k: v for k, v in model.items() if isinstance(v, np.ndarray)}, str(path), FLAME_HINT, interrupt,
+                 what="array")
     verts, shapedirs = np.asarray(model["v_template"]), np.asarray(model["shapedirs"])
     if verts.ndim != 2 or verts.shape[1] != 3 or shapedirs.shape[:2] != verts.shape or \
             shapedirs.ndim != 3 or shapedirs.shape[2] <= FLAME_SHAPE_COMPONENTS:
@@ -129,7 +131,7 @@ def load_flame_pkl(path: str | pathlib.Path) -> dict[str, np.ndarray]:
     return model
 
 
-def load_landmark_embedding(path: str | pathlib.Path) -> dict[str, np.ndarray]:
+def load_landmark_embedding(path: str | pathlib.Path, interrupt: Interrupt = None) -> dict[str, np.ndarray]:
     """DECA/SMIRK ``landmark_embedding.npy`` (an object array holding a pickled dict) read without ``allow_pickle``."""
     path = pathlib.Path(path)
     if not path.is_file():
@@ -150,14 +152,15 @@ def load_landmark_embedding(path: str | pathlib.Path) -> dict[str, np.ndarray]:
         raise ModelFileError(f"{path} is not DECA's landmark embedding (no full_lmk_faces_idx / full_lmk_bary_coords)",
                              EMBEDDING_HINT)
     arrays = {k: np.asarray(_plain(v)) for k, v in raw.items()}
-    check_finite(arrays, str(path), EMBEDDING_HINT, what="array")
+    check_finite(arrays, str(path), EMBEDDING_HINT, interrupt, what="array")
     return arrays
 
 
-def flame_morphable_model(model_path, embedding_path, num_shape: int = 100, num_expression: int = 50) -> MorphableModel:
+def flame_morphable_model(model_path, embedding_path, num_shape: int = 100, num_expression: int = 50,
+                          interrupt: Interrupt = None) -> MorphableModel:
     """A MorphableModel from FLAME: the leading shape and expression components and DECA's 68-point embedding."""
-    flame = load_flame_pkl(model_path)
-    emb = load_landmark_embedding(embedding_path)
+    flame = load_flame_pkl(model_path, interrupt)
+    emb = load_landmark_embedding(embedding_path, interrupt)
     faces = np.asarray(flame["f"], np.int64)
     lmk_faces = emb["full_lmk_faces_idx"].reshape(-1).astype(np.int64)
     bary = emb["full_lmk_bary_coords"].reshape(-1, 3).astype(np.float32)

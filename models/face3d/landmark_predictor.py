@@ -15,8 +15,8 @@ import torch
 
 from ..errors import InvalidInputError, NoFaceError
 from ..face_analysis.align import box_to_crop_matrix
-from ..face_analysis.landmark_views import faces_to_landmarks
-from ..face_analysis.landmark_styles import FACESNAP72, draw_landmarks
+from ..face_analysis.drawings import FACESNAP72
+from ..face_analysis.landmark_views import faces_to_landmarks, render_landmarks
 from ..face_analysis.landmarks72 import LandmarkSet
 from ..face_analysis.record import FaceSet
 from .face_fitting import FitOptions, FitResult, euler_to_matrix, fit_landmarks, matrix_to_euler, project
@@ -290,17 +290,14 @@ def predict_from_faces(model: MorphableModel, reference: FaceSet, drive: FaceSet
 
 def draw_prediction(model: MorphableModel, prediction: Prediction,
                     style: str = FACESNAP72) -> tuple[list[np.ndarray], list[torch.Tensor], list[np.ndarray]]:
-    """Control images (the 72 points drawn in ``style`` on black, see landmark_styles.py), monochrome 3D renders
-    (H, W) in [0, 1], and overlays (the same drawing over the drive photo, or over the render where there is no
-    photo), all at the first item's canvas size."""
-    out_h, out_w = prediction.landmarks.canvas_sizes[0]
-    controls, renders, overlays = [], [], []
-    for points, verts, background in zip(prediction.landmarks.points, prediction.vertices,
-                                         prediction.landmarks.backgrounds):
-        render = render_shaded(verts, model.triangles, out_h, out_w)
-        if background is None:
-            background = (render.numpy()[..., None] * 255).astype(np.uint8).repeat(3, 2)
-        controls.append(draw_landmarks(points, out_h, out_w, style))
-        renders.append(render)
-        overlays.append(draw_landmarks(points, out_h, out_w, style, canvas=background))
+    """Control images (the landmarks drawn in ``style`` on black, see drawings.py), monochrome 3D renders (H, W) in
+    [0, 1], and overlays (the same drawing over the drive photo, or over the render where there is no photo), all
+    at the first item's canvas size."""
+    landmarks = prediction.landmarks
+    out_h, out_w = landmarks.canvas_sizes[0]
+    renders = [render_shaded(verts, model.triangles, out_h, out_w) for verts in prediction.vertices]
+    backgrounds = [(r.numpy()[..., None] * 255).astype(np.uint8).repeat(3, 2) if photo is None else photo
+                   for r, photo in zip(renders, landmarks.backgrounds)]
+    with_backgrounds = LandmarkSet(landmarks.points, landmarks.canvas_sizes, backgrounds)
+    controls, overlays = render_landmarks(with_backgrounds, style=style)
     return controls, renders, overlays

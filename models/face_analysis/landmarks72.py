@@ -89,6 +89,17 @@ def from_ibug68(points68: np.ndarray, extras: np.ndarray | None = None) -> np.nd
     return np.concatenate([p, np.asarray(extras, dtype=np.float32)], axis=-2)
 
 
+def blank_or_copy(height: int, width: int, canvas: np.ndarray | None = None) -> np.ndarray:
+    """The image a drawing starts from: black (height, width, 3) RGB uint8, or a copy of ``canvas`` of that shape."""
+    if height < 1 or width < 1:
+        raise ValueError(f"canvas size must be positive, got {height}x{width}")
+    if canvas is None:
+        return np.zeros((height, width, 3), np.uint8)
+    if canvas.dtype != np.uint8 or canvas.shape != (height, width, 3):
+        raise ValueError(f"canvas must be ({height}, {width}, 3) uint8, got {canvas.shape} {canvas.dtype}")
+    return np.ascontiguousarray(canvas).copy()
+
+
 def _stroke_sizes(height: int, width: int) -> tuple[int, int]:
     scale = max(height, width) / 512.0
     return max(1, int(round(2 * scale))), max(1, int(round(3 * scale)))
@@ -106,7 +117,7 @@ def draw_control_image(points: np.ndarray, height: int, width: int, canvas: np.n
     pts = np.asarray(points, dtype=np.float64)
     if pts.shape != (NUM_POINTS, 2):
         raise ValueError(f"expected ({NUM_POINTS}, 2) points, got {pts.shape}")
-    image = np.zeros((height, width, 3), np.uint8) if canvas is None else np.ascontiguousarray(canvas.copy())
+    image = blank_or_copy(height, width, canvas)
     if not np.isfinite(pts).all():
         return image
     thickness, radius = _stroke_sizes(height, width)

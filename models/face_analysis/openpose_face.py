@@ -1,10 +1,13 @@
-"""The pack's 72 landmarks drawn the way the common OpenPose preprocessors draw face points.
+"""The pack's 72 landmarks drawn the way the common OpenPose and DWPose preprocessors draw face points.
 
 Matched convention: ``draw_facepose`` and ``draw_bodypose`` of huggingface/controlnet_aux 0.0.10
-(``open_pose/util.py``), which Fannovel16/comfyui_controlnet_aux draws identically (``open_pose/util.py`` and
-``dwpose/util.py``, with ``scale_stick_for_xinsr_cn`` off; ``xinsir_sticks=True`` turns that option's limb width on).
-For one face on a black canvas the result is pixel-identical to those functions fed the same keypoints normalised
-by the canvas size (``x / width``, ``y / height``), which is what their detectors hand them:
+(``open_pose/util.py``), which Fannovel16/comfyui_controlnet_aux's OpenPose node draws identically (with
+``scale_stick_for_xinsr_cn`` off; ``xinsir_sticks=True`` turns that option's limb width on). For one face on a black
+canvas the result is pixel-identical to those functions fed the same keypoints normalised by the canvas size
+(``x / width``, ``y / height``), which is what their detectors hand them. ``include_pupils=False`` is DWPose's face
+drawing (the drawings registry's ``dwpose_face``): the same procedure on DWPose's 68 face points, as easy_dwpose,
+IDEA-Research/DWPose's ControlNet annotator and controlnet_aux's ``dwpose`` draw them from float64 keypoints
+normalised the same way:
 
 - face: points 0-69 of the 72-point layout are OpenPose-face-70 (iBUG-68, then the right pupil, then the left
   pupil); 70 (glabella) and 71 (forehead) have no OpenPose counterpart and are not drawn. Each point becomes
@@ -27,7 +30,7 @@ import math
 
 import numpy as np
 
-from .landmarks72 import NUM_POINTS
+from .landmarks72 import NUM_POINTS, blank_or_copy
 
 EPS = 0.01
 FACE_POINTS = 70
@@ -155,15 +158,8 @@ def draw_openpose_face(points72: np.ndarray, height: int, width: int, include_he
     points only, as controlnet_aux's DWPose preprocessor does. ``canvas`` (RGB uint8, same size) draws over a copy
     of an image instead of black.
     """
-    if height < 1 or width < 1:
-        raise ValueError(f"canvas size must be positive, got {height}x{width}")
+    image = blank_or_copy(height, width, canvas)
     face = openpose_face70(points72)
-    if canvas is None:
-        image = np.zeros((height, width, 3), np.uint8)
-    elif canvas.dtype != np.uint8 or canvas.shape != (height, width, 3):
-        raise ValueError(f"canvas must be ({height}, {width}, 3) uint8, got {canvas.shape} {canvas.dtype}")
-    else:
-        image = np.ascontiguousarray(canvas).copy()
     if include_head:
         _draw_head(image, head_keypoints(points72), xinsir_sticks)
     _draw_face(image, face if include_pupils else face[:68])
