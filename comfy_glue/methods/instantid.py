@@ -47,8 +47,8 @@ class InstantIDBundle:
         self.adapter = build_managed(lambda ops, compute: InstantIDAdapter(adapter.config, adapter.unet_config, ops,
                                                                            compute), adapter, self.dtypes)
         self.adapter.model_key, self.adapter.legacy_model_key = adapter.model_key, adapter.legacy_model_key
-        self.identitynet = build_managed(lambda ops, compute: SDXLControlNet(identitynet.config, ops, compute), identitynet,
-                                         self.dtypes)
+        self.identitynet = build_managed(lambda ops, compute: SDXLControlNet(identitynet.config, ops, compute),
+                                         identitynet, self.dtypes)
         self.name = name
         self.models_key = f"facesnap_instantid#{uuid.uuid4().hex}"  # this load's additional-models key on a MODEL
         self.resampler_patcher = managed_patcher(self.adapter.image_proj)
