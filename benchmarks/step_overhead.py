@@ -11,8 +11,8 @@ One step = one CFG-batched UNet call (cond + uncond), as KSampler runs it:
         + IP-attention at the UNet's 70 cross-attentions (to_k_ip / to_v_ip over the 16 tokens), as the pack runs it
     (h) InstantID with IdentityNet on the positive half only (IP-attention still on both halves)
 (c)-(f) for every FFRNet preset: ``sdxl`` (the paper's full encoder copy) and ``sdxl_light``. (g)/(h) are counted,
-not timed: IdentityNet has the full ``sdxl`` layout (InstantID's ControlNetModel config, loaded as an FFRNet
-without injector heads); the IP-attention is the pack's attn2 patch (comfy_glue/ip_attention_patch.py).
+not timed: IdentityNet has the full ``sdxl`` layout (InstantID's ControlNetModel config, loaded as an
+``SDXLControlNet``, FFRNet's backbone); the IP-attention is the pack's attn2 patch (comfy_glue/ip_attention_patch.py).
 
 FLOPs come from ``torch.utils.flop_counter`` on the meta device: the networks are built without weights and run on
 shape-only tensors, so the paper's 1024x1024 is counted exactly in seconds, with no arithmetic and no memory.
@@ -132,11 +132,11 @@ def ip_attention_options(unet_cfg: dict, tokens: int, device, attention: str) ->
     import comfy.ldm.modules.attention
     from comfyui_facesnap.comfy_glue.ip_attention_patch import IPAttentionPatch
     from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
-    from comfyui_facesnap.models.identity.unet_sites import instantid_layer_sites
+    from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
 
     width = unet_cfg["context_dim"]
     with torch.device(device):
-        layers = IPAttentionLayers(instantid_layer_sites(unet_cfg), context_dim=width)
+        layers = IPAttentionLayers(ip_adapter_layer_sites(unet_cfg), context_dim=width)
         cond, uncond = torch.zeros(1, tokens, width), torch.zeros(1, tokens, width)
     text_attention = getattr(comfy.ldm.modules.attention, attention)
 
@@ -153,19 +153,20 @@ def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta"
     """FLOPs of each network in one CFG step (batch 2; FFRNet and its injector heads also on batch 1).
 
     Built and run on ``device`` ("meta": shapes only). ``ffrnet_configs``: preset name -> FFRNetConfig. With
-    ``identitynet_config`` (an FFRNetConfig without injector), InstantID's IdentityNet on batch 2 and 1
+    ``identitynet_config`` (a ControlNetConfig), InstantID's IdentityNet on batch 2 and 1
     ("identitynet2", "identitynet1") and its IP-attention ("ip_attention": the patched UNet's surplus) too."""
     import torch
 
     import comfy.supported_models
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet
+    from comfyui_facesnap.models.identity.sdxl_controlnet import SDXLControlNet
 
     device = torch.device(device)
     with torch.device(device):
         unet = comfy.supported_models.SDXL(unet_cfg).get_model({}, device=device).diffusion_model
         stock = stock_controlnet(unet_cfg, device)
         ffrnets = {preset: FFRNet(cfg) for preset, cfg in ffrnet_configs.items()}
-        identitynet = FFRNet(identitynet_config) if identitynet_config is not None else None
+        identitynet = SDXLControlNet(identitynet_config) if identitynet_config is not None else None
     text, fmix = (step_inputs(2, size, tokens, unet_cfg, device) for tokens in (TEXT_TOKENS, FMIX_TOKENS))
     hint = torch.zeros(2, 3, size, size, device=device)
 
@@ -376,11 +377,12 @@ def count_steps(size: int, presets) -> dict:
     import torch
 
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig
 
     started = time.time()
     flops = network_flops(size, sdxl_unet_config(torch.float32),
                           {p: FFRNetConfig.preset(p, id_injector=True) for p in presets},
-                          identitynet_config=FFRNetConfig.preset("sdxl", id_injector=False))
+                          identitynet_config=ControlNetConfig.sdxl())
     steps = step_flops(flops, presets)
     print_flops(size, steps, time.time() - started)
     print(f"  InstantID's parts: IdentityNet {flops['identitynet2'] / 1e12:.3f} TFLOP on both halves, "
