@@ -46,7 +46,7 @@ def main(argv=None) -> int:
 
     from comfyui_facesnap.models.face_analysis import load_analyzer
     from comfyui_facesnap.models.face_analysis.landmark_views import faces_to_landmarks
-    from comfyui_facesnap.models.face_analysis.select import crop_faces
+    from comfyui_facesnap.models.face_analysis.select import cut_crops, plan_crops
     from comfyui_facesnap.models.face_analysis.landmarks72 import draw_control_image
     from comfyui_facesnap.nodes.image_tensors import to_rgb_uint8
     from comfyui_facesnap.nodes.model_paths import register_model_folders
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     analyzer = load_analyzer("dlib")
     crops, faces = {}, {}
     for index in (*REFERENCES, DRIVE):
-        crop, face_set = crop_faces(analyzer, [image], "left_to_right", index, size=TILE)
+        crop, face_set = cut_crops(plan_crops(analyzer, [image], "left_to_right", index, size=TILE))
         crops[index], faces[index] = crop[0], face_set
     model = FaceSnap3DMMLoader.execute("ICT-FaceKit", args.model.name, "generic_model.pkl",
                                          "landmark_embedding.npy")[0]

@@ -101,16 +101,16 @@ def network(name: str, module, encode_only: bool = False, keep: bool = False,
 
 
 def sdxl_unet_config(dtype):
-    """The SDXL UNet config as ComfyUI derives it from a diffusers SDXL ControlNet layout (FFRNet's), checked to be
+    """The SDXL UNet config as ComfyUI derives it from a diffusers SDXL ControlNet layout, checked to be
     the ``comfy.supported_models.SDXL`` family."""
     import comfy.model_detection
     import comfy.supported_models
     import torch
 
-    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig, SDXLControlNet
 
     with torch.device("meta"):
-        probe = FFRNet(FFRNetConfig.sdxl(id_injector=False))
+        probe = SDXLControlNet(ControlNetConfig.sdxl())
     config = comfy.model_detection.unet_config_from_diffusers_unet(probe.state_dict(), dtype)
     family = comfy.model_detection.model_config_from_unet_config(config)
     if type(family) is not comfy.supported_models.SDXL:
@@ -132,7 +132,7 @@ def build_networks(compute_dtype=None) -> dict[str, Network]:
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
     from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
     from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
-    from comfyui_facesnap.models.identity.unet_sites import instantid_layer_sites
+    from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
 
     meta = torch.device("meta")
     dtype = compute_dtype or torch.float16
@@ -142,7 +142,7 @@ def build_networks(compute_dtype=None) -> dict[str, Network]:
     nets["sdxl_unet"] = network("SDXL UNet", unet, keep=True)
     ops = comfy.ops.disable_weight_init
     with meta:
-        ip = IPAttentionLayers(instantid_layer_sites(config), config["context_dim"], ops)
+        ip = IPAttentionLayers(ip_adapter_layer_sites(config), config["context_dim"], ops)
         nets["ip_attention"] = network(f"InstantID IP projections ({len(ip)} pairs)", ip)
         cn_config = dict(config, hint_channels=3, operations=ops, device=meta)
         cn_config.pop("out_channels")  # as comfy/controlnet.py builds a diffusers ControlNet

@@ -17,7 +17,7 @@ One step = one CFG-batched UNet call (cond + uncond), as KSampler runs it:
     (l) EcomID with its IdentityNet on the positive half only
 (c)-(f) for every FFRNet preset: ``sdxl`` (the paper's full encoder copy) and ``sdxl_light``. (g)-(l) are counted,
 not timed: IdentityNet (InstantID's and EcomID's alike) has the full ``sdxl`` layout (InstantID's ControlNetModel
-config, loaded as an FFRNet without injector heads); the IP and ID attention are the pack's attn2 patch
+config, loaded as an ``SDXLControlNet``, FFRNet's backbone); the IP and ID attention are the pack's attn2 patch
 (comfy_glue/ip_attention_patch.py) with InstantID's term or PuLID's (comfy_glue/methods/pulid.py). PuLID's encoding
 (EVA-CLIP, the parser, the ID encoder) runs once per identity, not per step, and is not in these rows.
 
@@ -145,11 +145,11 @@ def ip_attention_options(unet_cfg: dict, tokens: int, device, attention: str, te
     import comfy.ldm.modules.attention
     from comfyui_facesnap.comfy_glue.ip_attention_patch import IPAttentionPatch
     from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
-    from comfyui_facesnap.models.identity.unet_sites import instantid_layer_sites
+    from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
 
     width = unet_cfg["context_dim"]
     with torch.device(device):
-        layers = IPAttentionLayers(instantid_layer_sites(unet_cfg), context_dim=width)
+        layers = IPAttentionLayers(ip_adapter_layer_sites(unet_cfg), context_dim=width)
         cond, uncond = torch.zeros(1, tokens, width), torch.zeros(1, tokens, width)
     text_attention = getattr(comfy.ldm.modules.attention, attention)
 
@@ -167,20 +167,21 @@ def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta"
     """FLOPs of each network in one CFG step (batch 2; FFRNet and its injector heads also on batch 1).
 
     Built and run on ``device`` ("meta": shapes only). ``ffrnet_configs``: preset name -> FFRNetConfig. With
-    ``identitynet_config`` (an FFRNetConfig without injector), InstantID's IdentityNet on batch 2 and 1
+    ``identitynet_config`` (a ControlNetConfig), InstantID's IdentityNet on batch 2 and 1
     ("identitynet2", "identitynet1") and its IP-attention ("ip_attention": the patched UNet's surplus) too.
     ``attention_terms``: name -> (tokens, term), further identity attentions counted the same way (PuLID's)."""
     import torch
 
     import comfy.supported_models
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet
+    from comfyui_facesnap.models.identity.sdxl_controlnet import SDXLControlNet
 
     device = torch.device(device)
     with torch.device(device):
         unet = comfy.supported_models.SDXL(unet_cfg).get_model({}, device=device).diffusion_model
         stock = stock_controlnet(unet_cfg, device)
         ffrnets = {preset: FFRNet(cfg) for preset, cfg in ffrnet_configs.items()}
-        identitynet = FFRNet(identitynet_config) if identitynet_config is not None else None
+        identitynet = SDXLControlNet(identitynet_config) if identitynet_config is not None else None
     text, fmix = (step_inputs(2, size, tokens, unet_cfg, device) for tokens in (TEXT_TOKENS, FMIX_TOKENS))
     hint = torch.zeros(2, 3, size, size, device=device)
 
@@ -430,11 +431,12 @@ def count_steps(size: int, presets) -> dict:
     import torch
 
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig
 
     started = time.time()
     flops = network_flops(size, sdxl_unet_config(torch.float32),
                           {p: FFRNetConfig.preset(p, id_injector=True) for p in presets},
-                          identitynet_config=FFRNetConfig.preset("sdxl", id_injector=False),
+                          identitynet_config=ControlNetConfig.sdxl(),
                           attention_terms=pulid_terms())
     steps = step_flops(flops, presets)
     print_flops(size, steps, time.time() - started)

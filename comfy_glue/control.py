@@ -1,7 +1,7 @@
 """Identity ControlNets in ComfyUI: a ControlNet whose cross-attention reads identity tokens, not the prompt.
 
-Contract of ``IdentityControlNet`` (FaceSnap's FFRNet; InstantID's IdentityNet loaded as an ``FFRNet`` without
-heads; anything with the call signature of ``comfy.cldm.cldm.ControlNet``):
+Contract of ``IdentityControlNet`` (FaceSnap's FFRNet; InstantID's IdentityNet loaded as an ``SDXLControlNet``;
+anything with the call signature of ``comfy.cldm.cldm.ControlNet``):
 
 - Each control carries its own ``cond_tokens`` and ``uncond_tokens``, tensors of shape (1, T, D). For every batch
   chunk it feeds its model the cond tokens when ``transformer_options["cond_or_uncond"]`` says 0 (the positive) and

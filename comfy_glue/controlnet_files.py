@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..models.identity.facesnap.checkpoint import DIFFUSERS_WEIGHT_NAMES
+from ..models.identity.diffusers_controlnet import DIFFUSERS_WEIGHT_NAMES
 
 
 def controlnet_location(path: str) -> str:

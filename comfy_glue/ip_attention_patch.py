@@ -31,7 +31,7 @@ from comfy.ldm.modules.attention import optimized_attention
 
 from ..models.errors import InvalidInputError
 from ..models.identity.ip_attention import IPAttentionLayer, IPAttentionLayers, mask_to_tokens
-from ..models.identity.unet_sites import instantid_layer_sites
+from ..models.identity.unet_sites import ip_adapter_layer_sites
 from .unet_layout import unet_layout
 
 AREAS_KEY = "facesnap_cond_areas"  # transformer_options entry: ({cond uuid: area or None}, full latent (h, w))
@@ -117,7 +117,7 @@ def check_model_fits(model_patcher, layers: IPAttentionLayers, method: str) -> N
     base = model_patcher.model
     unet_config = getattr(base.model_config, "unet_config", {}) or {}
     try:
-        sites = instantid_layer_sites(unet_config)
+        sites = ip_adapter_layer_sites(unet_config)
     except InvalidInputError:
         sites = {}
     wanted = {n: (s.patch_key, s.channels) for n, s in layers.sites.items()}

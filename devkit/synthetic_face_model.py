@@ -1,4 +1,4 @@
-"""A procedural face model in the converted ICT-FaceKit format (``models/face3d/morphable_model.load_ict_npz``).
+"""A procedural face model in the converted ICT-FaceKit format (``models.face3d.morphable_model.load_ict_npz``).
 
 The tests run the 3DMM code on it when the real conversion (``../shared/3dmm``) is not there. It is built like the
 real one: a neutral face mesh (a curved polar grid bounded by the jaw line and forehead, with nose, lips and eye

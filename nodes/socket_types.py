@@ -4,9 +4,9 @@ from comfy_api.latest import io
 
 FaceAnalyzer = io.Custom("FACESNAP_FACE_ANALYZER")  # models.face_analysis backend object
 Faces = io.Custom("FACESNAP_FACES")  # models.face_analysis.FaceSet
-Landmarks = io.Custom("FACESNAP_LANDMARKS")  # models.landmarks72.LandmarkSet
-FaceFeatures = io.Custom("FACESNAP_FACE_FEATURES")  # ArcFace embeddings + CLIP tokens of reference faces
-MorphableModel = io.Custom("FACESNAP_3DMM")  # models.morphable_model.MorphableModel
+Landmarks = io.Custom("FACESNAP_LANDMARKS")  # models.face_analysis.landmarks72.LandmarkSet
+FaceFeatures = io.Custom("FACESNAP_FACE_FEATURES")  # models.identity.facesnap.face_features.FaceFeatures
+MorphableModel = io.Custom("FACESNAP_3DMM")  # models.face3d.morphable_model.MorphableModel
 FaceSnapModel = io.Custom("FACESNAP_MODEL")  # attribute mixer + FFRNet (+ ID-Injector heads)
 Identity = io.Custom("FACESNAP_IDENTITY")  # models.identity.identity.Identity: one person's cond/uncond tokens
 InstantID = io.Custom("FACESNAP_INSTANTID")  # comfy_glue.methods.instantid.InstantIDBundle: Resampler, IP layers, IdentityNet

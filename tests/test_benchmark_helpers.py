@@ -69,18 +69,18 @@ def test_positive_only_halves_ffrnet_and_ratios_come_from_whole_steps(step, tiny
 
 @pytest.mark.comfy
 def test_instantid_counts_identitynet_and_each_ip_attention_layer_once(step, tiny_configs):
-    """IdentityNet is an FFRNet without heads on the 16 identity tokens; the IP-attention surplus of the patched UNet
+    """IdentityNet is an SDXL ControlNet on the 16 identity tokens; the IP-attention surplus of the patched UNet
     equals the closed form over the UNet's cross-attentions (to_k_ip, to_v_ip, QK^T, AV; 2 FLOPs per multiply-add),
     so every patch ran exactly once, on both halves of the CFG batch."""
-    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
-    from comfyui_facesnap.models.identity.unet_sites import instantid_layer_sites
+    from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig
+    from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
 
     unet_cfg, ffrnet_cfgs = tiny_configs
-    identitynet = FFRNetConfig.tiny(id_injector=False, cross_attention_dim=unet_cfg["context_dim"])
+    identitynet = ControlNetConfig.tiny(cross_attention_dim=unet_cfg["context_dim"])
     size, tokens, width = 64, step.FMIX_TOKENS, unet_cfg["context_dim"]
     flops = step.network_flops(size, unet_cfg, ffrnet_cfgs, identitynet_config=identitynet)
     assert flops["identitynet2"] == 2 * flops["identitynet1"] == flops["ffrnet2 tiny"]
-    sites = instantid_layer_sites(unet_cfg).values()
+    sites = ip_adapter_layer_sites(unet_cfg).values()
     assert len(sites) == 4  # the tiny UNet: 1 input, 1 middle and 2 output cross-attentions
     side = lambda channels: size // 8 // (channels // unet_cfg["model_channels"])  # noqa: E731 (latent side per level)
     closed_form = sum(2 * (4 * tokens * width * s.channels + 4 * side(s.channels) ** 2 * tokens * s.channels)
@@ -98,11 +98,11 @@ def test_pulid_and_ecomid_count_their_id_attention_once_per_layer(step, tiny_con
     """PuLID's ID attention in the patched UNet equals its closed form: InstantID's four matmuls plus ortho_v2's
     share (q k^T once more over the identity and zero tokens, with either share); EcomID's step adds IdentityNet."""
     from comfyui_facesnap.comfy_glue.methods.pulid import IDAttentionTerm
-    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
-    from comfyui_facesnap.models.identity.unet_sites import instantid_layer_sites
+    from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig
+    from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
 
     unet_cfg, ffrnet_cfgs = tiny_configs
-    identitynet = FFRNetConfig.tiny(id_injector=False, cross_attention_dim=unet_cfg["context_dim"])
+    identitynet = ControlNetConfig.tiny(cross_attention_dim=unet_cfg["context_dim"])
     size, width = 64, unet_cfg["context_dim"]
     terms = {"pulid_v1": (18, IDAttentionTerm("ortho_v2", "official")),
              "ecomid_attention": (18, IDAttentionTerm("ortho_v2", "cubiq")),
@@ -112,7 +112,7 @@ def test_pulid_and_ecomid_count_their_id_attention_once_per_layer(step, tiny_con
 
     def closed_form(tokens: int, share: bool) -> int:
         return sum(2 * (4 * tokens * width * s.channels + (6 if share else 4) * side(s.channels) ** 2 * tokens
-                        * s.channels) for s in instantid_layer_sites(unet_cfg).values())
+                        * s.channels) for s in ip_adapter_layer_sites(unet_cfg).values())
 
     assert flops["pulid_v1"] == flops["ecomid_attention"] == closed_form(18, share=True)
     assert flops["pulid_v1_1"] == closed_form(52, share=False)
@@ -212,14 +212,18 @@ def test_timed_configurations_run_interleaved_through_the_sampler(step, tiny_con
 
 @pytest.mark.comfy
 def test_main_times_interleaved_and_ends_with_the_three_flop_ratios(step, tiny_configs, monkeypatch, capsys):
-    """The whole script on tiny networks (the tiny UNet stands in for SDXL, the tiny FFRNet for both presets)."""
+    """The whole script on tiny networks (the tiny UNet stands in for SDXL, the tiny FFRNet for both presets and its
+    backbone for IdentityNet)."""
     import comfy.model_management as mm
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig
 
     unet_cfg, ffrnet_cfgs = tiny_configs
     monkeypatch.setattr(step, "sdxl_unet_config", lambda dtype: dict(unet_cfg, dtype=dtype))
     monkeypatch.setattr(step, "PAPER_SIZE", 64)
     monkeypatch.setattr(FFRNetConfig, "preset", classmethod(lambda cls, name, id_injector=True: ffrnet_cfgs["tiny"]))
+    tiny_identitynet = ControlNetConfig.tiny(cross_attention_dim=ffrnet_cfgs["tiny"].cross_attention_dim)
+    monkeypatch.setattr(ControlNetConfig, "sdxl", classmethod(lambda cls: tiny_identitynet))
     threads = torch.get_num_threads()
     try:
         step.main(["--size", "32", "--rounds", "2", "--warmup", "0"])

@@ -32,7 +32,7 @@ def ecomid_graph(weight: float = 0.8, steps: int = 2, **apply) -> dict:
 
 @pytest.fixture()
 def identitynet_contexts(host, monkeypatch) -> list:
-    ffrnet = pack_module(host, "FaceSnapApplyEcomID", "models.identity.facesnap.ffrnet").FFRNet
+    ffrnet = pack_module(host, "FaceSnapApplyEcomID", "models.identity.sdxl_controlnet").SDXLControlNet
     contexts = []
     forward = ffrnet.forward
     monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: contexts.append(k["context"].float())

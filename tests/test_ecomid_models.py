@@ -11,12 +11,12 @@ import torch
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
 from comfyui_facesnap.models.identity.ecomid.recipe import (EXAMPLE_WORKFLOWS, EcomIDSettings, check_identitynet,
                                                             check_pulid_for_ecomid, encode_ecomid)
-from comfyui_facesnap.models.identity.facesnap.checkpoint import load_diffusers_controlnet
-from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
+from comfyui_facesnap.models.identity.diffusers_controlnet import load_diffusers_controlnet
 from comfyui_facesnap.models.identity.instantid.resampler import ResamplerConfig
 from comfyui_facesnap.models.identity.instantid.weights import InstantIDAdapter
 from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1
 from comfyui_facesnap.models.identity.pulid.id_attention import METHODS, SHARE_CUBIQ
+from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig
 from test_instantid_weights import TINY_UNET_CONFIG, write_sparse_safetensors
 from test_pulid_weights import tiny_adapter, tiny_features
 
@@ -48,7 +48,7 @@ def test_the_published_single_file_loads_with_its_inferred_config(tmp_path, iden
     write_sparse_safetensors(path, identitynet_shapes, dtype="F32")
     assert 5.0e9 < path.stat().st_size < 5.01e9
     net = load_diffusers_controlnet(str(path))
-    published = FFRNetConfig.from_diffusers(IDENTITYNET_CONFIG, id_injector=False)
+    published = ControlNetConfig.from_diffusers(IDENTITYNET_CONFIG)
     assert dataclasses.replace(net.config, extra={}) == dataclasses.replace(published, extra={})
     assert net.config.cross_attention_dim == 2048 and tuple(net.config.transformer_layers_per_block) == (1, 2, 10)
     assert sum(p.numel() for p in net.parameters()) == ECOMID_PARAMETERS

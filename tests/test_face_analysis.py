@@ -14,7 +14,7 @@ from comfyui_facesnap.models.errors import MissingDependencyError, ModelFileErro
 from comfyui_facesnap.models.face_analysis import load_analyzer
 from comfyui_facesnap.models.face_analysis.align import arcface_crop, crop_square, square_box
 from comfyui_facesnap.models.face_analysis.landmark_views import faces_to_landmarks, render_landmarks
-from comfyui_facesnap.models.face_analysis.select import crop_faces, is_no_face, select_faces
+from comfyui_facesnap.models.face_analysis.select import cut_crops, is_no_face, plan_crops, select_faces
 
 
 def read_rgb(path) -> np.ndarray:
@@ -171,20 +171,21 @@ def test_crop_batch_with_faceless_image(dlib_analyzer, insightface_images):
 
     portrait = read_rgb(insightface_images / "Tom_Hanks_54745.png")  # 112x112, one face
     mask = cv2.resize(read_rgb(insightface_images / "mask_blue.jpg"), portrait.shape[1::-1])
-    crops, faces = crop_faces(dlib_analyzer, [portrait, mask], "largest", size=128, margin=0.4, on_no_face="skip")
+    crops, faces = cut_crops(plan_crops(dlib_analyzer, [portrait, mask], "largest", size=128, margin=0.4,
+                                        on_no_face="skip"))
     assert len(crops) == len(faces) == 2 and crops[0].shape == (128, 128, 3)
     assert not is_no_face(faces.records[0]) and is_no_face(faces.records[1])
     assert faces.records[1].image_index == 1 and faces.crop_size == 128
     passed_through = cv2.resize(mask, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32)
     assert np.abs(crops[1] - passed_through).mean() < 4, "the faceless image is passed through whole"
     with pytest.raises(NoFaceError, match="image 1 of the batch"):
-        crop_faces(dlib_analyzer, [portrait, mask], "largest", size=128, on_no_face="error")
+        plan_crops(dlib_analyzer, [portrait, mask], "largest", size=128, on_no_face="error")
     with pytest.raises(NoFaceError, match="face index 9"):
-        crop_faces(dlib_analyzer, [portrait], "left_to_right", index=9, size=128, on_no_face="error")
+        plan_crops(dlib_analyzer, [portrait], "left_to_right", index=9, size=128, on_no_face="error")
 
 
 def test_landmark_rendering_in_crop_frame(dlib_analyzer, t1):
-    _, faces = crop_faces(dlib_analyzer, [t1], "all", size=256, margin=0.5)
+    _, faces = cut_crops(plan_crops(dlib_analyzer, [t1], "all", size=256, margin=0.5))
     landmarks = faces_to_landmarks(faces, "crop")
     assert len(landmarks) == 6 and landmarks.canvas_sizes == [(256, 256)] * 6
     face_points = landmarks.points[:, :68]

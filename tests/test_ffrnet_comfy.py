@@ -39,7 +39,7 @@ def bundle(fs):
 
 
 def features(n=2, seed=5):
-    from comfyui_facesnap.models.identity.face_features import FaceFeatures
+    from comfyui_facesnap.models.identity.facesnap.face_features import FaceFeatures
 
     g = torch.Generator().manual_seed(seed)
     ids = torch.nn.functional.normalize(torch.randn(n, 512, generator=g), dim=-1)

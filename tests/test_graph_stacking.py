@@ -383,11 +383,12 @@ def backbone_files(host, tmp_path, monkeypatch):
     from comfy_test_nodes.tiny_models import tiny_facesnap_models
     from comfyui_facesnap.models.identity.facesnap.checkpoint import save_facesnap
 
-    checkpoint = pack_module(host, "FaceSnapModelLoader", "models.identity.facesnap.checkpoint")
     reads = []
-    read = checkpoint.read_tensors
-    monkeypatch.setattr(checkpoint, "read_tensors", lambda path, interrupt=None: reads.append(os.path.basename(path))
-                        or read(path, interrupt))
+    for reader in ("models.identity.facesnap.checkpoint", "models.identity.diffusers_controlnet"):
+        module = pack_module(host, "FaceSnapModelLoader", reader)
+        read = module.read_tensors
+        monkeypatch.setattr(module, "read_tensors", lambda path, interrupt=None, read=read:
+                            reads.append(os.path.basename(path)) or read(path, interrupt))
     mixer, ffrnet = tiny_facesnap_models(seed=5)
     backbone = {k: v for k, v in ffrnet.state_dict().items() if not k.startswith("id_injector.")}
     controlnets = tmp_path / "controlnet"

@@ -627,12 +627,13 @@ def test_interrupt_stops_a_load_between_tensors(host, models, monkeypatch, loade
 
 # ---- the parameter counts behind the budget ---------------------------------------------------------------------
 def test_parameter_counts_equal_the_modules_the_loaders_build():
-    from comfyui_facesnap.models.identity import parameter_counts as counts
+    from comfyui_facesnap.models.identity.controlnet_checks import controlnet_parameters
     from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
-    from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
-    from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
-    from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
+    from comfyui_facesnap.models.identity.facesnap.layout_checks import injector_parameters, mixer_parameters
+    from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig, resampler_parameters
+    from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG, ip_adapter_layer_sites
+    from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers, ip_layer_parameters
 
     def size(module):
         return sum(p.numel() for p in module.parameters())
@@ -644,11 +645,11 @@ def test_parameter_counts_equal_the_modules_the_loaders_build():
     with torch.device("meta"):
         for config in (FFRNetConfig.sdxl(), FFRNetConfig.sdxl_light(), FFRNetConfig.tiny(), odd):
             net = FFRNet(config)
-            assert counts.ffrnet_parameters(config) == size(net) - size(net.id_injector)
-            assert counts.injector_parameters(config.injector_layout()) == size(net.id_injector)
+            assert controlnet_parameters(config) == size(net) - size(net.id_injector)
+            assert injector_parameters(config.injector_layout()) == size(net.id_injector)
         for config in (MixerConfig(), MixerConfig.tiny(), MixerConfig(decoder_layers=0, ff_mult=2)):
-            assert counts.mixer_parameters(config) == size(FacialAttributeMixer(config))
+            assert mixer_parameters(config) == size(FacialAttributeMixer(config))
         for config in (ResamplerConfig.instantid(), ResamplerConfig.tiny()):
-            assert counts.resampler_parameters(config) == size(Resampler(config))
-        layers = IPAttentionLayers(instantid_layer_sites(SDXL_UNET_CONFIG), 2048)
-        assert counts.ip_layer_parameters(SDXL_UNET_CONFIG, 2048) == size(layers) == 340_787_200
+            assert resampler_parameters(config) == size(Resampler(config))
+        layers = IPAttentionLayers(ip_adapter_layer_sites(SDXL_UNET_CONFIG), 2048)
+        assert ip_layer_parameters(SDXL_UNET_CONFIG, 2048) == size(layers) == 340_787_200

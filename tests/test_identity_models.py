@@ -8,7 +8,8 @@ import torch
 
 from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
-from comfyui_facesnap.models.identity.facesnap.checkpoint import load_diffusers_controlnet, load_facesnap, save_facesnap
+from comfyui_facesnap.models.identity.diffusers_controlnet import load_diffusers_controlnet
+from comfyui_facesnap.models.identity.facesnap.checkpoint import load_facesnap, save_facesnap
 from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 from comfyui_facesnap.models.identity.facesnap.id_injector import IDInjector
 

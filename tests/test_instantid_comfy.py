@@ -69,10 +69,10 @@ def test_every_ip_layer_is_hit_once_per_unet_call(host, layer_calls):
 
 
 def test_identitynet_reads_the_identitys_tokens_and_the_model_is_patched(host, monkeypatch):
-    ffrnet = pack_module(host, "FaceSnapApplyInstantID", "models.identity.facesnap.ffrnet").FFRNet
+    identitynet = pack_module(host, "FaceSnapApplyInstantID", "models.identity.sdxl_controlnet").SDXLControlNet
     contexts = []
-    forward = ffrnet.forward
-    monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: contexts.append(k["context"].float())
+    forward = identitynet.forward
+    monkeypatch.setattr(identitynet, "forward", lambda self, *a, **k: contexts.append(k["context"].float())
                         or forward(self, *a, **k))
     executor = host.run(instantid_graph())
     identity = cached(executor, "encode_tom")
@@ -227,10 +227,10 @@ def _recording(function, into):
 
 # --- Advanced node ---------------------------------------------------------------------------------------------------
 def test_positive_only_and_uncond_noise(host, monkeypatch):
-    ffrnet = pack_module(host, "FaceSnapApplyInstantID", "models.identity.facesnap.ffrnet").FFRNet
+    identitynet = pack_module(host, "FaceSnapApplyInstantID", "models.identity.sdxl_controlnet").SDXLControlNet
     contexts = []
-    forward = ffrnet.forward
-    monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: contexts.append(k["context"].float())
+    forward = identitynet.forward
+    monkeypatch.setattr(identitynet, "forward", lambda self, *a, **k: contexts.append(k["context"].float())
                         or forward(self, *a, **k))
     executor = host.run(instantid_graph(advanced={"positive_only": True}))
     identity = cached(executor, "encode_tom")

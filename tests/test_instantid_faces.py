@@ -30,7 +30,7 @@ def test_records_keep_insightfaces_raw_embedding(insightface_images, tmp_path):
 
     from comfyui_facesnap.devkit.onnx_antelopev2 import make_antelopev2
     from comfyui_facesnap.models.face_analysis import load_analyzer
-    from comfyui_facesnap.models.identity.face_features import arcface_embeddings
+    from comfyui_facesnap.models.identity.reference_faces import arcface_embeddings
     from comfyui_facesnap.models.face_analysis.record import FaceSet
 
     root = make_antelopev2(tmp_path)

@@ -53,12 +53,12 @@ def networks(bundle) -> dict[str, torch.nn.Module]:
 
 
 def instantid_classes(host) -> dict[str, type]:
-    """The executor's classes of the three networks (IdentityNet is an FFRNet without heads)."""
+    """The executor's classes of the three networks (IdentityNet is an SDXLControlNet)."""
     def module(name):
         return pack_module(host, "FaceSnapInstantIDLoader", name)
 
     return {"resampler": module("models.identity.instantid.resampler").Resampler,
-            "identitynet": module("models.identity.facesnap.ffrnet").FFRNet,
+            "identitynet": module("models.identity.sdxl_controlnet").SDXLControlNet,
             "ip_layer": module("models.identity.ip_attention").IPAttentionLayer}
 
 
@@ -96,7 +96,7 @@ def assert_same_as_torch_nn(bundle) -> None:
     """fp32 storage and compute on a CPU: the managed networks compute what the torch.nn build of the files does."""
     import folder_paths
 
-    from comfyui_facesnap.models.identity.facesnap.checkpoint import load_diffusers_controlnet
+    from comfyui_facesnap.models.identity.diffusers_controlnet import load_diffusers_controlnet
     from comfyui_facesnap.models.identity.instantid.weights import load_instantid
 
     if bundle.dtypes.storage != torch.float32 or bundle.dtypes.manual_cast is not None:

@@ -1,5 +1,5 @@
 """InstantID's pieces in pure PyTorch: the Resampler and the IP-attention against diffusers' implementations, the
-UNet cross-attention layout (InstantID numbering <-> ComfyUI attn2 patch keys), and IdentityNet as FFRNet."""
+UNet cross-attention layout (InstantID numbering <-> ComfyUI attn2 patch keys), and IdentityNet as an SDXLControlNet."""
 
 import dataclasses
 
@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from comfyui_facesnap.devkit.sdxl_diffusers import sdxl_unet_on_meta
-from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
-from comfyui_facesnap.models.identity.facesnap.checkpoint import infer_diffusers_config, load_diffusers_controlnet
+from comfyui_facesnap.models.identity.diffusers_controlnet import infer_diffusers_config, load_diffusers_controlnet
 from comfyui_facesnap.models.identity.ip_attention import (IPAttentionLayer, IPAttentionLayers, attention_grid,
                                                            ip_attention, mask_to_tokens)
 from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
-from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG, cross_attention_sites, instantid_layer_sites
+from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig, SDXLControlNet
+from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG, cross_attention_sites, ip_adapter_layer_sites
 from comfyui_facesnap.models.errors import InvalidInputError
 
 diffusers = pytest.importorskip("diffusers")
@@ -119,7 +119,7 @@ def test_layers_are_built_through_operations():
     _CountingOps.built.clear()
     with torch.device("meta"):
         model = Resampler(ResamplerConfig.tiny(), operations=_CountingOps)
-        layers = IPAttentionLayers(instantid_layer_sites(), 64, operations=_CountingOps)
+        layers = IPAttentionLayers(ip_adapter_layer_sites(), 64, operations=_CountingOps)
     plain = [m for m in [*model.modules(), *layers.modules()]
              if type(m) in (torch.nn.Linear, torch.nn.LayerNorm, torch.nn.Conv2d)]
     assert not plain, "every Linear/LayerNorm comes from `operations`"
@@ -207,7 +207,7 @@ def _cubiq_enumeration():
 
 
 def test_sdxl_layer_numbering():
-    sites = instantid_layer_sites()
+    sites = ip_adapter_layer_sites()
     assert list(sites) == list(range(1, 140, 2))
     keys = [s.patch_key for s in sites.values()]
     assert len(set(keys)) == 70
@@ -242,7 +242,7 @@ def test_numbering_is_diffusers_attn_processor_order():
     assert len(names) == 140 and all(n.endswith("attn1.processor") for n in names[0::2])
     cross = names[1::2]
     assert all(n.endswith("attn2.processor") for n in cross)
-    sites = instantid_layer_sites()
+    sites = ip_adapter_layer_sites()
     assert [_diffusers_name_to_patch_key(n, 2) for n in cross] == [sites[2 * k + 1].patch_key for k in range(70)]
     channels = [unet.get_submodule(n.rsplit(".", 1)[0]).to_q.in_features for n in cross]
     assert channels == [sites[2 * k + 1].channels for k in range(70)]
@@ -253,7 +253,7 @@ def test_sd15_layout_has_16_layers():
     assert [s.patch_key[1] for s in inputs] == [1, 2, 4, 5, 7, 8]
     assert middle == [middle[0]] and middle[0].patch_key == ("middle", 0, 0)
     assert [s.patch_key[1] for s in outputs] == list(range(3, 12))
-    assert len(instantid_layer_sites(SD15_UNET_CONFIG)) == 16
+    assert len(ip_adapter_layer_sites(SD15_UNET_CONFIG)) == 16
     with pytest.raises(InvalidInputError, match="lacks"):
         cross_attention_sites({"model_channels": 320})
 
@@ -288,19 +288,19 @@ def test_layout_matches_comfyuis_sdxl_unet():
 def identitynet_config() -> dict:
     """A diffusers SDXL ControlNetModel config whose cross-attention reads 2048-wide identity tokens (InstantID's
     pipeline passes ``encoder_hidden_states=prompt_image_emb``, the Resampler's 16 x 2048 output)."""
-    return dict(FFRNetConfig.sdxl(id_injector=False).diffusers_kwargs(), cross_attention_dim=2048)
+    return dict(ControlNetConfig.sdxl().diffusers_kwargs(), cross_attention_dim=2048)
 
 
-def test_identitynet_full_size_layout_is_ffrnet():
+def test_identitynet_full_size_layout_is_an_sdxl_controlnet():
     config = identitynet_config()
     with torch.device("meta"):
         ref = diffusers.ControlNetModel(**config)
-        ours = FFRNet(FFRNetConfig.from_diffusers(config, id_injector=False))
+        ours = SDXLControlNet(ControlNetConfig.from_diffusers(config))
     ref_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == ref_shapes
-    inferred = FFRNetConfig.from_diffusers(infer_diffusers_config(ref.state_dict()), id_injector=False)
+    inferred = ControlNetConfig.from_diffusers(infer_diffusers_config(ref.state_dict()))
     with torch.device("meta"):
-        from_single_file = FFRNet(inferred)
+        from_single_file = SDXLControlNet(inferred)
     assert {k: tuple(v.shape) for k, v in from_single_file.state_dict().items()} == ref_shapes
     count = sum(p.numel() for p in ref.parameters())
     print(f"\nIdentityNet (SDXL ControlNet, 2048-wide context) parameters: {count:,}")
@@ -308,13 +308,13 @@ def test_identitynet_full_size_layout_is_ffrnet():
 
 
 @pytest.mark.parametrize("layout", ["folder", "single_file"])
-def test_identitynet_tiny_loads_as_ffrnet_and_reads_identity_tokens(tmp_path, layout):
+def test_identitynet_tiny_loads_and_reads_identity_tokens(tmp_path, layout):
     from diffusers.models.embeddings import Timesteps
     from safetensors.torch import save_file
 
     resampler = _tiny_resampler(seed=3)
     # one head per level: a config-less file is read with SDXL's 64-wide heads, the only width it can infer
-    cfg = dataclasses.replace(FFRNetConfig.tiny(cross_attention_dim=resampler.config.output_dim), attention_head_dim=(1, 1))
+    cfg = dataclasses.replace(ControlNetConfig.tiny(cross_attention_dim=resampler.config.output_dim), attention_head_dim=(1, 1))
     torch.manual_seed(4)
     ref = diffusers.ControlNetModel(**cfg.diffusers_kwargs())
     with torch.no_grad():
@@ -326,8 +326,8 @@ def test_identitynet_tiny_loads_as_ffrnet_and_reads_identity_tokens(tmp_path, la
     else:  # renamed single file in models/controlnet, no config
         path = tmp_path / "instantid_controlnet.safetensors"
         save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
-    ours = load_diffusers_controlnet(str(path), id_injector=False)
-    assert ours.id_injector is None and ours.config.cross_attention_dim == resampler.config.output_dim
+    ours = load_diffusers_controlnet(str(path))
+    assert type(ours) is SDXLControlNet and ours.config.cross_attention_dim == resampler.config.output_dim
 
     g = torch.Generator().manual_seed(6)
     with torch.no_grad():

@@ -1,5 +1,6 @@
-"""Layers point one way (models <- comfy_glue <- nodes; training and evaluation never import nodes), scripts and
-benchmarks never import tests/, ComfyUI is started in one place, and the docs name no internal tracker items."""
+"""Layers point one way (models <- comfy_glue <- nodes; training and evaluation never import nodes), each identity
+method's models import no other method's, scripts and benchmarks never import tests/, ComfyUI is started in one place,
+and the docs name no internal tracker items."""
 
 import ast
 import pathlib
@@ -60,6 +61,45 @@ def test_comfy_glue_imports_no_nodes_or_training():
     bad = {f"{p.relative_to(ROOT)}: {m}" for p in python_files("comfy_glue") for m in imports(p)
            if top(m) in {"nodes", "training", "devkit"}}
     assert not bad
+
+
+IDENTITY = ROOT / "models" / "identity"
+METHODS = sorted(p.name for p in IDENTITY.iterdir() if (p / "__init__.py").is_file())
+# EcomID combines InstantID's Resampler and PuLID's ID attention; its package docstring says so
+METHODS_COMBINED = {"ecomid": {"instantid", "pulid"}}
+
+
+def identity_method(module: str) -> str | None:
+    """The method package (``models/identity/<method>/``) a dotted module name lies in, if any."""
+    parts = module.split(".")
+    return parts[2] if parts[:2] == ["models", "identity"] and len(parts) > 2 and parts[2] in METHODS else None
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_identity_method_imports_no_other_method(method):
+    """A method package imports only the shared modules (``models/identity/*.py``, ``models/common``, ...)."""
+    allowed = {None, method, *METHODS_COMBINED.get(method, ())}
+    bad = {f"{p.relative_to(ROOT)}: {m}" for p in python_files(f"models/identity/{method}") for m in imports(p)
+           if identity_method(m) not in allowed}
+    assert not bad
+    for other in METHODS_COMBINED.get(method, ()):
+        assert f"``{other}/``" in ast.get_docstring(ast.parse((IDENTITY / method / "__init__.py").read_text()))
+
+
+def test_shared_models_import_no_identity_method():
+    """Everything in models/ outside the method packages (models/identity/*.py, common/, face_analysis/, face3d/)
+    serves every method, so it imports none of them."""
+    shared = [p for p in python_files("models") if not any((IDENTITY / m) in p.parents for m in METHODS)]
+    bad = {f"{p.relative_to(ROOT)}: {m}" for p in shared for m in imports(p) if identity_method(m) is not None}
+    assert {"facesnap", "instantid", "pulid", "ecomid"} <= set(METHODS) and len(shared) > 40
+    assert not bad
+
+
+def test_the_checker_sees_an_import_of_another_method():
+    source = IDENTITY / "pulid" / "id_former.py"
+    assert identity_method("models.identity.instantid.resampler") == "instantid"
+    assert identity_method("models.identity.perceiver") is None and identity_method("models.common.operations") is None
+    assert "models.identity.perceiver" in imports(source)
 
 
 @pytest.mark.parametrize("folder", ["scripts", "benchmarks", "devkit"])

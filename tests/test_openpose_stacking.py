@@ -4,7 +4,7 @@ by ComfyUI's real executor in both chain orders.
 The stock ControlNet (the tiny test one, through ControlNetApplyAdvanced) must see the OpenPose drawing as its hint
 and the prompt as its context. The identity control must see its own image and the identity's tokens: FaceSnap's
 FFRNet its landmark drawing and the mixer's tokens, or InstantID's IdentityNet the 5-keypoint image and the
-Resampler's tokens (both run the pack's FFRNet module).
+Resampler's tokens (both run the pack's SDXLControlNet module: FFRNet is one).
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def test_openpose_drawing_in_the_stock_controlnet_reads_the_prompt_beside_an_ide
 
     calls = []
     record_calls(monkeypatch, comfy.cldm.cldm.ControlNet, calls, "stock")
-    record_calls(monkeypatch, pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet, calls, "identity")
+    controlnet = pack_module(host, "DiffPCIDInjector", "models.identity.sdxl_controlnet").SDXLControlNet
+    record_calls(monkeypatch, controlnet, calls, "identity")  # FFRNet's forward is SDXLControlNet's
     executor = host.run(stacked_graph(kind, stock_first))
 
     openpose = cached(executor, "openpose")

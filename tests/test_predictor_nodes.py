@@ -132,11 +132,11 @@ def test_drive_without_face_uses_the_manual_pose(ict, t1_faces, insightface_imag
     import cv2
 
     from comfyui_facesnap.models.face_analysis import FaceSet, load_analyzer
-    from comfyui_facesnap.models.face_analysis.select import crop_faces
+    from comfyui_facesnap.models.face_analysis.select import cut_crops, plan_crops
     from comfyui_facesnap.nodes.errors import FaceSnapNodeError
 
     blank = cv2.imread(str(insightface_images / "mask_black.jpg"))[:, :, ::-1].copy()
-    _, no_face = crop_faces(load_analyzer("dlib"), [blank], on_no_face="skip")
+    _, no_face = cut_crops(plan_crops(load_analyzer("dlib"), [blank], on_no_face="skip"))
     landmarks, control, _, _, report = run_predictor(ict, t1_faces[2], no_face, frame="drive crop", yaw=25.0)
     assert np.isfinite(landmarks.points).all() and landmarks.canvas_sizes == [(512, 512)]
     assert report.startswith("drive item 0 has no face: the manual pose (yaw 25°")

@@ -82,7 +82,7 @@ def test_encode_is_the_models_pipeline_on_the_crop_nodes_face(host, version):
     """The node's tokens equal the models-layer pipeline run by hand on the crop node's face: aligned from the photo
     with its five keypoints, parsed, grey on white, EVA-CLIP, the ID encoder with the raw ArcFace embedding."""
     from comfyui_facesnap.models.face_analysis.face_parsing import load_face_parser
-    from comfyui_facesnap.models.identity.face_features import arcface_embeddings
+    from comfyui_facesnap.models.identity.reference_faces import arcface_embeddings
     from comfyui_facesnap.models.identity.pulid.eva_clip_vision import eva_clip_input
     from comfyui_facesnap.models.identity.pulid.eva_clip_weights import load_eva_clip_vision
     from comfyui_facesnap.models.identity.pulid.face_input import pulid_face_images

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from comfyui_facesnap.devkit import pulid_reference_cases as cases
 from comfyui_facesnap.devkit.seeded_weights import seeded_state
 from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayer, ip_attention, mask_to_tokens
-from comfyui_facesnap.models.identity.unet_sites import instantid_layer_sites
+from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
 from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1, PuLIDAdapter, id_features
 from comfyui_facesnap.models.identity.pulid.id_attention import (SHARE_CUBIQ, SHARE_OFFICIAL, append_zero_tokens,
                                                                  id_attention_layer)
@@ -215,7 +215,7 @@ def test_official_layer_numbering_is_the_pack_sites(reference):
     from test_instantid_models import _diffusers_name_to_patch_key
 
     numbering = json.loads(reference[1]["official_numbering"])
-    sites = instantid_layer_sites()
+    sites = ip_adapter_layer_sites()
     assert [n for n, _, _ in numbering] == list(sites)
     assert [width for _, _, width in numbering] == [s.channels for s in sites.values()]
     assert [_diffusers_name_to_patch_key(name, 2) for _, name, _ in numbering] == [s.patch_key for s in sites.values()]

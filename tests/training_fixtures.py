@@ -48,9 +48,9 @@ def write_tiny_identitynet(folder: pathlib.Path, seed: int = 0, **config) -> pat
     random (the zero convs too, as in a trained ControlNet). ``config`` overrides diffusers ControlNetModel fields."""
     import diffusers
 
-    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
+    from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig
 
-    kwargs = {**FFRNetConfig.tiny(id_injector=False).diffusers_kwargs(), **config}
+    kwargs = {**ControlNetConfig.tiny().diffusers_kwargs(), **config}
     torch.manual_seed(seed)
     net = diffusers.ControlNetModel(**kwargs)
     with torch.no_grad():

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..models.errors import ModelFileError
-from ..models.identity.facesnap.ffrnet import random_init_
+from ..models.identity.sdxl_controlnet import random_init_
 
 
 @dataclass

@@ -71,10 +71,10 @@ def init_from_controlnet(path: str, id_injector: bool, unet_config: dict, settin
     """Start from a diffusers SDXL ControlNet (folder or .safetensors), e.g. InstantID's IdentityNet; the ID-Injector
     heads start at zero. It must attend to tokens as wide as the base's text context (the mixer's width) and have
     the base UNet's encoder layout; errors name the config ``setting`` that gave the path."""
-    from ..models.identity.facesnap.checkpoint import load_diffusers_controlnet
+    from ..models.identity.facesnap.checkpoint import load_controlnet_as_ffrnet
 
     try:
-        ffrnet = load_diffusers_controlnet(path, id_injector=id_injector)
+        ffrnet = load_controlnet_as_ffrnet(path, id_injector=id_injector)
     except ModelFileError as err:
         raise ModelFileError(f"{setting}: {err.message}", err.fix) from err
     width = unet_config["context_dim"]

@@ -6,7 +6,7 @@ Fields written by ``prepare_dataset``:
 ``image.jpg``    the 1024² (``--size``) augmented crop, RGB
 ``face.jpg``     the face region of that crop, square, for the CLIP image encoder
 ``mask.png``     face mask (L, 0/255) used by the masked diffusion loss
-``control.png``  the 72-point landmark control image (``models.landmarks72``)
+``control.png``  the 72-point landmark control image (``models.face_analysis.landmarks72``)
 ``json``         caption, identity, landmarks (72, 2), bbox, kps5, source, augmentation, and ``arcface_norm``:
                  the norm of the raw ArcFace output (``arcface.npy`` times it is insightface's ``Face.embedding``,
                  which InstantID's Resampler reads)

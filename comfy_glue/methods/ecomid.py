@@ -27,14 +27,14 @@ from ...models.errors import ModelFileError
 from ...models.face_analysis.record import FaceSet
 from ...models.identity.ecomid.recipe import EcomIDSettings, check_identitynet, check_pulid_for_ecomid, encode_ecomid
 from ...models.identity.ecomid.recipe import split_identity
-from ...models.identity.facesnap.checkpoint import load_diffusers_controlnet
-from ...models.identity.facesnap.ffrnet import FFRNet
+from ...models.identity.diffusers_controlnet import load_diffusers_controlnet
 from ...models.identity.identity import Identity
 from ...models.identity.instantid.resampler import Resampler
 from ...models.identity.instantid.weights import (build_instantid, expected_shapes, file_layout, read_instantid_tensors,
                                                   resampler_identity)
 from ...models.identity.pulid.id_encoder import EVA_LAYERS
 from ...models.identity.pulid.weights import build_pulid, read_pulid
+from ...models.identity.sdxl_controlnet import SDXLControlNet
 from ..conditioning import apply_identity_control
 from ..control import wrap_identity_model
 from ..controlnet_files import controlnet_location
@@ -50,13 +50,13 @@ class EcomIDBundle:
     """InstantID's Resampler (``resampler``), EcomID's IdentityNet (``identitynet``, the ``control``'s model) and
     PuLID v1 (``pulid``), in the storage dtype of loader option ``dtype``."""
 
-    def __init__(self, resampler: Resampler, resampler_key: str, identitynet: FFRNet, pulid: PuLIDBundle,
+    def __init__(self, resampler: Resampler, resampler_key: str, identitynet: SDXLControlNet, pulid: PuLIDBundle,
                  name: str = "", dtype: str = "auto"):
         device = comfy.model_management.get_torch_device()
         self.dtypes = choose_weight_dtypes(dtype, device, file_dtype(resampler, identitynet))
         self.resampler = build_managed(lambda ops, compute: Resampler(resampler.config, ops, compute), resampler,
                                        self.dtypes)
-        self.identitynet = build_managed(lambda ops, compute: FFRNet(identitynet.config, ops, compute), identitynet,
+        self.identitynet = build_managed(lambda ops, compute: SDXLControlNet(identitynet.config, ops, compute), identitynet,
                                          self.dtypes)
         self.pulid = pulid
         self.name = name

@@ -17,12 +17,13 @@ import comfy.model_management
 
 from ...models.errors import InvalidInputError, ModelFileError
 from ...models.face_analysis.record import FaceSet
-from ...models.identity.face_features import FaceFeatures, arcface_embeddings, face_crop, reference_indices
 from ...models.identity.facesnap.attribute_mixer import FacialAttributeMixer
+from ...models.identity.facesnap.face_features import FaceFeatures
 from ...models.identity.facesnap.checkpoint import load_facesnap
 from ...models.identity.facesnap.ffrnet import FFRNet
 from ...models.identity.identity import Identity, legacy_weights_key
 from ...models.identity.identity import weights_key as file_weights_key
+from ...models.identity.reference_faces import arcface_embeddings, face_crop, reference_indices
 from ..conditioning import apply_identity_control
 from ..control import wrap_identity_model
 from ..id_injector_patch import patch_model_with_injector

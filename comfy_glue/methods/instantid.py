@@ -23,12 +23,12 @@ import comfy.model_management
 
 from ...models.errors import InvalidInputError, ModelFileError
 from ...models.face_analysis.record import FaceSet
-from ...models.identity.face_features import arcface_embeddings
-from ...models.identity.facesnap.checkpoint import load_diffusers_controlnet
-from ...models.identity.facesnap.ffrnet import FFRNet
+from ...models.identity.diffusers_controlnet import load_diffusers_controlnet
 from ...models.identity.identity import Identity
 from ...models.identity.instantid.weights import (InstantIDAdapter, build_instantid, expected_shapes, file_layout,
                                                   read_instantid_tensors)
+from ...models.identity.reference_faces import arcface_embeddings
+from ...models.identity.sdxl_controlnet import SDXLControlNet
 from ..conditioning import apply_identity_control
 from ..control import wrap_identity_model
 from ..controlnet_files import controlnet_location
@@ -41,14 +41,14 @@ class InstantIDBundle:
     """``adapter`` (Resampler ``image_proj`` + IP layers ``ip_adapter``) and IdentityNet (``identitynet``, the
     ``control``'s model), rebuilt from ComfyUI's operations in the storage dtype of loader option ``dtype``."""
 
-    def __init__(self, adapter: InstantIDAdapter, identitynet: FFRNet, name: str = "", dtype: str = "auto"):
+    def __init__(self, adapter: InstantIDAdapter, identitynet: SDXLControlNet, name: str = "", dtype: str = "auto"):
         device = comfy.model_management.get_torch_device()
         self.dtypes = choose_weight_dtypes(dtype, device, file_dtype(adapter, identitynet))
         self.adapter = build_managed(lambda ops, compute: InstantIDAdapter(adapter.config, adapter.unet_config, ops,
                                                                            compute), adapter, self.dtypes)
         self.adapter.model_key, self.adapter.legacy_model_key = adapter.model_key, adapter.legacy_model_key
-        self.identitynet = build_managed(lambda ops, compute: FFRNet(identitynet.config, ops, compute), identitynet,
-                                         self.dtypes)
+        self.identitynet = build_managed(lambda ops, compute: SDXLControlNet(identitynet.config, ops, compute),
+                                         identitynet, self.dtypes)
         self.name = name
         self.models_key = f"facesnap_instantid#{uuid.uuid4().hex}"  # this load's additional-models key on a MODEL
         self.resampler_patcher = managed_patcher(self.adapter.image_proj)

@@ -86,12 +86,6 @@ def square_box(bbox: np.ndarray, margin: float) -> np.ndarray:
     return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], np.float32)
 
 
-def whole_image_box(height: int, width: int) -> np.ndarray:
-    """The square that holds the whole image, anchored at its top-left corner (the rest is black padding)."""
-    side = float(max(height, width))
-    return np.array([0.0, 0.0, side, side], np.float32)
-
-
 def box_to_crop_matrix(box: np.ndarray, size: int) -> np.ndarray:
     """2x3 matrix mapping source pixels into a ``size`` x ``size`` crop of the square ``box``."""
     x1, y1, x2, _ = (float(v) for v in box)

@@ -13,7 +13,7 @@ class FaceRecord:
 
     ``kps5`` follows insightface's order: the eye on the image left, the eye on the image right, nose tip,
     mouth corner on the image left, mouth corner on the image right.
-    ``landmarks`` uses the pack's 72-point layout (``models.landmarks72``).
+    ``landmarks`` uses the pack's 72-point layout (``models.face_analysis.landmarks72``).
     """
 
     bbox: np.ndarray  # (4,) float32: x1, y1, x2, y2

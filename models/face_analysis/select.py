@@ -117,13 +117,3 @@ def cut_crops(plan: CropPlan) -> tuple[list[np.ndarray], FaceSet]:
     return crops, FaceSet(records=list(plan.records), images=list(plan.images), crop_boxes=list(plan.boxes),
                           crop_size=plan.size)
 
-
-def crop_faces(analyzer, images: Sequence[np.ndarray], selection: str = "largest", index: int = 0, size: int = 512,
-               margin: float = 0.5, on_no_face: str = "error") -> tuple[list[np.ndarray], FaceSet]:
-    """Detect, select and crop faces in a batch of RGB uint8 images (``plan_crops`` then ``cut_crops``).
-
-    Returns the square crops (``size`` px, each around one selected face, ``margin`` x the face size added on each
-    side; parts past the image border are black) and the FaceSet describing them, in the same order: image by image,
-    and within an image in selection order.
-    """
-    return cut_crops(plan_crops(analyzer, images, selection, index, size, margin, on_no_face))

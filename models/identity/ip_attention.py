@@ -1,11 +1,12 @@
-"""InstantID's IP-attention: a second attention of every UNet cross-attention's queries over the identity tokens.
+"""IP-Adapter attention (InstantID's, PuLID's, EcomID's): a second attention of every UNet cross-attention's queries
+over the identity tokens.
 
     out = Attention(q, K_text, V_text) + weight * mask * Attention(q, to_k_ip(tokens), to_v_ip(tokens))
 
 and then the layer's own ``to_out``. ``q`` is the layer's projected query, so the term plugs into any attention
-implementation that exposes it (ComfyUI's attn2 replace patch does). The weights live in InstantID's
-``ip_adapter`` dict as ``"{n}.to_k_ip.weight"`` / ``"{n}.to_v_ip.weight"``, (channels, 2048) without biases, n odd
-(see ``unet_sites``).
+implementation that exposes it (ComfyUI's attn2 replace patch does). The weights live in the adapter file's
+``ip_adapter`` dict (InstantID's layout) as ``"{n}.to_k_ip.weight"`` / ``"{n}.to_v_ip.weight"``, (channels, 2048)
+without biases, n odd (see ``unet_sites``).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
+from ..common.layer_counts import linear_parameters
 from ..common.operations import TORCH_OPS
-from .unet_sites import CrossAttentionSite
+from .unet_sites import CrossAttentionSite, ip_adapter_layer_sites
 
 
 def ip_attention(q: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, weight=1.0,
@@ -64,8 +66,9 @@ class IPAttentionLayer(nn.Module):
 
 
 class IPAttentionLayers(nn.ModuleDict):
-    """InstantID's ``ip_adapter``: one ``IPAttentionLayer`` per cross-attention, keyed by InstantID's number, so
-    its state dict reads ``"1.to_k_ip.weight"``, ``"1.to_v_ip.weight"``, ``"3.to_k_ip.weight"``, ..."""
+    """An adapter file's ``ip_adapter``: one ``IPAttentionLayer`` per cross-attention, keyed by its number
+    (``unet_sites.ip_adapter_layer_sites``), so its state dict reads ``"1.to_k_ip.weight"``, ``"1.to_v_ip.weight"``,
+    ``"3.to_k_ip.weight"``, ..."""
 
     def __init__(self, sites: dict[int, CrossAttentionSite], context_dim: int = 2048, operations=None,
                  compute_dtype: torch.dtype | None = None):
@@ -110,3 +113,9 @@ def mask_to_tokens(mask: torch.Tensor, seq_len: int, latent_hw: tuple[int, int])
     h, w = attention_grid(seq_len, latent_hw)
     resized = F.interpolate(mask[:, None].float(), size=(h, w), mode="bilinear", align_corners=False)
     return resized.reshape(mask.shape[0], seq_len, 1)
+
+
+def ip_layer_parameters(unet_config: dict, context_dim: int) -> int:
+    """The parameters of ``IPAttentionLayers`` for a (checked) UNet config: to_k_ip and to_v_ip per cross-attention."""
+    return sum(2 * linear_parameters(context_dim, site.channels, False)
+               for site in ip_adapter_layer_sites(unet_config).values())

@@ -1,20 +1,25 @@
-"""Where a UNet's cross-attention layers are: ComfyUI's attn2 patch keys, and InstantID's layer numbering.
+"""Where a UNet's cross-attention layers are: ComfyUI's attn2 patch keys, and the IP-Adapter layer numbering.
 
 ComfyUI names a cross-attention by ``(block, block id, transformer index)``: ``("input", i, t)`` for
 ``input_blocks[i]``, ``("middle", 0, t)`` for the whole middle block, ``("output", i, t)`` for ``output_blocks[i]``
 (``openaimodel.UNetModel._forward`` sets ``transformer_options["block"]``; ``SpatialTransformer`` sets the index).
 The layout follows from the UNet config as ComfyUI's model detection reports it (``SDXL_UNET_CONFIG``).
 
-InstantID's ``ip_adapter`` dict numbers the modules of diffusers' ``unet.attn_processors`` (self-attention at even
-positions, cross-attention at odd ones) in the order diffusers registers the blocks: down blocks, then up blocks,
-then the mid block (``UNet2DConditionModel`` creates ``up_blocks`` before assigning ``mid_block``). So the k-th
-cross-attention in input, output, middle order is InstantID's module ``2k + 1``: 70 layers, numbers 1..139, on SDXL.
+An IP-Adapter's ``ip_adapter`` dict (InstantID's, PuLID's, EcomID's) numbers the modules of diffusers'
+``unet.attn_processors`` (self-attention at even positions, cross-attention at odd ones) in the order diffusers
+registers the blocks: down blocks, then up blocks, then the mid block (``UNet2DConditionModel`` creates
+``up_blocks`` before assigning ``mid_block``). So the k-th cross-attention in input, output, middle order is the
+adapter's module ``2k + 1``: 70 layers, numbers 1..139, on SDXL.
+
+``checked_unet_config`` checks the UNet fields a weight file states (its ``unet_config`` metadata) before anything is
+built from them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..common.config_values import MAX_WIDTH, ConfigValues
 from ..errors import InvalidInputError
 
 # SDXL base as ComfyUI's model detection reports it (the fields this module reads).
@@ -29,6 +34,12 @@ SDXL_UNET_CONFIG = {
 }
 REQUIRED = ("model_channels", "channel_mult", "num_res_blocks", "transformer_depth", "transformer_depth_middle",
             "transformer_depth_output")
+CONTEXT_BASES = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}  # cross-attention width -> base model family
+
+
+def context_base(width: int) -> str:
+    """The base model family whose UNet's cross-attention is ``width`` wide."""
+    return CONTEXT_BASES.get(width, f"a {width}-wide base model")
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,32 @@ def cross_attention_sites(unet_config: dict) -> tuple[list[CrossAttentionSite], 
     return inputs, middle, outputs
 
 
-def instantid_layer_sites(unet_config: dict = SDXL_UNET_CONFIG) -> dict[int, CrossAttentionSite]:
-    """InstantID's ``ip_adapter`` module number (1, 3, ..., 139 on SDXL) -> the cross-attention it belongs to."""
+def ip_adapter_layer_sites(unet_config: dict = SDXL_UNET_CONFIG) -> dict[int, CrossAttentionSite]:
+    """An IP-Adapter's ``ip_adapter`` module number (1, 3, ..., 139 on SDXL) -> the cross-attention it belongs to."""
     inputs, middle, outputs = cross_attention_sites(unet_config)
     return {2 * k + 1: site for k, site in enumerate(inputs + outputs + middle)}
+
+
+def checked_unet_config(data: dict, file_name: str, fix: str) -> dict:
+    """The UNet fields this module reads (ComfyUI's detection names; SDXL: 320, [1, 2, 4], depths up to 10), as a
+    file's ``unet_config`` states them, checked field by field."""
+    values = ConfigValues(data, "unet_config", file_name, fix)
+    missing = [key for key in REQUIRED if key not in data]
+    if missing:
+        values.refuse(f"missing field(s) {', '.join(missing)}")
+    mult = values.integers("channel_mult", 1, 16)
+    levels = len(mult)
+    res = values.integers("num_res_blocks", 1, 8, levels, per_level=True)
+    checked = {"model_channels": values.integer("model_channels", 1, 1024), "channel_mult": mult,
+               "num_res_blocks": res,
+               "transformer_depth": values.integers("transformer_depth", 0, 32, sum(res)),
+               "transformer_depth_middle": values.integer("transformer_depth_middle", -2, 32),
+               "transformer_depth_output": values.integers("transformer_depth_output", 0, 32,
+                                                           sum(n + 1 for n in res))}
+    if data.get("num_attention_blocks") is not None:
+        checked["num_attention_blocks"] = values.integers("num_attention_blocks", 0, 8, levels)
+    if data.get("context_dim") is not None:
+        checked["context_dim"] = values.integer("context_dim", 1, MAX_WIDTH)
+    if checked["model_channels"] * max(mult) > MAX_WIDTH:
+        values.refuse(f"model_channels x channel_mult = {checked['model_channels'] * max(mult)} is above {MAX_WIDTH}")
+    return checked

@@ -147,7 +147,7 @@ def tiny_stock_controlnet(seed: int = 0):
 
 def tiny_face_features(seed: int = 0, references: int = 1):
     """One person's FaceFeatures as FaceSnap Face Encode makes them (512-D ArcFace, 5 x 32 tiny CLIP tokens)."""
-    from comfyui_facesnap.models.identity.face_features import FaceFeatures
+    from comfyui_facesnap.models.identity.facesnap.face_features import FaceFeatures
 
     g = torch.Generator().manual_seed(seed)
     ids = torch.nn.functional.normalize(torch.randn(references, 512, generator=g), dim=-1)
@@ -199,8 +199,8 @@ def tiny_instantid_files(folder, seed: int = 0, ip_std: float = 0.2, output_dim:
 
     from safetensors.torch import save_file
 
-    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
     from comfyui_facesnap.models.identity.instantid.resampler import ResamplerConfig
+    from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig, SDXLControlNet
     from comfyui_facesnap.models.identity.unet_sites import REQUIRED
     from comfyui_facesnap.models.identity.instantid.weights import InstantIDAdapter
 
@@ -212,8 +212,8 @@ def tiny_instantid_files(folder, seed: int = 0, ip_std: float = 0.2, output_dim:
     ip_path = os.path.join(folder, f"{prefix}ip-adapter.safetensors")
     save_file({k: v.contiguous() for k, v in adapter.state_dict().items()}, ip_path,
               metadata={"resampler_config": json.dumps(dataclasses.asdict(config)), "unet_config": json.dumps(unet)})
-    cfg = FFRNetConfig.tiny(id_injector=False, cross_attention_dim=output_dim)
-    net = FFRNet(cfg).reset_parameters(generator=torch.Generator().manual_seed(seed + 2))
+    cfg = ControlNetConfig.tiny(cross_attention_dim=output_dim)
+    net = SDXLControlNet(cfg).reset_parameters(generator=torch.Generator().manual_seed(seed + 2))
     g = torch.Generator().manual_seed(seed + 3)
     with torch.no_grad():
         for conv in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:

@@ -1,13 +1,18 @@
 """EcomID (alimama-creative/SDXL-EcomID, Apache-2.0): PuLID v1's ID attention in the UNet plus a new IdentityNet
 ControlNet, combined as its ComfyUI node does (``recipe.py``).
 
+EcomID combines two methods, so this is the one method package allowed to import others (``instantid/`` and
+``pulid/``); every other method package imports only the shared modules (``models/identity/*.py``,
+``models/common``; ``tests/test_layers.py`` checks it).
+
 What the sources prescribe (alimama-creative/SDXL_EcomID_ComfyUI at e43fdb7, whose Python files are Git-LFS objects,
 read from a copy whose SHA-256 equal the pointers' oids; the model card of alimama-creative/SDXL-EcomID):
 
 - Files: ``ip-adapter_pulid_sdxl_fp16.safetensors`` (PuLID v1 in the IP-Adapter layout, ``models/pulid``),
   InstantID's ``ip-adapter.bin`` (``models/instantid``), EVA02-CLIP-L-14-336, antelopev2, facexlib's parsing, and
   the ControlNet ``diffusion_pytorch_model.safetensors`` (5 GB, float32, no config.json: an SDXL ControlNet in
-  diffusers' layout with 2048-wide cross-attention, read here by ``facesnap_checkpoint.load_diffusers_controlnet``).
+  diffusers' layout with 2048-wide cross-attention, read here as an ``SDXLControlNet`` by
+  ``diffusers_controlnet.load_diffusers_controlnet``).
 - UNet: PuLID v1's tokens (the IDEncoder of ArcFace + EVA-CLIP, 10 x 2048, per photo, averaged over the photos)
   through PuLID's ID attention at all 70 SDXL cross-attentions, exactly cubiq's ``pulid_attention`` (the ortho_v2
   share per image over all heads, ``SHARE_CUBIQ``), with cubiq's methods: fidelity (8 zero tokens, ortho_v2),

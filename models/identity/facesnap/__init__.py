@@ -1,1 +1,2 @@
-"""FaceSnap: the Facial Attribute Mixer, FFRNet (an SDXL ControlNet reading the mixer's tokens) with Diff-PC's ID-Injector heads, and FaceSnap's weight files."""
+"""FaceSnap: the Facial Attribute Mixer and its face features, FFRNet (an SDXL ControlNet reading the mixer's tokens)
+with Diff-PC's ID-Injector heads, and FaceSnap's weight files."""

@@ -13,27 +13,20 @@ reshapes its embeddings to (1, N, 512), so N embeddings of one person become N t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InvalidInputError
+from ...common.config_values import MAX_WIDTH, ConfigValues, config_defaults
+from ...common.layer_counts import linear_parameters, norm_parameters
 from ...common.operations import TORCH_OPS
+from ..perceiver import PerceiverConfig, perceiver_layer_parameters, perceiver_layers
 
 
 @dataclass(frozen=True)
-class ResamplerConfig:
-    dim: int = 1280
-    depth: int = 4
-    dim_head: int = 64
-    heads: int = 20
-    num_queries: int = 16
-    embedding_dim: int = 512
-    output_dim: int = 2048
-    ff_mult: int = 4
-
+class ResamplerConfig(PerceiverConfig):
     @classmethod
     def instantid(cls) -> "ResamplerConfig":
         """The published InstantID Resampler (SDXL: 2048-wide tokens)."""
@@ -42,37 +35,6 @@ class ResamplerConfig:
     @classmethod
     def tiny(cls, output_dim: int = 64) -> "ResamplerConfig":
         return cls(dim=32, depth=2, dim_head=8, heads=4, num_queries=16, embedding_dim=512, output_dim=output_dim)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class PerceiverAttention(nn.Module):
-    def __init__(self, cfg: ResamplerConfig, ops):
-        super().__init__()
-        inner = cfg.dim_head * cfg.heads
-        self.heads = cfg.heads
-        self.norm1 = ops.LayerNorm(cfg.dim)
-        self.norm2 = ops.LayerNorm(cfg.dim)
-        self.to_q = ops.Linear(cfg.dim, inner, bias=False)
-        self.to_kv = ops.Linear(cfg.dim, 2 * inner, bias=False)
-        self.to_out = ops.Linear(inner, cfg.dim, bias=False)
-
-    def forward(self, features: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
-        latents = self.norm2(latents)
-        context = torch.cat([self.norm1(features), latents], dim=1)
-        key, value = self.to_kv(context).chunk(2, dim=-1)
-        batch = latents.shape[0]
-        q, k, v = (t.reshape(batch, t.shape[1], self.heads, -1).transpose(1, 2) for t in (self.to_q(latents), key, value))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.to_out(out.transpose(1, 2).reshape(batch, latents.shape[1], -1))
-
-
-def feed_forward(cfg: ResamplerConfig, ops) -> nn.Sequential:
-    """LayerNorm, Linear, GELU, Linear: indices 0, 1, 3 hold the weights, as in the published file."""
-    inner = cfg.dim * cfg.ff_mult
-    return nn.Sequential(ops.LayerNorm(cfg.dim), ops.Linear(cfg.dim, inner, bias=False), nn.GELU(),
-                         ops.Linear(inner, cfg.dim, bias=False))
 
 
 class Resampler(nn.Module):
@@ -90,8 +52,7 @@ class Resampler(nn.Module):
         self.proj_in = ops.Linear(cfg.embedding_dim, cfg.dim)
         self.proj_out = ops.Linear(cfg.dim, cfg.output_dim)
         self.norm_out = ops.LayerNorm(cfg.output_dim)
-        self.layers = nn.ModuleList(
-            [nn.ModuleList([PerceiverAttention(cfg, ops), feed_forward(cfg, ops)]) for _ in range(cfg.depth)])
+        self.layers = perceiver_layers(cfg, ops)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -109,3 +70,25 @@ class Resampler(nn.Module):
             latents = latents + attention(x, latents)
             latents = latents + ff(latents)
         return self.norm_out(self.proj_out(latents))
+
+
+def checked_resampler_config(data: dict, file_name: str, fix: str) -> ResamplerConfig:
+    """The Resampler layout a file states (``resampler_config``; missing fields are the published ones), checked
+    field by field before anything is built from it."""
+    defaults = config_defaults(ResamplerConfig)
+    values = ConfigValues({**defaults, **data}, "resampler_config", file_name, fix)
+    values.unknown(defaults)
+    config = ResamplerConfig(
+        dim=values.integer("dim", 1, 4096), depth=values.integer("depth", 1, 16),
+        dim_head=values.integer("dim_head", 1, 256), heads=values.integer("heads", 1, 64),
+        num_queries=values.integer("num_queries", 1, 256), embedding_dim=values.integer("embedding_dim", 1, 4096),
+        output_dim=values.integer("output_dim", 1, 4096), ff_mult=values.integer("ff_mult", 1, 8))
+    if config.heads * config.dim_head > MAX_WIDTH:
+        values.refuse(f"heads x dim_head = {config.heads * config.dim_head} is above {MAX_WIDTH}")
+    return config
+
+
+def resampler_parameters(c: ResamplerConfig) -> int:
+    """The parameters a ``Resampler`` of this layout holds (compared with a file's before it is built)."""
+    return (c.num_queries * c.dim + linear_parameters(c.embedding_dim, c.dim) + linear_parameters(c.dim, c.output_dim)
+            + norm_parameters(c.output_dim) + c.depth * perceiver_layer_parameters(c))

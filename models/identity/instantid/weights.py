@@ -23,18 +23,15 @@ from torch import nn
 
 from ...errors import InvalidInputError, ModelFileError
 from ...common.file_checks import Interrupt, check_parameter_budget, declared_parameters, parse_config, poll
-from ..config_bounds import checked_resampler_config, checked_unet_config
 from ..identity import INSTANTID_RESAMPLER, Identity, legacy_weights_key, weights_key
-from ..parameter_counts import ip_layer_parameters, resampler_parameters
 from ...common.safetensors_files import check_shapes, check_values, read_header, read_tensors
 from ...common.torch_pickle import read_torch_weights
-from ..ip_attention import IPAttentionLayers
-from .resampler import Resampler, ResamplerConfig
-from ..unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
+from ..ip_attention import IPAttentionLayers, ip_layer_parameters
+from .resampler import Resampler, ResamplerConfig, checked_resampler_config, resampler_parameters
+from ..unet_sites import SDXL_UNET_CONFIG, checked_unet_config, context_base, ip_adapter_layer_sites
 
 PARTS = ("image_proj", "ip_adapter")
 FILE_FIX = "download ip-adapter.bin from InstantX/InstantID (Hugging Face) into ComfyUI/models/instantid"
-CONTEXT_BASES = {768: "SD1.5", 1024: "SD2.x", 2048: "SDXL"}
 PULID_PREFIXES = ("id_adapter.", "id_adapter_attn_layers.", "image_proj.body.", "image_proj.id_embedding_mapping.")
 
 
@@ -48,7 +45,7 @@ class InstantIDAdapter(nn.Module):
         super().__init__()
         self.config, self.unet_config = config, unet_config
         self.image_proj = Resampler(config, operations, compute_dtype)
-        self.ip_adapter = IPAttentionLayers(instantid_layer_sites(unet_config), config.output_dim, operations,
+        self.ip_adapter = IPAttentionLayers(ip_adapter_layer_sites(unet_config), config.output_dim, operations,
                                             compute_dtype)
         self.model_key = ""  # weights_key of the Resampler's file tensors (set by build_instantid)
         self.legacy_model_key = ""  # the key identities saved by earlier versions carry
@@ -83,10 +80,6 @@ def resampler_identity(resampler: Resampler, embeddings: torch.Tensor, uncond_no
                     num_references=embeddings.shape[0], id_embedding=mean)
 
 
-def _base(width: int) -> str:
-    return CONTEXT_BASES.get(width, f"a {width}-wide base model")
-
-
 def _describe_foreign(shapes: dict[str, tuple], name: str, expected: dict[str, tuple]) -> None:
     """Name the kind of file when it is not InstantID's: PuLID's, a ControlNet, another base, a CLIP IP-Adapter."""
     if any(k.startswith(PULID_PREFIXES) for k in shapes):
@@ -107,8 +100,8 @@ def _describe_foreign(shapes: dict[str, tuple], name: str, expected: dict[str, t
     if k_ip is not None and len(k_ip) == 2 and k_ip[1] != want:
         layers = sum(k.endswith(".to_k_ip.weight") for k in shapes)
         raise ModelFileError(
-            f"{name} is an IP-Adapter for {_base(k_ip[1])} (tensor 'ip_adapter.1.to_k_ip.weight' is {list(k_ip)}, "
-            f"{layers} layers); InstantID needs {_base(want)} ({want}-wide cross-attention)",
+            f"{name} is an IP-Adapter for {context_base(k_ip[1])} (tensor 'ip_adapter.1.to_k_ip.weight' is {list(k_ip)}, "
+            f"{layers} layers); InstantID needs {context_base(want)} ({want}-wide cross-attention)",
             "use InstantID's SDXL ip-adapter.bin with an SDXL checkpoint")
     if not any(k.startswith("image_proj.") for k in shapes):
         raise ModelFileError(f"{name} has no image_proj tensors (InstantID's Resampler): the file is incomplete",

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import InvalidInputError
-from ..identity import Identity, weights_key
+from ..identity import ARCFACE_DIM, Identity, weights_key
 from ..ip_attention import IPAttentionLayers
-from ..unet_sites import SDXL_UNET_CONFIG, instantid_layer_sites
-from .id_encoder import ARCFACE_DIM, EVA_CLS_DIM, IDEncoder, IDEncoderConfig
+from ..unet_sites import SDXL_UNET_CONFIG, ip_adapter_layer_sites
+from .id_encoder import EVA_CLS_DIM, IDEncoder, IDEncoderConfig
 from .id_former import IDFormer, IDFormerConfig
 
 V1, V1_1 = "v1", "v1.1"
@@ -61,7 +61,7 @@ class PuLIDAdapter(nn.Module):
         encoder = IDEncoder if version == V1 else IDFormer
         self.image_proj = encoder(self.encoder_config, operations, compute_dtype)
         self.unet_config = unet_config
-        self.ip_adapter = IPAttentionLayers(instantid_layer_sites(unet_config), self.context_dim, operations,
+        self.ip_adapter = IPAttentionLayers(ip_adapter_layer_sites(unet_config), self.context_dim, operations,
                                             compute_dtype)
         self.model_key = ""
 

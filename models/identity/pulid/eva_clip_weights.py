@@ -23,7 +23,7 @@ import torch
 
 from ...errors import ModelFileError
 from ...common.file_checks import parse_config
-from ..config_bounds import ConfigValues
+from ...common.config_values import ConfigValues
 from ...common.safetensors_files import check_values, read_header, read_tensors
 from ...common.torch_pickle import load_weights_only
 from .eva_clip_vision import EVAVisionConfig, EVAVisionTower

@@ -18,7 +18,7 @@ from ...errors import InvalidInputError
 from ...face_analysis.align import ffhq_crop
 from ...face_analysis.face_parsing import LABELS, BiSeNet, parse_faces
 from ...face_analysis.record import FaceSet
-from ..face_features import reference_indices
+from ..reference_faces import reference_indices
 
 PULID_BACKGROUND = (0, 16, 18, 7, 8, 9, 14, 15)  # background, cloth, hat, l_ear, r_ear, ear_r, neck, neck_l
 ALIGNED_SIZE = 512

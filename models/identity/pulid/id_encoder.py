@@ -19,8 +19,8 @@ from torch import nn
 
 from ...errors import InvalidInputError
 from ...common.operations import resolve_operations
+from ..identity import ARCFACE_DIM
 
-ARCFACE_DIM = 512
 EVA_CLS_DIM = 768
 EVA_LAYERS = 5  # PuLID reads the EVA tower's token states after its first 4, 8, 12, 16 and 20 blocks (CLS first)
 

@@ -10,8 +10,8 @@
 
 Several images of one person are encoded together, as the official pipeline does: their ID features become 5 tokens
 each, and their hidden states are concatenated along the token axis (B, N x 577, 1024), so N photos still give 32
-tokens. The perceiver layers are InstantID's Resampler blocks (same names ``layers.{i}.0.{norm1, norm2, to_q, to_kv,
-to_out}`` / ``layers.{i}.1.{0, 1, 3}`` and the same attention), reused here.
+tokens. The perceiver layers are IP-Adapter-Plus's Perceiver blocks, as in InstantID's Resampler (``perceiver.py``:
+same names ``layers.{i}.0.{norm1, norm2, to_q, to_kv, to_out}`` / ``layers.{i}.1.{0, 1, 3}``, same attention).
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..instantid.resampler import PerceiverAttention, ResamplerConfig, feed_forward
 from ...common.operations import cast_to_input, resolve_operations
-from .id_encoder import ARCFACE_DIM, EVA_CLS_DIM, EVA_LAYERS, check_features, mapping_mlp
+from ..identity import ARCFACE_DIM
+from ..perceiver import PerceiverConfig, perceiver_layers
+from .id_encoder import EVA_CLS_DIM, EVA_LAYERS, check_features, mapping_mlp
 
 
 @dataclass(frozen=True)
-class IDFormerConfig(ResamplerConfig):
-    """The Resampler's fields (``embedding_dim``: the ID features' width, 1280) with IDFormer's values, and its own."""
+class IDFormerConfig(PerceiverConfig):
+    """The Perceiver's fields (``embedding_dim``: the ID features' width, 1280) with IDFormer's values, and its own."""
     dim: int = 1024
     depth: int = 10  # a multiple of the 5 EVA layers: depth // 5 perceiver layers read each of them
     heads: int = 16
@@ -61,8 +62,7 @@ class IDFormer(nn.Module):
         scale = cfg.dim ** -0.5
         self.latents = nn.Parameter(torch.randn(1, cfg.num_queries, cfg.dim) * scale)
         self.proj_out = nn.Parameter(torch.randn(cfg.dim, cfg.output_dim) * scale)
-        self.layers = nn.ModuleList(
-            [nn.ModuleList([PerceiverAttention(cfg, ops), feed_forward(cfg, ops)]) for _ in range(cfg.depth)])
+        self.layers = perceiver_layers(cfg, ops)
         for i in range(EVA_LAYERS):
             setattr(self, f"mapping_{i}", mapping_mlp(cfg.vit_dim, cfg.hidden_dim, cfg.hidden_dim, cfg.dim, ops))
         self.id_embedding_mapping = mapping_mlp(cfg.embedding_dim, cfg.hidden_dim, cfg.hidden_dim,

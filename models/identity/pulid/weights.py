@@ -27,8 +27,7 @@ import torch
 
 from ...errors import InvalidInputError, ModelFileError
 from ..unet_sites import REQUIRED as UNET_FIELDS
-from ..unet_sites import SDXL_UNET_CONFIG
-from ..instantid.weights import CONTEXT_BASES
+from ..unet_sites import SDXL_UNET_CONFIG, context_base
 from ...common.safetensors_files import check_shapes, check_values, read_header, read_tensors
 from ...common.torch_pickle import read_torch_weights
 from .adapter import CONFIGS, V1, V1_1, PuLIDAdapter, default_config
@@ -88,7 +87,7 @@ def _refuse_other_adapters(shapes: dict[str, tuple], name: str, own_layout: bool
     k_ip = shapes.get("ip_adapter.1.to_k_ip.weight")
     if k_ip is not None and len(k_ip) == 2 and k_ip[1] != 2048 and not own_layout:
         layers = sum(k.endswith(".to_k_ip.weight") for k in shapes)
-        base = CONTEXT_BASES.get(k_ip[1], f"a {k_ip[1]}-wide base model")
+        base = context_base(k_ip[1])
         raise ModelFileError(f"{name} is an adapter for {base} ({layers} attention layers, "
                              f"{k_ip[1]}-wide: tensor 'ip_adapter.1.to_k_ip.weight' is {list(k_ip)}); PuLID here "
                              "needs SDXL (2048-wide cross-attention)", "use PuLID's SDXL weights with an SDXL "

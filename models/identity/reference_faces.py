@@ -1,8 +1,7 @@
-"""What FACESNAP_FACE_FEATURES carries: the mixer's inputs for the reference photos of one person."""
+"""The reference photos of one person as every identity method reads them: the real faces of a face set, their
+ArcFace embeddings and their square crops."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,30 +10,9 @@ from ..errors import InvalidInputError
 from ..face_analysis.align import crop_square, square_box
 from ..face_analysis.record import FaceSet
 from ..face_analysis.select import is_no_face
+from .identity import ARCFACE_DIM
 
-ARCFACE_DIM = 512
-
-
-@dataclass
-class FaceFeatures:
-    id_embeds: torch.Tensor  # (N, 512) ArcFace embeddings, one per reference photo
-    clip_tokens: torch.Tensor  # (N, 257, 1280) CLIP-ViT-H penultimate hidden states of the face crops
-
-    def __post_init__(self):
-        if self.id_embeds.shape[0] == 0:
-            raise InvalidInputError("the reference batch is empty", "connect at least one reference face")
-        if self.id_embeds.shape[0] != self.clip_tokens.shape[0]:
-            raise InvalidInputError(
-                f"{self.id_embeds.shape[0]} ArcFace embeddings but {self.clip_tokens.shape[0]} CLIP encodings",
-                "encode the same reference faces with both models",
-            )
-
-    def __len__(self) -> int:
-        return self.id_embeds.shape[0]
-
-    def batched(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(1, N, 512), (1, N, 257, 1280): all references of one person as one mixer sample."""
-        return self.id_embeds[None], self.clip_tokens[None]
+CLIP_INPUT = 224  # CLIP-ViT-H/14 input side; the crop is resized by CLIPVisionEncode's preprocessing anyway
 
 
 def arcface_embeddings(faces: FaceSet, raw: bool = False, purpose: str = "FaceSnap's identity features") -> torch.Tensor:
@@ -63,9 +41,6 @@ def arcface_embeddings(faces: FaceSet, raw: bool = False, purpose: str = "FaceSn
             emb = emb * np.float32(norm)
         rows.append(emb)
     return torch.from_numpy(np.stack(rows))
-
-
-CLIP_INPUT = 224  # CLIP-ViT-H/14 input side; the crop is resized by CLIPVisionEncode's preprocessing anyway
 
 
 def reference_indices(faces: FaceSet) -> list[int]:
