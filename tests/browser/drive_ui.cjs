@@ -1,6 +1,7 @@
 // Drives the real ComfyUI web UI in headless Debian Chromium (playwright-core, no bundled browser).
-// Loads each workflow, records dialogs, console errors and the frontend's own API prompt, saves a screenshot,
-// and queues one workflow until its output image is shown. Started by run_browser_test.py, which checks results.json.
+// Loads each workflow, records dialogs and other notices, console errors and the frontend's own API prompt, saves a
+// screenshot, and queues one workflow until its output image is shown. Started by run_browser_test.py, which checks
+// results.json.
 const fs = require("fs");
 const path = require("path");
 const { chromium } = require("playwright-core");
@@ -16,10 +17,12 @@ const RUN = env("RUN_WORKFLOW");
 const FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
   "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 
-async function visibleDialogs(page) {
-  return page.evaluate(() => [...document.querySelectorAll(".p-dialog")]
+// Dialogs, and the toasts and status cards newer frontends show instead (1.49: a missing node is a role=status card).
+async function visibleNotices(page) {
+  const selector = ".p-dialog, .p-toast-message, [role=alert], [role=alertdialog], [role=status]";
+  return page.evaluate((sel) => [...document.querySelectorAll(sel)]
     .filter((el) => el.offsetParent !== null || el.getClientRects().length > 0)
-    .map((el) => el.innerText.trim().slice(0, 400)));
+    .map((el) => el.innerText.trim().slice(0, 400)), selector);
 }
 
 async function settle(page) {
@@ -31,7 +34,8 @@ async function settle(page) {
 async function fitView(page) {
   await page.evaluate(() => {
     const canvas = window.app.canvas;
-    const boxes = window.app.graph._nodes.map((n) => [n.pos[0], n.pos[1] - 30, n.pos[0] + n.size[0], n.pos[1] + n.size[1]])
+    const boxes = window.app.graph._nodes
+      .map((n) => [n.pos[0], n.pos[1] - 30, n.pos[0] + n.size[0], n.pos[1] + n.size[1]])
       .concat((window.app.graph._groups ?? []).map((g) => { const [x, y, w, h] = g._bounding ?? g.bounding;
         return [x, y, x + w, y + h]; }));
     const [left, top] = [Math.min(...boxes.map((b) => b[0])), Math.min(...boxes.map((b) => b[1]))];
@@ -69,8 +73,8 @@ async function main() {
     null, { timeout: 120000 });
   await settle(page);
   const results = { boot_seconds: (Date.now() - started) / 1000, boot_errors: errors, workflows: [] };
-  const startupDialogs = await visibleDialogs(page);
-  results.startup_dialogs = startupDialogs;
+  results.startup_notices = await visibleNotices(page);
+  results.startup_types = await page.evaluate(() => window.app.graph._nodes.map((n) => n.type));
 
   for (const file of WORKFLOWS) {
     errors = [];
@@ -87,7 +91,7 @@ async function main() {
     }));
     const prompt = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
     const entry = { name, load_seconds: (Date.now() - t0) / 1000, node_count: state.types.length,
-      unknown_types: state.unknown, dialogs: await visibleDialogs(page), prompt };
+      unknown_types: state.unknown, notices: await visibleNotices(page), prompt };
     if (name === RUN) {
       const t1 = Date.now();
       const before = viewed.length;
@@ -115,7 +119,7 @@ async function main() {
     control);
   await settle(page);
   results.negative_control = {
-    dialogs: await visibleDialogs(page),
+    notices: await visibleNotices(page),
     unknown_types: await page.evaluate(() => window.app.graph._nodes.map((n) => n.type)
       .filter((t) => !window.LiteGraph.registered_node_types[t])),
     screenshot: path.join(ARTIFACTS, "negative_control.png"),
