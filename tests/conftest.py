@@ -79,6 +79,19 @@ def comfy_host(tmp_path_factory):
     return ComfyHost(PACK_ROOT, tmp_path_factory.mktemp("comfy"), extra_packs=[PACK_ROOT / "tests" / "comfy_test_nodes"])
 
 
+@pytest.fixture(scope="module", autouse=True)
+def model_folders_per_module():
+    """Model folders a test module registers with ComfyUI (folder_paths) end with it, so no later module sees them
+    (a judge or an analyzer listed only because another module made one)."""
+    if not HAVE_COMFY:
+        yield
+        return
+    from comfyui_facesnap.devkit.workflow_files import model_folders_restored
+
+    with model_folders_restored():
+        yield
+
+
 @pytest.fixture()
 def fresh_model_management():
     """ComfyUI's model management with nothing loaded before or after the test (a prompt's models stay loaded
