@@ -80,14 +80,16 @@ def comfy_host(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def model_folders_per_module():
+def model_folders_per_module(request):
     """Model folders a test module registers with ComfyUI (folder_paths) end with it, so no later module sees them
-    (a judge or an analyzer listed only because another module made one)."""
+    (a judge or an analyzer listed only because another module made one). The host is started first: the folders
+    the pack registers when ComfyUI loads it stay for the session."""
     if not HAVE_COMFY:
         yield
         return
     from comfyui_facesnap.devkit.workflow_files import model_folders_restored
 
+    request.getfixturevalue("comfy_host")
     with model_folders_restored():
         yield
 
