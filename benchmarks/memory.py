@@ -103,9 +103,10 @@ def network(name: str, module, encode_only: bool = False, keep: bool = False,
 def sdxl_unet_config(dtype):
     """The SDXL UNet config as ComfyUI derives it from a diffusers SDXL ControlNet layout, checked to be
     the ``comfy.supported_models.SDXL`` family."""
+    import torch
+
     import comfy.model_detection
     import comfy.supported_models
-    import torch
 
     from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig, SDXLControlNet
 
@@ -120,18 +121,19 @@ def sdxl_unet_config(dtype):
 
 def build_networks(compute_dtype=None) -> dict[str, Network]:
     """Every network, on the meta device; those traced for activations keep their module (in ``compute_dtype``)."""
+    import torch
+
     import comfy.cldm.cldm
     import comfy.clip_model
     import comfy.ops
-    import torch
 
     from comfyui_facesnap.models.face_analysis.face_parsing import BiSeNet
     from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
+    from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
     from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1, PuLIDAdapter
     from comfyui_facesnap.models.identity.pulid.eva_clip_vision import EVAVisionTower
-    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
-    from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
-    from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
     from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
 
     meta = torch.device("meta")
@@ -252,8 +254,9 @@ def fused_attention_mode():
 def step_activation_bytes(unet, control_net=None, batch: int = 2, latent: int = 128, dtype=None) -> int:
     """Peak activation bytes of one sampling step: ``control_net`` (FFRNet, or a ComfyUI ControlNet) on the batch,
     then the UNet with its residuals (and FFRNet's injector phi/mu). Inputs are counted; weights are not."""
-    import comfy.ldm.modules.attention as attention
     import torch
+
+    import comfy.ldm.modules.attention as attention
 
     meta, dtype = torch.device("meta"), dtype or torch.float16
     x = torch.empty(batch, 4, latent, latent, device=meta, dtype=dtype)
@@ -367,11 +370,12 @@ def computed_activations(nets: dict[str, Network], configs: dict, latent: int, b
 
 def cuda_measurements(nets: dict[str, Network], configs: dict, latent: int) -> list[str]:
     """Peak allocation of one sampling step per configuration (random fp16 weights, all resident). CUDA only."""
+    import torch
+
     import comfy.controlnet
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.sample
-    import torch
 
     device, dtype, meta = mm.get_torch_device(), torch.float16, torch.device("meta")
     g = torch.Generator().manual_seed(0)

@@ -143,6 +143,7 @@ def ip_attention_options(unet_cfg: dict, tokens: int, device, attention: str, te
     import torch
 
     import comfy.ldm.modules.attention
+
     from comfyui_facesnap.comfy_glue.ip_attention_patch import IPAttentionPatch
     from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
     from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
@@ -173,6 +174,7 @@ def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta"
     import torch
 
     import comfy.supported_models
+
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet
     from comfyui_facesnap.models.identity.sdxl_controlnet import SDXLControlNet
 
@@ -341,6 +343,7 @@ def build_timed_configurations(size: int, unet_cfg: dict, ffrnet_configs: dict, 
     import comfy.model_patcher
     import comfy.supported_models
     import comfy.utils
+
     from comfyui_facesnap.comfy_glue.conditioning import apply_identity_control
     from comfyui_facesnap.comfy_glue.control import wrap_identity_model
     from comfyui_facesnap.comfy_glue.id_injector_patch import patch_model_with_injector
@@ -455,6 +458,7 @@ def time_configurations(opts, size: int, presets, steps: dict) -> dict:
     import torch
 
     import comfy.model_management as mm
+
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
 
     device = mm.get_torch_device()

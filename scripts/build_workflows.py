@@ -486,6 +486,7 @@ def object_info_with_stand_ins():
     """/object_info of the pinned ComfyUI with this pack, while the workflows' model files exist (as stand-ins).
     Only nodes.py's core nodes are loaded (no comfy_extras), which is all the workflows may use."""
     import nodes
+
     from comfyui_facesnap.devkit.comfy_host import ComfyHost
     from comfyui_facesnap.devkit.ui_workflow import object_info
     from comfyui_facesnap.devkit.workflow_files import stand_in_models

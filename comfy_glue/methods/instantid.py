@@ -25,8 +25,13 @@ from ...models.errors import InvalidInputError, ModelFileError
 from ...models.face_analysis.record import FaceSet
 from ...models.identity.diffusers_controlnet import load_diffusers_controlnet
 from ...models.identity.identity import Identity
-from ...models.identity.instantid.weights import (InstantIDAdapter, build_instantid, expected_shapes, file_layout,
-                                                  read_instantid_tensors)
+from ...models.identity.instantid.weights import (
+    InstantIDAdapter,
+    build_instantid,
+    expected_shapes,
+    file_layout,
+    read_instantid_tensors,
+)
 from ...models.identity.reference_faces import arcface_embeddings
 from ...models.identity.sdxl_controlnet import SDXLControlNet
 from ..conditioning import apply_identity_control

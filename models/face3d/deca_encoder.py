@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError, ModelFileError
 from ..common.file_checks import Interrupt, check_finite
-from ..face_analysis.align import crop_square
-from .face_fitting import FitResult, axis_angle_to_matrix
 from ..common.operations import resolve_operations
 from ..common.torch_pickle import load_weights_only
+from ..errors import InvalidInputError, ModelFileError
+from ..face_analysis.align import crop_square
+from .face_fitting import FitResult, axis_angle_to_matrix
 from .morphable_model import MorphableModel
 
 DECA_HINT = ("download deca_model.tar from DECA (github.com/yfeng95/DECA, MPI non-commercial licence) into "

@@ -19,9 +19,9 @@ import pickle
 
 import numpy as np
 
-from ..errors import ModelFileError
 from ..common.file_checks import Interrupt, check_finite
 from ..common.file_errors import code_reference, refused_code_error, safe_reason
+from ..errors import ModelFileError
 from .flame_articulation import flame_articulation
 from .morphable_model import MorphableModel, frame_normalisation, normalised_model
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..errors import InvalidInputError, ModelFileError
 from ..common.file_checks import first_nonfinite
-from ..face_analysis.landmarks72 import extras_from_ibug68
 from ..common.file_errors import safe_reason
+from ..errors import InvalidInputError, ModelFileError
+from ..face_analysis.landmarks72 import extras_from_ibug68
 
 if TYPE_CHECKING:
     from .deca_encoder import DecaEncoder

@@ -12,9 +12,9 @@ import pathlib
 import numpy as np
 
 from ..errors import InvalidInputError, MissingDependencyError, ModelFileError
-from .landmarks72 import from_ibug68
 from .detections import largest_first, rgb_uint8, too_small
 from .keypoints5 import kps5_from_ibug68
+from .landmarks72 import from_ibug68
 from .record import FaceRecord
 
 DLIB_FILES = {

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InvalidInputError, MissingDependencyError, ModelFileError
-from .landmarks72 import from_ibug68
-from .onnxruntime_setup import cuda_unavailable_hint, insightface_install_fix
 from .align import arcface_crop
 from .detections import largest_first, rgb_uint8, too_small
+from .landmarks72 import from_ibug68
+from .onnxruntime_setup import cuda_unavailable_hint, insightface_install_fix
 from .record import FaceRecord
 
 PACK_NAME = "antelopev2"

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidInputError, NoFaceError
-from .landmarks72 import NUM_POINTS
 from .align import crop_square, square_box
+from .landmarks72 import NUM_POINTS
 from .record import FaceRecord, FaceSet
 
 SELECTIONS = ("largest", "index", "left_to_right", "all")

@@ -15,8 +15,14 @@ import os
 import torch
 from torch import nn
 
-from ..common.file_checks import (Interrupt, check_finite, check_parameter_budget, declared_parameters, parse_config,
-                                  read_config_file)
+from ..common.file_checks import (
+    Interrupt,
+    check_finite,
+    check_parameter_budget,
+    declared_parameters,
+    parse_config,
+    read_config_file,
+)
 from ..common.safetensors_files import read_header, read_tensors
 from ..errors import ModelFileError
 from .controlnet_checks import checked_controlnet_config, controlnet_parameters

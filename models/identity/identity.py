@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..errors import InvalidInputError, ModelFileError
 from ..common.file_checks import check_finite
 from ..common.safetensors_files import read_header, read_tensors
+from ..errors import InvalidInputError, ModelFileError
 
 FORMAT_VERSION = "1"
 FACESNAP_MIXER = "facesnap-mixer"

@@ -23,9 +23,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ...common.operations import (
+    MultiheadAttention,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    cast_to_input,
+    resolve_operations,
+)
 from ...errors import InvalidInputError
-from ...common.operations import (MultiheadAttention, TransformerDecoder, TransformerDecoderLayer, cast_to_input,
-                                  resolve_operations)
 
 
 @dataclass

@@ -22,12 +22,17 @@ from dataclasses import replace
 
 import torch
 
-from ...errors import ModelFileError
 from ...common.file_checks import Interrupt, check_finite, check_parameter_budget, declared_parameters, parse_config
 from ...common.safetensors_files import read_header, read_tensors
+from ...errors import ModelFileError
 from ..controlnet_checks import controlnet_parameters
-from ..diffusers_controlnet import (build_from_tensors, config_base, header_base, load_diffusers_controlnet,
-                                   validate_tensors)
+from ..diffusers_controlnet import (
+    build_from_tensors,
+    config_base,
+    header_base,
+    load_diffusers_controlnet,
+    validate_tensors,
+)
 from ..sdxl_controlnet import ControlNetConfig
 from .attribute_mixer import FacialAttributeMixer
 from .ffrnet import FFRNet, FFRNetConfig

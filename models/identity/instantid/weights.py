@@ -21,14 +21,14 @@ import os
 import torch
 from torch import nn
 
-from ...errors import InvalidInputError, ModelFileError
 from ...common.file_checks import Interrupt, check_parameter_budget, declared_parameters, parse_config, poll
-from ..identity import INSTANTID_RESAMPLER, Identity, legacy_weights_key, weights_key
 from ...common.safetensors_files import check_shapes, check_values, read_header, read_tensors
 from ...common.torch_pickle import read_torch_weights
+from ...errors import InvalidInputError, ModelFileError
+from ..identity import INSTANTID_RESAMPLER, Identity, legacy_weights_key, weights_key
 from ..ip_attention import IPAttentionLayers, ip_layer_parameters
-from .resampler import Resampler, ResamplerConfig, checked_resampler_config, resampler_parameters
 from ..unet_sites import SDXL_UNET_CONFIG, checked_unet_config, context_base, ip_adapter_layer_sites
+from .resampler import Resampler, ResamplerConfig, checked_resampler_config, resampler_parameters
 
 PARTS = ("image_proj", "ip_adapter")
 FILE_FIX = "download ip-adapter.bin from InstantX/InstantID (Hugging Face) into ComfyUI/models/instantid"

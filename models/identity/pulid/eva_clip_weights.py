@@ -21,11 +21,11 @@ from dataclasses import asdict
 
 import torch
 
-from ...errors import ModelFileError
-from ...common.file_checks import parse_config
 from ...common.config_values import ConfigValues
+from ...common.file_checks import parse_config
 from ...common.safetensors_files import check_values, read_header, read_tensors
 from ...common.torch_pickle import load_weights_only
+from ...errors import ModelFileError
 from .eva_clip_vision import EVAVisionConfig, EVAVisionTower
 
 FILE_NAME = "EVA02_CLIP_L_336_psz14_s6B.pt"
