@@ -345,7 +345,8 @@ class Metrics:
     def features_of(self, images, landmarks) -> dict:
         import numpy as np
 
-        return {m: np.stack([f(image, points) for image, points in zip(images, landmarks)]) for m, f in self.functions.items()}
+        return {m: np.stack([f(image, points) for image, points in zip(images, landmarks, strict=True)])
+                for m, f in self.functions.items()}
 
     def identify(self, truth, images, landmarks) -> dict:
         from comfyui_facesnap.evaluation.identification import identification_summary, identify
@@ -387,7 +388,7 @@ def identification(trainer, people: dict, drives: list[dict], metrics: Metrics, 
         torch.stack([people[p]["arcface"] for p, _, _ in rows]), torch.cat([people[p]["clip"] for p, _, _ in rows]),
         torch.cat([noise[s] for _, s, _ in rows]), cfg))
     summary = metrics.identify([p for p, _, _ in rows], images, [drives[d]["landmarks"] for _, _, d in rows])
-    return summary, list(zip(rows, images))
+    return summary, list(zip(rows, images, strict=True))
 
 
 def reference_features(trainer, train_set) -> dict:

@@ -73,7 +73,7 @@ def main(argv=None) -> int:
             width=TILE, height=TILE)
         tiles = [crops[ref], draw_control_image(drive_points, TILE, TILE, canvas=crops[DRIVE]),
                  to_rgb_uint8(control)[0], to_rgb_uint8(overlay)[0], to_rgb_uint8(render)[0]]
-        rows.append(np.concatenate([label(t, text) for t, text in zip(tiles, LABELS)], 1))
+        rows.append(np.concatenate([label(t, text) for t, text in zip(tiles, LABELS, strict=True)], 1))
     picture = np.concatenate(rows, 0)
     out = ROOT / "docs" / "images" / "predictor_example.png"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -72,4 +72,4 @@ def pulid_features(faces: FaceSet, eva: EVAClipBundle, parser: FaceParserBundle,
         result = eva.tower(eva_clip_input(grey, eva.config.image_size))
         embeddings.append(result.embedding.to(out, torch.float32))
         hidden.append([h.to(out, torch.float32) for h in result.hidden_states])
-    return arcface, torch.cat(embeddings), [torch.cat(layer) for layer in zip(*hidden)]
+    return arcface, torch.cat(embeddings), [torch.cat(layer) for layer in zip(*hidden, strict=True)]

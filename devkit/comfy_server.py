@@ -87,7 +87,7 @@ def comfy_servers(comfyui: pathlib.Path, bases: Sequence[pathlib.Path], log_path
     its device (the GPU when there is one)."""
     processes = []
     try:
-        for base, log_path in zip(bases, log_paths):
+        for base, log_path in zip(bases, log_paths, strict=True):
             port = free_port()
             command = [sys.executable, str(comfyui / "main.py"), *(["--cpu"] if cpu else []), "--listen", "127.0.0.1",
                        "--port", str(port), "--base-directory", str(base)]

@@ -111,11 +111,11 @@ def relabelling_p_value(truth: Sequence, predicted: Sequence, names: Sequence) -
     names = list(names)
     if len(names) > 8:
         raise ValueError("the relabelling test enumerates K! assignments; K must be at most 8")
-    observed = sum(t == p for t, p in zip(truth, predicted))
+    observed = sum(t == p for t, p in zip(truth, predicted, strict=True))
     at_least = 0
     for perm in itertools.permutations(names):
-        rename = dict(zip(names, perm))
-        at_least += sum(t == rename[p] for t, p in zip(truth, predicted)) >= observed
+        rename = dict(zip(names, perm, strict=True))
+        at_least += sum(t == rename[p] for t, p in zip(truth, predicted, strict=True)) >= observed
     return at_least / math.factorial(len(names))
 
 
@@ -127,13 +127,13 @@ def identification_summary(truth: Sequence, predicted: Sequence, names: Sequence
     n = len(truth)
     if n == 0 or len(predicted) != n:
         raise ValueError("truth and predicted must be equally long and not empty")
-    correct = sum(t == p for t, p in zip(truth, predicted))
+    correct = sum(t == p for t, p in zip(truth, predicted, strict=True))
     chance = 1.0 / len(names)
     p_binomial = binomial_p_value(correct, n, chance)
     p_relabel = relabelling_p_value(truth, predicted, names)
     per_identity = {}
     for name in names:
-        own = [p for t, p in zip(truth, predicted) if t == name]
+        own = [p for t, p in zip(truth, predicted, strict=True) if t == name]
         per_identity[str(name)] = round(sum(p == name for p in own) / len(own), 4) if own else None
     low, high = wilson_interval(correct, n)
     return {

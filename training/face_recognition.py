@@ -44,7 +44,7 @@ class IResNet(nn.Module):
         self.prelu = nn.PReLU(width)
         planes = [width, 2 * width, 4 * width, 8 * width]
         inplanes = width
-        for i, (n, p) in enumerate(zip(layers, planes), start=1):
+        for i, (n, p) in enumerate(zip(layers, planes, strict=True), start=1):
             blocks = [IBasicBlock(inplanes, p, 2)] + [IBasicBlock(p, p, 1) for _ in range(n - 1)]
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
             inplanes = p

@@ -70,7 +70,7 @@ def verify(samples: list[tuple[str, str, np.ndarray]], threshold: float = 0.7, c
         centre = representative(embeddings, clusters, seed)
         similarity = embeddings @ centre
         outliers = similarity <= threshold
-        for (sample_id, _), s, out in zip(members, similarity, outliers):
+        for (sample_id, _), s, out in zip(members, similarity, outliers, strict=True):
             if out:
                 rejected[sample_id] = {"identity": identity, "similarity": round(float(s), 4)}
         summary[identity] = {"samples": len(members), "rejected": int(outliers.sum()), "verified": True}

@@ -197,7 +197,7 @@ class Trainer:
 
     def _text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         drop = torch.rand(len(captions)) < self.cfg.train.text_dropout  # FaceSnap: 10 % null text
-        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
         context, pooled = self.base.text.encode(captions)
         return context.to(self.device), pooled.to(self.device)
 

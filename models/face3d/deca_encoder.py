@@ -97,7 +97,8 @@ class DecaEncoder(nn.Module):
 
     def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, 224, 224) RGB in [0, 1] -> DECA's parameter groups."""
-        return dict(zip(DECA_SPLITS, self.layers(self.encoder(crops)).split(list(DECA_SPLITS.values()), dim=1)))
+        groups = self.layers(self.encoder(crops)).split(list(DECA_SPLITS.values()), dim=1)
+        return dict(zip(DECA_SPLITS, groups, strict=True))
 
 
 def _refused(path, found: str | None) -> ModelFileError:
@@ -150,7 +151,7 @@ def regress_faces(model: MorphableModel, encoder: DecaEncoder, images: list[np.n
         raise InvalidInputError(f"DECA regresses FLAME parameters, but the model is {model.name}",
                                 "set model to FLAME in FaceSnap 3DMM Loader, or leave deca_file empty")
     boxes = [deca_crop_box(np.asarray(p, np.float32)[:68]) for p in landmarks68]
-    crops = np.stack([crop_square(image, box, CROP_SIZE) for image, box in zip(images, boxes)])
+    crops = np.stack([crop_square(image, box, CROP_SIZE) for image, box in zip(images, boxes, strict=True)])
     params = encoder(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0)
     batch = len(boxes)
     alpha = params["shape"][:, : model.num_id]

@@ -86,7 +86,7 @@ def clamp_angles(angles: torch.Tensor, labels: list[str] | None = None) -> tuple
     limits = torch.tensor(list(ANGLE_LIMITS.values()))
     clamped = torch.maximum(torch.minimum(angles, limits), -limits)
     warnings = []
-    for i, j in zip(*torch.nonzero(clamped != angles, as_tuple=True)):
+    for i, j in zip(*torch.nonzero(clamped != angles, as_tuple=True), strict=True):
         name = list(ANGLE_LIMITS)[int(j)]
         label = labels[int(i)] if labels is not None else f"face {int(i)}"
         warnings.append(f"{label}: {name} {float(angles[i, j]):.0f}° clamped to {float(clamped[i, j]):.0f}° "
@@ -297,7 +297,7 @@ def draw_prediction(model: MorphableModel, prediction: Prediction,
     out_h, out_w = landmarks.canvas_sizes[0]
     renders = [render_shaded(verts, model.triangles, out_h, out_w) for verts in prediction.vertices]
     backgrounds = [(r.numpy()[..., None] * 255).astype(np.uint8).repeat(3, 2) if photo is None else photo
-                   for r, photo in zip(renders, landmarks.backgrounds)]
+                   for r, photo in zip(renders, landmarks.backgrounds, strict=True)]
     with_backgrounds = LandmarkSet(landmarks.points, landmarks.canvas_sizes, backgrounds)
     controls, overlays = render_landmarks(with_backgrounds, style=style)
     return controls, renders, overlays

@@ -118,7 +118,7 @@ class InsightFaceAnalyzer:
         bgr = np.ascontiguousarray(rgb_uint8(image)[..., ::-1])  # insightface's models take BGR, like cv2.imread gives
         boxes, kpss = self.models["detection"].detect(bgr, input_size=DET_SIZE)
         records = []
-        for det, kps in zip(boxes, kpss):
+        for det, kps in zip(boxes, kpss, strict=True):
             bbox = det[:4].astype(np.float32)
             if too_small(bbox):
                 continue

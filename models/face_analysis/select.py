@@ -113,7 +113,7 @@ def plan_crops(analyzer, images: Sequence[np.ndarray], selection: str = "largest
 
 def cut_crops(plan: CropPlan) -> tuple[list[np.ndarray], FaceSet]:
     """The square crops of a plan (parts past the image border are black) and the FaceSet describing them."""
-    crops = [crop_square(image, box, plan.size) for image, box in zip(plan.images, plan.boxes)]
+    crops = [crop_square(image, box, plan.size) for image, box in zip(plan.images, plan.boxes, strict=True)]
     return crops, FaceSet(records=list(plan.records), images=list(plan.images), crop_boxes=list(plan.boxes),
                           crop_size=plan.size)
 

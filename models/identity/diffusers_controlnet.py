@@ -157,7 +157,7 @@ def _inferred_config(shapes: dict[str, tuple]) -> dict:
     channels = [shapes[f"down_blocks.{i}.resnets.0.conv1.weight"][0] for i in levels]
     layers = len({k.split(".")[3] for k in shapes if k.startswith("down_blocks.0.resnets.")})
     types, depth, heads = [], [], []
-    for i, ch in zip(levels, channels):
+    for i, ch in zip(levels, channels, strict=True):
         has_attn = any(k.startswith(f"down_blocks.{i}.attentions.") for k in shapes)
         types.append("CrossAttnDownBlock2D" if has_attn else "DownBlock2D")
         blocks = {k.split(".")[5] for k in shapes if k.startswith(f"down_blocks.{i}.attentions.0.transformer_blocks.")}

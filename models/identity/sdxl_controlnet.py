@@ -293,7 +293,7 @@ class ConditioningEmbedding(nn.Module):
         chans = cfg.conditioning_embedding_out_channels
         self.conv_in = ops.Conv2d(cfg.conditioning_channels, chans[0], 3, padding=1)
         blocks = []
-        for a, b in zip(chans[:-1], chans[1:]):
+        for a, b in zip(chans[:-1], chans[1:], strict=True):
             blocks += [ops.Conv2d(a, a, 3, padding=1), ops.Conv2d(a, b, 3, padding=1, stride=2)]
         self.blocks = nn.ModuleList(blocks)
         self.conv_out = ops.Conv2d(chans[-1], cfg.block_out_channels[0], 3, padding=1)
@@ -377,5 +377,5 @@ class SDXLControlNet(nn.Module):
             h, outs = block(h, emb, context)
             features += outs
         h = self.mid_block(h, emb, context)
-        output = [conv(f) for conv, f in zip(self.controlnet_down_blocks, features)]
+        output = [conv(f) for conv, f in zip(self.controlnet_down_blocks, features, strict=True)]
         return {"middle": [self.controlnet_mid_block(h)], "output": output}
