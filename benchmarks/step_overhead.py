@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import gc
 import pathlib
 import sys
@@ -200,7 +201,8 @@ def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta"
             for batch in (2, 1):
                 out = {}
                 flops[f"ffrnet{batch} {preset}"] = control_flops(ffrnet, batch, out)
-                flops[f"injector{batch} {preset}"] = count_flops(lambda: ffrnet.injector_params(out["control"]))
+                injector = functools.partial(ffrnet.injector_params, out["control"])
+                flops[f"injector{batch} {preset}"] = count_flops(injector)
         if identitynet is not None:
             for batch in (2, 1):
                 flops[f"identitynet{batch}"] = control_flops(identitynet, batch, {})
@@ -208,7 +210,7 @@ def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta"
             flops["ip_attention"] = count_flops(lambda: unet(**text, transformer_options=options)) - flops["unet"]
         for name, (tokens, term) in (attention_terms or {}).items():
             options = ip_attention_options(unet_cfg, tokens, device, attention, term)
-            flops[name] = count_flops(lambda: unet(**text, transformer_options=options)) - flops["unet"]
+            flops[name] = count_flops(functools.partial(unet, **text, transformer_options=options)) - flops["unet"]
     return flops
 
 

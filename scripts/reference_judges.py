@@ -39,7 +39,7 @@ import pack_import  # noqa: E402
 
 sys.path.remove(str(PACK_ROOT))
 pack_import.load_pack()
-from comfyui_facesnap.devkit.random_judge_weights import (
+from comfyui_facesnap.devkit.random_judge_weights import (  # noqa: E402  (after pack_import.load_pack())
     CROP_STRIDE,
     FACENET_BOXES,
     FACENET_IMAGE,

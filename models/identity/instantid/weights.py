@@ -32,6 +32,7 @@ from .resampler import Resampler, ResamplerConfig, checked_resampler_config, res
 
 PARTS = ("image_proj", "ip_adapter")
 FILE_FIX = "download ip-adapter.bin from InstantX/InstantID (Hugging Face) into ComfyUI/models/instantid"
+INSTANTID_LAYOUT = ResamplerConfig.instantid()
 PULID_PREFIXES = ("id_adapter.", "id_adapter_attn_layers.", "image_proj.body.", "image_proj.id_embedding_mapping.")
 
 
@@ -40,7 +41,7 @@ class InstantIDAdapter(nn.Module):
     ``ip_adapter.1.to_k_ip.weight``, ...). ``operations``: layer classes (default torch.nn; ComfyUI: comfy.ops);
     ``compute_dtype``: what both parts compute in when their layers cast stored weights (see ``Resampler``)."""
 
-    def __init__(self, config: ResamplerConfig = ResamplerConfig.instantid(), unet_config: dict = SDXL_UNET_CONFIG,
+    def __init__(self, config: ResamplerConfig = INSTANTID_LAYOUT, unet_config: dict = SDXL_UNET_CONFIG,
                  operations=None, compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.config, self.unet_config = config, unet_config
