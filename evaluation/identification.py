@@ -49,7 +49,8 @@ class DlibDescriptor:
         points = np.asarray(landmarks68, np.float64)[:68] * [DESCRIPTOR_SIDE / width, DESCRIPTOR_SIDE / height]
         (x1, y1), (x2, y2) = points.min(0), points.max(0)
         rect = self._dlib.rectangle(int(x1), int(y1), int(math.ceil(x2)), int(math.ceil(y2)))
-        shape = self._dlib.full_object_detection(rect, [self._dlib.point(int(round(x)), int(round(y))) for x, y in points])
+        shape = self._dlib.full_object_detection(rect, [self._dlib.point(int(round(x)), int(round(y)))
+                                                        for x, y in points])
         return np.asarray(self._model.compute_face_descriptor(np.ascontiguousarray(big), shape, 0), np.float64)
 
 
@@ -64,7 +65,8 @@ def mean_colour_in_landmarks(rgb: np.ndarray, landmarks68: np.ndarray) -> np.nda
     return np.asarray(rgb, np.float64)[mask.astype(bool)].mean(0) / 255.0
 
 
-def _mean_distances(probes: np.ndarray, gallery: np.ndarray, labels: np.ndarray, names: list, skip_self: bool) -> np.ndarray:
+def _mean_distances(probes: np.ndarray, gallery: np.ndarray, labels: np.ndarray, names: list,
+                    skip_self: bool) -> np.ndarray:
     distances = np.linalg.norm(probes[:, None, :] - gallery[None, :, :], axis=-1)
     if skip_self:
         np.fill_diagonal(distances, np.nan)

@@ -66,8 +66,8 @@ class EcomIDBundle:
         self.dtypes = choose_weight_dtypes(dtype, device, file_dtype(resampler, identitynet))
         self.resampler = build_managed(lambda ops, compute: Resampler(resampler.config, ops, compute), resampler,
                                        self.dtypes)
-        self.identitynet = build_managed(lambda ops, compute: SDXLControlNet(identitynet.config, ops, compute), identitynet,
-                                         self.dtypes)
+        self.identitynet = build_managed(lambda ops, compute: SDXLControlNet(identitynet.config, ops, compute),
+                                         identitynet, self.dtypes)
         self.pulid = pulid
         self.name = name
         self.resampler_key = resampler_key

@@ -1,11 +1,13 @@
-"""DECA's coarse encoder ``E_flame``: FLAME parameters regressed from a face crop, as an alternative to landmark fitting.
+"""DECA's coarse encoder ``E_flame``: FLAME parameters regressed from a face crop, as an alternative to landmark
+fitting.
 
 The user places DECA's ``deca_model.tar`` (MPI non-commercial licence) in models/3dmm. It is a ``torch.save`` of
-{"E_flame", "E_detail", "D_detail", ...}; only ``E_flame`` is used and it is read with ``torch.load(weights_only=True)``,
-a restricted unpickler that rebuilds tensors and plain containers only. ``E_flame`` is DECA's ``ResnetEncoder``: a
-ResNet-50 trunk (DECA's own ``resnet.py``: conv1/bn1/layer1-4, 7x7 average pool, no fc) under ``encoder.*`` and the
-head ``layers`` = Linear(2048, 1024), ReLU, Linear(1024, 236). Its input is an RGB crop in [0, 1], 224 x 224, of the
-square around the 68 landmarks' box, enlarged 1.1 * 1.25 (DECA's ``kpt68`` crop at scale 1.25).
+{"E_flame", "E_detail", "D_detail", ...}; only ``E_flame`` is used and it is read with
+``torch.load(weights_only=True)``, a restricted unpickler that rebuilds tensors and plain containers only. ``E_flame``
+is DECA's ``ResnetEncoder``: a ResNet-50 trunk (DECA's own ``resnet.py``: conv1/bn1/layer1-4, 7x7 average pool, no fc)
+under ``encoder.*`` and the head ``layers`` = Linear(2048, 1024), ReLU, Linear(1024, 236). Its input is an RGB crop in
+[0, 1], 224 x 224, of the square around the 68 landmarks' box, enlarged 1.1 * 1.25 (DECA's ``kpt68`` crop at scale
+1.25).
 
 The 236 outputs: shape 100 | tex 50 | exp 50 | pose 6 (global + jaw axis-angle) | cam 3 (s, tx, ty) | light 27.
 DECA projects orthographically: crop pixel = 112 * s * ([x, -y] + [tx, ty] * [1, -1]) + 112 for posed FLAME vertices
@@ -115,7 +117,8 @@ def load_deca_encoder(path: str | pathlib.Path, operations=None, interrupt: Inte
     path = pathlib.Path(path)
     if not path.is_file():
         raise ModelFileError(f"the DECA model was not found at {path}", DECA_HINT)
-    checkpoint = load_weights_only(str(path), DECA_HINT, what=DECA_KIND, refused=lambda name, found: _refused(path, found))
+    checkpoint = load_weights_only(str(path), DECA_HINT, what=DECA_KIND,
+                                   refused=lambda name, found: _refused(path, found))
     if not isinstance(checkpoint, dict) or "E_flame" not in checkpoint:
         found = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ModelFileError(f"{path} is not DECA's deca_model.tar (no 'E_flame' entry; found {found})", DECA_HINT)

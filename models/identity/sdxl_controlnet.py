@@ -360,7 +360,8 @@ class SDXLControlNet(nn.Module):
 
     def zero_init_controls(self) -> None:
         """Zero the output convs (ControlNet's zero convolutions)."""
-        for module in [*self.controlnet_down_blocks, self.controlnet_mid_block, self.controlnet_cond_embedding.conv_out]:
+        for module in [*self.controlnet_down_blocks, self.controlnet_mid_block,
+                       self.controlnet_cond_embedding.conv_out]:
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
 

@@ -57,7 +57,8 @@ class MixerConfig:
 
     @classmethod
     def tiny(cls, dim: int = 64) -> "MixerConfig":
-        return cls(id_dim=512, clip_dim=32, clip_tokens=5, dim=dim, id_tokens=4, mix_tokens=16, heads=4, decoder_layers=1)
+        return cls(id_dim=512, clip_dim=32, clip_tokens=5, dim=dim, id_tokens=4, mix_tokens=16, heads=4,
+                   decoder_layers=1)
 
 
 class FacialAttributeMixer(nn.Module):

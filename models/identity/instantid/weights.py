@@ -101,8 +101,8 @@ def _describe_foreign(shapes: dict[str, tuple], name: str, expected: dict[str, t
     if k_ip is not None and len(k_ip) == 2 and k_ip[1] != want:
         layers = sum(k.endswith(".to_k_ip.weight") for k in shapes)
         raise ModelFileError(
-            f"{name} is an IP-Adapter for {context_base(k_ip[1])} (tensor 'ip_adapter.1.to_k_ip.weight' is {list(k_ip)}, "
-            f"{layers} layers); InstantID needs {context_base(want)} ({want}-wide cross-attention)",
+            f"{name} is an IP-Adapter for {context_base(k_ip[1])} (tensor 'ip_adapter.1.to_k_ip.weight' is "
+            f"{list(k_ip)}, {layers} layers); InstantID needs {context_base(want)} ({want}-wide cross-attention)",
             "use InstantID's SDXL ip-adapter.bin with an SDXL checkpoint")
     if not any(k.startswith("image_proj.") for k in shapes):
         raise ModelFileError(f"{name} has no image_proj tensors (InstantID's Resampler): the file is incomplete",
@@ -183,7 +183,8 @@ def expected_shapes(config: ResamplerConfig, unet_config: dict) -> dict[str, tup
 
 def load_instantid(path: str, operations=None, config: ResamplerConfig | None = None,
                    unet_config: dict | None = None, dtype: torch.dtype | None = None) -> InstantIDAdapter:
-    """Read, check and build in one step. ``config`` / ``unet_config`` default to the file's layout (``file_layout``)."""
+    """Read, check and build in one step. ``config`` / ``unet_config`` default to the file's layout
+    (``file_layout``)."""
     if config is None or unet_config is None:
         file_config, file_unet = file_layout(path)
         config, unet_config = config or file_config, unet_config or file_unet
