@@ -55,7 +55,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 GIB = 2**30
 GPU_SIZES_GIB = (8, 12, 16, 24, 48, 80)
 CUDA_CONTEXT_GIB = 0.5  # assumed, see the module docstring
-NVIDIA_STREAMS = 2  # comfy.model_management.NUM_STREAMS on NVIDIA (async weight offload), unless --disable-async-offload
+# comfy.model_management.NUM_STREAMS on NVIDIA (async weight offload), unless --disable-async-offload
+NVIDIA_STREAMS = 2
 FFRNET_TOKENS = 16  # f_mix / InstantID identity tokens
 TEXT_TOKENS = 77
 
@@ -148,15 +149,16 @@ def build_networks(compute_dtype=None) -> dict[str, Network]:
         nets["ip_attention"] = network(f"InstantID IP projections ({len(ip)} pairs)", ip)
         cn_config = dict(config, hint_channels=3, operations=ops, device=meta)
         cn_config.pop("out_channels")  # as comfy/controlnet.py builds a diffusers ControlNet
-        nets["identitynet"] = network("IdentityNet (SDXL ControlNet)", comfy.cldm.cldm.ControlNet(**cn_config).to(dtype),
-                                      keep=True)
+        nets["identitynet"] = network("IdentityNet (SDXL ControlNet)",
+                                      comfy.cldm.cldm.ControlNet(**cn_config).to(dtype), keep=True)
         for preset in FFRNET_PRESETS:
             ffrnet = FFRNet(FFRNetConfig.preset(preset), ops).to(dtype)
             nets[f"ffrnet_{preset}"] = network(f"FFRNet {preset} + ID-Injector", ffrnet, keep=True)
         nets["mixer"] = network("Attribute Mixer", FacialAttributeMixer(MixerConfig(), ops), encode_only=True)
         nets["resampler"] = network("InstantID Resampler", Resampler(ResamplerConfig.instantid(), ops),
                                     encode_only=True)
-        clip_config = json.loads((pathlib.Path(comfy.clip_model.__file__).parent / "clip_vision_config_h.json").read_text())
+        clip_config = json.loads(
+            (pathlib.Path(comfy.clip_model.__file__).parent / "clip_vision_config_h.json").read_text())
         nets["clip_vit_h"] = network("CLIP-ViT-H", comfy.clip_model.CLIPVisionModelProjection(
             clip_config, dtype, meta, comfy.ops.manual_cast), encode_only=True)
         for version in (V1, V1_1):
@@ -380,7 +382,8 @@ def cuda_measurements(nets: dict[str, Network], configs: dict, latent: int) -> l
     device, dtype, meta = mm.get_torch_device(), torch.float16, torch.device("meta")
     g = torch.Generator().manual_seed(0)
     text, pooled = torch.randn(1, TEXT_TOKENS, 2048, generator=g), torch.randn(1, 1280, generator=g)
-    tokens, hint = torch.randn(1, FFRNET_TOKENS, 2048, generator=g), torch.rand(1, 3, latent * 8, latent * 8, generator=g)
+    tokens = torch.randn(1, FFRNET_TOKENS, 2048, generator=g)
+    hint = torch.rand(1, 3, latent * 8, latent * 8, generator=g)
     latent_image = torch.zeros(1, 4, latent, latent)
     _, family = sdxl_unet_config(dtype)
     model = family.get_model({}, device=device)

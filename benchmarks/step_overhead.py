@@ -88,10 +88,10 @@ def boot(cpu: bool):
 def sdxl_unet_config(dtype):
     return {
         "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-        "num_classes": "sequential", "adm_in_channels": ADM_DIM, "dtype": dtype, "in_channels": 4, "model_channels": 320,
-        "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4],
-        "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": CONTEXT_DIM,
-        "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+        "num_classes": "sequential", "adm_in_channels": ADM_DIM, "dtype": dtype, "in_channels": 4,
+        "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
+        "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
+        "context_dim": CONTEXT_DIM, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
         "use_temporal_attention": False, "use_temporal_resblock": False,
     }
 
@@ -495,7 +495,8 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default fp32 CPU, fp16 GPU)")
     parser.add_argument("--cpu", action="store_true", help="force the CPU even when CUDA is available")
     parser.add_argument("--ffrnet-preset", nargs="+", metavar="PRESET",
-                        help="FFRNet presets to time: sdxl (the paper's), sdxl_light (default: both; FLOPs: always both)")
+                        help="FFRNet presets to time: sdxl (the paper's), sdxl_light "
+                             "(default: both; FLOPs: always both)")
     opts = parser.parse_args(argv)
 
     import torch
