@@ -10,7 +10,7 @@ ON_SECOND_HOST = bash scripts/on_second_host.sh "$(SECOND_HOST_TAR)"
 IF_SECOND_HOST = if [ -n "$(SECOND_HOST_TAR)" ]; then
 NO_SECOND_HOST = else echo "[second host] ../shared/hosts/comfyui-0.33.0-783545f6.tar.gz absent: pinned host only"; fi
 
-.PHONY: setup test test-pinned test-second-host demo clean-host
+.PHONY: setup test test-pinned test-second-host lint demo clean-host
 
 setup:
 	bash scripts/setup_host.sh
@@ -23,6 +23,10 @@ test-pinned: setup
 
 test-second-host:
 	$(ON_SECOND_HOST) -m pytest -c tests/pytest.ini tests $(PYTEST_ARGS)
+
+# ruff, configured in pyproject.toml.
+lint: setup
+	$(CACHE)/venv/bin/ruff check .
 
 demo: setup
 	$(PY) scripts/demo.py --comfyui "$(COMFYUI_PATH)"

@@ -12,6 +12,7 @@ Without --model the procedural stand-in (devkit/synthetic_face_model.py, same ve
 from __future__ import annotations
 
 import argparse
+import functools
 import pathlib
 import sys
 import tempfile
@@ -67,7 +68,8 @@ def main(argv=None) -> None:
     for size in (512, 1024):
         verts = model.neutral * (0.3 * size)
         verts = torch.stack([verts[:, 0] + size / 2, -verts[:, 1] + size / 2, verts[:, 2]], 1).to(args.device)
-        seconds = min_time(lambda: render_shaded(verts, model.triangles, size, size, backend="torch"), args.repeats)
+        seconds = min_time(functools.partial(render_shaded, verts, model.triangles, size, size, backend="torch"),
+                           args.repeats)
         print(f"shaded render {size}x{size} on {args.device}: {seconds * 1e3:.0f} ms")
 
 

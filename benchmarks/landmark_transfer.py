@@ -158,12 +158,14 @@ def report(title, rows, ms):
     print(f"\n{title}   (fit {ms:.1f} ms per face, batched)")
     print(f"{'yaw bin':>8} | {'predictor NME':>13} | {'copy-drive NME':>14} | {'improvement':>11}")
     for centre, (pred, base) in rows.items():
-        print(f"{centre:>+7d}° | {pred.mean():13.4f} | {base.mean():14.4f} | {100 * (1 - pred.mean() / base.mean()):10.1f} %")
+        print(f"{centre:>+7d}° | {pred.mean():13.4f} | {base.mean():14.4f} | "
+              f"{100 * (1 - pred.mean() / base.mean()):10.1f} %")
     pred = torch.cat([p for p, _ in rows.values()]).mean()
     base = torch.cat([b for _, b in rows.values()]).mean()
     improvement = 100 * (1 - pred / base)
     worse = [c for c, (p, b) in rows.items() if p.mean() > b.mean()]
-    print(f"{'all':>8} | {pred:13.4f} | {base:14.4f} | {improvement:10.1f} %   bins worse than copy-drive: {worse or 'none'}")
+    print(f"{'all':>8} | {pred:13.4f} | {base:14.4f} | {improvement:10.1f} %   "
+          f"bins worse than copy-drive: {worse or 'none'}")
     return float(improvement)
 
 
@@ -182,7 +184,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT.parent / "shared" / "3dmm" / "ict_face_narrow.npz"))
     parser.add_argument("--pairs", type=int, default=40, help="source/drive pairs per yaw bin")
-    parser.add_argument("--noise", type=float, default=0.015, help="detection noise, fraction of the inter-ocular distance")
+    parser.add_argument("--noise", type=float, default=0.015,
+                        help="detection noise, fraction of the inter-ocular distance")
     parser.add_argument("--jaw-noise", type=float, default=0.03,
                         help="extra jaw-contour noise along the contour, fraction of the inter-ocular distance")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))

@@ -116,7 +116,8 @@ def split_held_out(source: pathlib.Path, train: pathlib.Path, held_out: pathlib.
     images = {"train": set(), "held_out": set()}
     train.mkdir(parents=True, exist_ok=True)
     held_out.mkdir(parents=True, exist_ok=True)
-    with ShardWriter(train / SHARD_PATTERN.format(0)) as to_train, ShardWriter(held_out / SHARD_PATTERN.format(0)) as to_held:
+    with ShardWriter(train / SHARD_PATTERN.format(0)) as to_train, \
+            ShardWriter(held_out / SHARD_PATTERN.format(0)) as to_held:
         for shard in list_shards(source):
             with open(shard, "rb") as f:
                 for ref in index_shard(shard):
@@ -223,7 +224,8 @@ def fit_codec(trainer, dataset, minutes: float, lr: float = 1e-3) -> dict:
     with torch.no_grad():
         latents = trainer.base.codec.encode(pixels)
         rmse = float((trainer.base.codec.decode(latents) - pixels).pow(2).mean().sqrt())
-    return {"steps": len(losses), "reconstruction_rmse": rmse, "latent_std": float(latents.std()), "calibration_gain": gain}
+    return {"steps": len(losses), "reconstruction_rmse": rmse, "latent_std": float(latents.std()),
+            "calibration_gain": gain}
 
 
 def pretrain_base(trainer, dataset, minutes: float, lr: float = 1e-3) -> dict:
@@ -345,7 +347,8 @@ class Metrics:
     def features_of(self, images, landmarks) -> dict:
         import numpy as np
 
-        return {m: np.stack([f(image, points) for image, points in zip(images, landmarks)]) for m, f in self.functions.items()}
+        return {m: np.stack([f(image, points) for image, points in zip(images, landmarks, strict=True)])
+                for m, f in self.functions.items()}
 
     def identify(self, truth, images, landmarks) -> dict:
         from comfyui_facesnap.evaluation.identification import identification_summary, identify
@@ -387,7 +390,7 @@ def identification(trainer, people: dict, drives: list[dict], metrics: Metrics, 
         torch.stack([people[p]["arcface"] for p, _, _ in rows]), torch.cat([people[p]["clip"] for p, _, _ in rows]),
         torch.cat([noise[s] for _, s, _ in rows]), cfg))
     summary = metrics.identify([p for p, _, _ in rows], images, [drives[d]["landmarks"] for _, _, d in rows])
-    return summary, list(zip(rows, images))
+    return summary, list(zip(rows, images, strict=True))
 
 
 def reference_features(trainer, train_set) -> dict:
@@ -428,14 +431,17 @@ def parse_args(argv=None):
     parser.add_argument("--data", choices=["photos", "synthetic"], default="photos")
     parser.add_argument("--minutes", type=float, default=13.5, help="FaceSnap training time (mixer + FFRNet)")
     parser.add_argument("--codec-minutes", type=float, default=2.5,
-                        help="first fit the random tiny VAE to the other people and calibrate its latent scale (0 = calibrate only)")
+                        help="first fit the random tiny VAE to the other people and calibrate its latent scale "
+                             "(0 = calibrate only)")
     parser.add_argument("--pretrain-minutes", type=float, default=4.0,
-                        help="then fit the random tiny base UNet, text-conditioned, to the other people (0 = keep it random)")
+                        help="then fit the random tiny base UNet, text-conditioned, to the other people "
+                             "(0 = keep it random)")
     parser.add_argument("--comfyui", default="")
     parser.add_argument("--arcface", default="", help="a real ArcFace ONNX (default: a generated random one)")
     parser.add_argument("--train-crops", type=int, default=16, help="augmented training crops per person")
     parser.add_argument("--held-out-crops", type=int, default=8, help="augmented held-out crops per person")
-    parser.add_argument("--seeds", type=int, default=8, help=f"sampling seeds per person and drive (at most {len(SEEDS)})")
+    parser.add_argument("--seeds", type=int, default=8,
+                        help=f"sampling seeds per person and drive (at most {len(SEEDS)})")
     parser.add_argument("--drives", type=int, default=4, help="drive landmark sets (crops of the other people)")
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for this tiny model)")
@@ -443,7 +449,8 @@ def parse_args(argv=None):
     parser.add_argument("--cfg", type=float, default=5.0,
                         help="guidance on the identity features (the shipped workflows' KSampler cfg)")
     parser.add_argument("--json", default="", help="also write the figures here")
-    parser.add_argument("--grid", default="", help="save guided samples as a PNG grid (rows: people; reference, then drives)")
+    parser.add_argument("--grid", default="",
+                        help="save guided samples as a PNG grid (rows: people; reference, then drives)")
     return parser.parse_args(argv)
 
 
@@ -475,7 +482,8 @@ def main(argv=None) -> int:
 
     metrics = Metrics(crops_at(work / "held_out", args.resolution))
     base_crops = crops_at(work / "base", args.resolution)
-    drives = [next(c for c in base_crops if c["identity"] == name) for name in sorted({c["identity"] for c in base_crops})]
+    drives = [next(c for c in base_crops if c["identity"] == name)
+              for name in sorted({c["identity"] for c in base_crops})]
     drives = drives[: args.drives]
     people = reference_features(trainer, train_set)
     ceilings = metrics.ceilings(trainer)
@@ -506,7 +514,8 @@ def main(argv=None) -> int:
         "train_loss_first20": sum(losses[:20]) / max(1, len(losses[:20])),
         "train_loss_last20": sum(losses[-20:]) / max(1, len(losses[-20:])),
         "primary_metric": primary, "metric_ceilings": ceilings, "before": before, "after": after,
-        "verdict": {condition: after[condition][primary]["above_chance"] for condition in after if "guidance" in condition},
+        "verdict": {condition: after[condition][primary]["above_chance"]
+                    for condition in after if "guidance" in condition},
         "total_minutes": round((time.time() - began) / 60, 2),
     }
     print(json.dumps(report, indent=1))

@@ -42,16 +42,17 @@ def main(argv=None) -> int:
     sys.path.remove(str(ROOT))
     pack_import.boot_comfyui(cpu=True)
     import cv2
+
     import folder_paths
 
+    from comfyui_facesnap.devkit.workflow_files import insightface_images
     from comfyui_facesnap.models.face_analysis import load_analyzer
     from comfyui_facesnap.models.face_analysis.landmark_views import faces_to_landmarks
-    from comfyui_facesnap.models.face_analysis.select import cut_crops, plan_crops
     from comfyui_facesnap.models.face_analysis.landmarks72 import draw_control_image
+    from comfyui_facesnap.models.face_analysis.select import cut_crops, plan_crops
     from comfyui_facesnap.nodes.image_tensors import to_rgb_uint8
     from comfyui_facesnap.nodes.model_paths import register_model_folders
-    from comfyui_facesnap.nodes.predictor_nodes import FaceSnapLandmarkPredictor, FaceSnap3DMMLoader
-    from comfyui_facesnap.devkit.workflow_files import insightface_images
+    from comfyui_facesnap.nodes.predictor_nodes import FaceSnap3DMMLoader, FaceSnapLandmarkPredictor
 
     register_model_folders()
     folder_paths.add_model_folder_path("3dmm", str(args.model.parent), is_default=True)
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
             width=TILE, height=TILE)
         tiles = [crops[ref], draw_control_image(drive_points, TILE, TILE, canvas=crops[DRIVE]),
                  to_rgb_uint8(control)[0], to_rgb_uint8(overlay)[0], to_rgb_uint8(render)[0]]
-        rows.append(np.concatenate([label(t, text) for t, text in zip(tiles, LABELS)], 1))
+        rows.append(np.concatenate([label(t, text) for t, text in zip(tiles, LABELS, strict=True)], 1))
     picture = np.concatenate(rows, 0)
     out = ROOT / "docs" / "images" / "predictor_example.png"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 GIB = 2**30
 GPU_SIZES_GIB = (8, 12, 16, 24, 48, 80)
 CUDA_CONTEXT_GIB = 0.5  # assumed, see the module docstring
-NVIDIA_STREAMS = 2  # comfy.model_management.NUM_STREAMS on NVIDIA (async weight offload), unless --disable-async-offload
+# comfy.model_management.NUM_STREAMS on NVIDIA (async weight offload), unless --disable-async-offload
+NVIDIA_STREAMS = 2
 FFRNET_TOKENS = 16  # f_mix / InstantID identity tokens
 TEXT_TOKENS = 77
 
@@ -103,9 +104,10 @@ def network(name: str, module, encode_only: bool = False, keep: bool = False,
 def sdxl_unet_config(dtype):
     """The SDXL UNet config as ComfyUI derives it from a diffusers SDXL ControlNet layout, checked to be
     the ``comfy.supported_models.SDXL`` family."""
+    import torch
+
     import comfy.model_detection
     import comfy.supported_models
-    import torch
 
     from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig, SDXLControlNet
 
@@ -120,18 +122,19 @@ def sdxl_unet_config(dtype):
 
 def build_networks(compute_dtype=None) -> dict[str, Network]:
     """Every network, on the meta device; those traced for activations keep their module (in ``compute_dtype``)."""
+    import torch
+
     import comfy.cldm.cldm
     import comfy.clip_model
     import comfy.ops
-    import torch
 
     from comfyui_facesnap.models.face_analysis.face_parsing import BiSeNet
     from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
+    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
+    from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
+    from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
     from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1, PuLIDAdapter
     from comfyui_facesnap.models.identity.pulid.eva_clip_vision import EVAVisionTower
-    from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNET_PRESETS, FFRNet, FFRNetConfig
-    from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
-    from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
     from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
 
     meta = torch.device("meta")
@@ -146,15 +149,16 @@ def build_networks(compute_dtype=None) -> dict[str, Network]:
         nets["ip_attention"] = network(f"InstantID IP projections ({len(ip)} pairs)", ip)
         cn_config = dict(config, hint_channels=3, operations=ops, device=meta)
         cn_config.pop("out_channels")  # as comfy/controlnet.py builds a diffusers ControlNet
-        nets["identitynet"] = network("IdentityNet (SDXL ControlNet)", comfy.cldm.cldm.ControlNet(**cn_config).to(dtype),
-                                      keep=True)
+        nets["identitynet"] = network("IdentityNet (SDXL ControlNet)",
+                                      comfy.cldm.cldm.ControlNet(**cn_config).to(dtype), keep=True)
         for preset in FFRNET_PRESETS:
             ffrnet = FFRNet(FFRNetConfig.preset(preset), ops).to(dtype)
             nets[f"ffrnet_{preset}"] = network(f"FFRNet {preset} + ID-Injector", ffrnet, keep=True)
         nets["mixer"] = network("Attribute Mixer", FacialAttributeMixer(MixerConfig(), ops), encode_only=True)
         nets["resampler"] = network("InstantID Resampler", Resampler(ResamplerConfig.instantid(), ops),
                                     encode_only=True)
-        clip_config = json.loads((pathlib.Path(comfy.clip_model.__file__).parent / "clip_vision_config_h.json").read_text())
+        clip_config = json.loads(
+            (pathlib.Path(comfy.clip_model.__file__).parent / "clip_vision_config_h.json").read_text())
         nets["clip_vit_h"] = network("CLIP-ViT-H", comfy.clip_model.CLIPVisionModelProjection(
             clip_config, dtype, meta, comfy.ops.manual_cast), encode_only=True)
         for version in (V1, V1_1):
@@ -252,8 +256,9 @@ def fused_attention_mode():
 def step_activation_bytes(unet, control_net=None, batch: int = 2, latent: int = 128, dtype=None) -> int:
     """Peak activation bytes of one sampling step: ``control_net`` (FFRNet, or a ComfyUI ControlNet) on the batch,
     then the UNet with its residuals (and FFRNet's injector phi/mu). Inputs are counted; weights are not."""
-    import comfy.ldm.modules.attention as attention
     import torch
+
+    import comfy.ldm.modules.attention as attention
 
     meta, dtype = torch.device("meta"), dtype or torch.float16
     x = torch.empty(batch, 4, latent, latent, device=meta, dtype=dtype)
@@ -367,16 +372,18 @@ def computed_activations(nets: dict[str, Network], configs: dict, latent: int, b
 
 def cuda_measurements(nets: dict[str, Network], configs: dict, latent: int) -> list[str]:
     """Peak allocation of one sampling step per configuration (random fp16 weights, all resident). CUDA only."""
+    import torch
+
     import comfy.controlnet
     import comfy.model_management as mm
     import comfy.model_patcher
     import comfy.sample
-    import torch
 
     device, dtype, meta = mm.get_torch_device(), torch.float16, torch.device("meta")
     g = torch.Generator().manual_seed(0)
     text, pooled = torch.randn(1, TEXT_TOKENS, 2048, generator=g), torch.randn(1, 1280, generator=g)
-    tokens, hint = torch.randn(1, FFRNET_TOKENS, 2048, generator=g), torch.rand(1, 3, latent * 8, latent * 8, generator=g)
+    tokens = torch.randn(1, FFRNET_TOKENS, 2048, generator=g)
+    hint = torch.rand(1, 3, latent * 8, latent * 8, generator=g)
     latent_image = torch.zeros(1, 4, latent, latent)
     _, family = sdxl_unet_config(dtype)
     model = family.get_model({}, device=device)

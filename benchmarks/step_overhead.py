@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import gc
 import pathlib
 import sys
@@ -87,10 +88,10 @@ def boot(cpu: bool):
 def sdxl_unet_config(dtype):
     return {
         "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
-        "num_classes": "sequential", "adm_in_channels": ADM_DIM, "dtype": dtype, "in_channels": 4, "model_channels": 320,
-        "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10], "channel_mult": [1, 2, 4],
-        "transformer_depth_middle": 10, "use_linear_in_transformer": True, "context_dim": CONTEXT_DIM,
-        "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+        "num_classes": "sequential", "adm_in_channels": ADM_DIM, "dtype": dtype, "in_channels": 4,
+        "model_channels": 320, "num_res_blocks": [2, 2, 2], "transformer_depth": [0, 0, 2, 2, 10, 10],
+        "channel_mult": [1, 2, 4], "transformer_depth_middle": 10, "use_linear_in_transformer": True,
+        "context_dim": CONTEXT_DIM, "num_head_channels": 64, "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
         "use_temporal_attention": False, "use_temporal_resblock": False,
     }
 
@@ -143,6 +144,7 @@ def ip_attention_options(unet_cfg: dict, tokens: int, device, attention: str, te
     import torch
 
     import comfy.ldm.modules.attention
+
     from comfyui_facesnap.comfy_glue.ip_attention_patch import IPAttentionPatch
     from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers
     from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
@@ -173,6 +175,7 @@ def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta"
     import torch
 
     import comfy.supported_models
+
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet
     from comfyui_facesnap.models.identity.sdxl_controlnet import SDXLControlNet
 
@@ -198,7 +201,8 @@ def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta"
             for batch in (2, 1):
                 out = {}
                 flops[f"ffrnet{batch} {preset}"] = control_flops(ffrnet, batch, out)
-                flops[f"injector{batch} {preset}"] = count_flops(lambda: ffrnet.injector_params(out["control"]))
+                injector = functools.partial(ffrnet.injector_params, out["control"])
+                flops[f"injector{batch} {preset}"] = count_flops(injector)
         if identitynet is not None:
             for batch in (2, 1):
                 flops[f"identitynet{batch}"] = control_flops(identitynet, batch, {})
@@ -206,7 +210,7 @@ def network_flops(size: int, unet_cfg: dict, ffrnet_configs: dict, device="meta"
             flops["ip_attention"] = count_flops(lambda: unet(**text, transformer_options=options)) - flops["unet"]
         for name, (tokens, term) in (attention_terms or {}).items():
             options = ip_attention_options(unet_cfg, tokens, device, attention, term)
-            flops[name] = count_flops(lambda: unet(**text, transformer_options=options)) - flops["unet"]
+            flops[name] = count_flops(functools.partial(unet, **text, transformer_options=options)) - flops["unet"]
     return flops
 
 
@@ -341,6 +345,7 @@ def build_timed_configurations(size: int, unet_cfg: dict, ffrnet_configs: dict, 
     import comfy.model_patcher
     import comfy.supported_models
     import comfy.utils
+
     from comfyui_facesnap.comfy_glue.conditioning import apply_identity_control
     from comfyui_facesnap.comfy_glue.control import wrap_identity_model
     from comfyui_facesnap.comfy_glue.id_injector_patch import patch_model_with_injector
@@ -455,6 +460,7 @@ def time_configurations(opts, size: int, presets, steps: dict) -> dict:
     import torch
 
     import comfy.model_management as mm
+
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
 
     device = mm.get_torch_device()
@@ -489,7 +495,8 @@ def main(argv=None):
     parser.add_argument("--dtype", choices=DTYPES, default=None, help="weights dtype (default fp32 CPU, fp16 GPU)")
     parser.add_argument("--cpu", action="store_true", help="force the CPU even when CUDA is available")
     parser.add_argument("--ffrnet-preset", nargs="+", metavar="PRESET",
-                        help="FFRNet presets to time: sdxl (the paper's), sdxl_light (default: both; FLOPs: always both)")
+                        help="FFRNet presets to time: sdxl (the paper's), sdxl_light "
+                             "(default: both; FLOPs: always both)")
     opts = parser.parse_args(argv)
 
     import torch

@@ -17,7 +17,8 @@ import pathlib
 import sys
 import types
 
-DEFAULT_HOST = pathlib.Path(os.environ.get("FACESNAP_CACHE", pathlib.Path.home() / ".cache" / "comfyui-facesnap")) / "comfyui"
+DEFAULT_HOST = pathlib.Path(os.environ.get("FACESNAP_CACHE",
+                                           pathlib.Path.home() / ".cache" / "comfyui-facesnap")) / "comfyui"
 
 
 class ComfyUINotFound(RuntimeError):

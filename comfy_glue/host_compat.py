@@ -11,7 +11,7 @@ What differs, and what the pack does about it:
 | ``ControlBase.get_control`` | rebuilds the hint when its size differs | rebuilds it from its own cache keyed by the latent size (read in a v0.38-era tree) | identity controls compute hint and call on their own path (``control.py``) |
 
 The tests' side of these differences (executor caches, cache arguments) lives in ``devkit/comfy_host.py``.
-"""
+"""  # noqa: E501  (the table's rows cannot wrap)
 
 from __future__ import annotations
 

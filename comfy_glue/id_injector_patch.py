@@ -148,5 +148,6 @@ def unet_transformer_options(model_patcher) -> dict:
     """transformer_options for calling the patched UNet directly, outside a sampler (training): patches and
     wrappers, as ``comfy.sampler_helpers.prepare_model_patcher`` assembles them."""
     options = dict(model_patcher.model_options.get("transformer_options", {}))
-    options["wrappers"] = {kind: {k: list(v) for k, v in by_key.items()} for kind, by_key in model_patcher.wrappers.items()}
+    options["wrappers"] = {kind: {k: list(v) for k, v in by_key.items()}
+                           for kind, by_key in model_patcher.wrappers.items()}
     return options

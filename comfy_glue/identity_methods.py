@@ -134,7 +134,8 @@ class Applied:
 
 def check_window(start: float, end: float) -> None:
     if end < start:
-        raise InvalidInputError(f"end_percent {end} is before start_percent {start}", "set end_percent >= start_percent")
+        raise InvalidInputError(f"end_percent {end} is before start_percent {start}",
+                                "set end_percent >= start_percent")
 
 
 def check_identity(identity: Identity, *, method: IdentityMethod, keys: tuple[str, ...], file_name: str, width: int,

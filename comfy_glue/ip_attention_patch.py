@@ -94,7 +94,8 @@ class IPAttentionPatch:
         if self.inner is not None:
             out = self.inner(q, k, v, extra_options)
         else:  # what CrossAttention computes without a patch
-            out = optimized_attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"))
+            out = optimized_attention(q, k, v, extra_options["n_heads"],
+                                      attn_precision=extra_options.get("attn_precision"))
         if not self.active(extra_options):
             return out
         kinds = extra_options.get("cond_or_uncond") or [0]

@@ -15,10 +15,10 @@ import comfy.model_management
 
 from ..models.face_analysis.face_parsing import BiSeNet, load_face_parser
 from ..models.face_analysis.record import FaceSet
-from ..models.identity.reference_faces import arcface_embeddings, reference_indices
 from ..models.identity.pulid.eva_clip_vision import EVAVisionTower, eva_clip_input
 from ..models.identity.pulid.eva_clip_weights import load_eva_clip_vision
 from ..models.identity.pulid.face_input import one_face_per_photo, pulid_face_images
+from ..models.identity.reference_faces import arcface_embeddings, reference_indices
 from .weight_dtypes import WeightDtypes, build_managed, choose_weight_dtypes, dtype_option, file_dtype, managed_patcher
 
 FLOAT32 = WeightDtypes(torch.float32, torch.float32)
@@ -72,4 +72,4 @@ def pulid_features(faces: FaceSet, eva: EVAClipBundle, parser: FaceParserBundle,
         result = eva.tower(eva_clip_input(grey, eva.config.image_size))
         embeddings.append(result.embedding.to(out, torch.float32))
         hidden.append([h.to(out, torch.float32) for h in result.hidden_states])
-    return arcface, torch.cat(embeddings), [torch.cat(layer) for layer in zip(*hidden)]
+    return arcface, torch.cat(embeddings), [torch.cat(layer) for layer in zip(*hidden, strict=True)]

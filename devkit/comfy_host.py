@@ -8,7 +8,7 @@ The tests' side of the differences between ComfyUI hosts lives here (the pack's 
 | ``PromptExecutor(cache_args=...)`` | absent | ``lru`` and ``ram`` | also ``ram_inactive`` |
 | ``executor.caches.outputs.get(node_id)`` | a list of output lists | a ``CacheEntry`` (``.outputs``) | a coroutine of a ``CacheEntry`` |
 | ``ModelPatcher._load_list()`` entries | (bytes, name, module, params) | (offload bytes, bytes, name, module, params) | the same |
-"""
+"""  # noqa: E501  (the table's rows cannot wrap)
 
 from __future__ import annotations
 

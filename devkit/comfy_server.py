@@ -26,6 +26,7 @@ PACK_DIR_NAME = "ComfyUI-FaceSnap"
 READY_TIMEOUT_S = 180
 STOP_TIMEOUT_S = 20
 LOG_TAIL_CHARS = 4000
+print_flushed = functools.partial(print, flush=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,14 +81,14 @@ def _wait_until_ready(server: subprocess.Popen, url: str, log_path: pathlib.Path
 
 @contextlib.contextmanager
 def comfy_servers(comfyui: pathlib.Path, bases: Sequence[pathlib.Path], log_paths: Sequence[pathlib.Path],
-                  say: Callable[[str], None] = functools.partial(print, flush=True),
+                  say: Callable[[str], None] = print_flushed,
                   cpu: bool = True) -> Iterator[list[ComfyServer]]:
     """Run one ComfyUI (``comfyui``/main.py) per base directory until the block ends; they start together, and the
     block begins when every one answers (the script exits if one never gets ready). ``cpu=False`` lets ComfyUI pick
     its device (the GPU when there is one)."""
     processes = []
     try:
-        for base, log_path in zip(bases, log_paths):
+        for base, log_path in zip(bases, log_paths, strict=True):
             port = free_port()
             command = [sys.executable, str(comfyui / "main.py"), *(["--cpu"] if cpu else []), "--listen", "127.0.0.1",
                        "--port", str(port), "--base-directory", str(base)]
@@ -110,7 +111,7 @@ def comfy_servers(comfyui: pathlib.Path, bases: Sequence[pathlib.Path], log_path
 
 @contextlib.contextmanager
 def comfy_server(comfyui: pathlib.Path, base: pathlib.Path, log_path: pathlib.Path,
-                 say: Callable[[str], None] = functools.partial(print, flush=True),
+                 say: Callable[[str], None] = print_flushed,
                  cpu: bool = True) -> Iterator[ComfyServer]:
     """Run ComfyUI (``comfyui``/main.py) on ``base`` until the block ends; exits the script if it never gets ready.
     ``cpu=False`` lets ComfyUI pick its device (the GPU when there is one)."""

@@ -24,8 +24,8 @@ def mean_face_68(center: tuple[float, float], size: float) -> np.ndarray:
     return shape * size + np.asarray(center, np.float32)
 
 
-def write_synthetic_shards(root: pathlib.Path, identities: int = 2, per_identity: int = 3, size: int = 256, seed: int = 0,
-                           caption: str | None = None, arcface_norm: bool = True) -> pathlib.Path:
+def write_synthetic_shards(root: pathlib.Path, identities: int = 2, per_identity: int = 3, size: int = 256,
+                           seed: int = 0, caption: str | None = None, arcface_norm: bool = True) -> pathlib.Path:
     """Each identity is a face-coloured ellipse with its own hue and a fixed random embedding.
 
     Captions name the person unless ``caption`` gives one shared caption (then only the identity features tell
@@ -46,8 +46,9 @@ def write_synthetic_shards(root: pathlib.Path, identities: int = 2, per_identity
                 bbox = np.concatenate([pts.min(0), pts.max(0)])
                 kps5 = np.stack([pts[36:42].mean(0), pts[42:48].mean(0), pts[30], pts[48], pts[54]])
                 crop = make_crop(photo, bbox, pts, kps5, crop_cfg, rng)
-                meta = {"caption": caption or f"person {person}", "identity": f"id{person}", "landmarks": crop.landmarks.tolist(),
-                        "kps5": crop.kps5.tolist(), "face_kps5": crop.face_kps5.tolist(), "bbox": crop.bbox.tolist()}
+                meta = {"caption": caption or f"person {person}", "identity": f"id{person}",
+                        "landmarks": crop.landmarks.tolist(), "kps5": crop.kps5.tolist(),
+                        "face_kps5": crop.face_kps5.tolist(), "bbox": crop.bbox.tolist()}
                 if arcface_norm:
                     meta["arcface_norm"] = 20.0 + 3.0 * person
                 writer.write(f"p{person}s{k}", {

@@ -102,7 +102,7 @@ def widget_slots(info: dict) -> list[WidgetSlot]:
 
 def outputs(info: dict) -> list[tuple[str, str]]:
     """(name, type) of each output slot."""
-    return list(zip(info["output_name"], info["output"]))
+    return list(zip(info["output_name"], info["output"], strict=True))
 
 
 def types_match(output_type: str, input_type: str) -> bool:

@@ -30,7 +30,7 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
         if isinstance(values, dict):  # some frontends save widget values by name
             inputs.update({k: v for k, v in values.items() if k in {s.input.name for s in slots if s.input}})
         else:
-            for slot, value in zip(slots, values):
+            for slot, value in zip(slots, values, strict=False):
                 if slot.kind == "value":
                     inputs[slot.input.name] = value
         for entry in node.get("inputs", []):

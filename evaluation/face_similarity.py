@@ -96,7 +96,7 @@ def score_images(analyzer, images: Sequence[np.ndarray], references: Sequence[np
         features = [identity_feature(faces[i][0]) for i in found]
     else:
         features = judge.features([(images[i], faces[i][0]) for i in found]) if found else []
-    scores = dict(zip(found, (likeness(feature, references) for feature in features)))
+    scores = dict(zip(found, (likeness(feature, references) for feature in features), strict=True))
     return [ImageLikeness(i, scores.get(i), len(f)) for i, f in enumerate(faces)]
 
 

@@ -77,8 +77,8 @@ def load_inception(path: str | pathlib.Path | None, features: int = 2048) -> tor
     fix = (f"download {INCEPTION_FILE} once from {INCEPTION_URL} and pass --fid-weights PATH (nothing is downloaded "
            "at run time), or leave FID out with --no-fid")
     if path is None or not pathlib.Path(path).expanduser().is_file():
-        raise ModelFileError(f"FID needs the Inception weights file {INCEPTION_FILE} (not found: {path or 'none given'})",
-                             fix)
+        raise ModelFileError(f"FID needs the Inception weights file {INCEPTION_FILE} "
+                             f"(not found: {path or 'none given'})", fix)
     path = pathlib.Path(path).expanduser()
     model = inception_architecture(features)
     try:

@@ -49,7 +49,8 @@ class DlibDescriptor:
         points = np.asarray(landmarks68, np.float64)[:68] * [DESCRIPTOR_SIDE / width, DESCRIPTOR_SIDE / height]
         (x1, y1), (x2, y2) = points.min(0), points.max(0)
         rect = self._dlib.rectangle(int(x1), int(y1), int(math.ceil(x2)), int(math.ceil(y2)))
-        shape = self._dlib.full_object_detection(rect, [self._dlib.point(int(round(x)), int(round(y))) for x, y in points])
+        shape = self._dlib.full_object_detection(rect, [self._dlib.point(int(round(x)), int(round(y)))
+                                                        for x, y in points])
         return np.asarray(self._model.compute_face_descriptor(np.ascontiguousarray(big), shape, 0), np.float64)
 
 
@@ -64,7 +65,8 @@ def mean_colour_in_landmarks(rgb: np.ndarray, landmarks68: np.ndarray) -> np.nda
     return np.asarray(rgb, np.float64)[mask.astype(bool)].mean(0) / 255.0
 
 
-def _mean_distances(probes: np.ndarray, gallery: np.ndarray, labels: np.ndarray, names: list, skip_self: bool) -> np.ndarray:
+def _mean_distances(probes: np.ndarray, gallery: np.ndarray, labels: np.ndarray, names: list,
+                    skip_self: bool) -> np.ndarray:
     distances = np.linalg.norm(probes[:, None, :] - gallery[None, :, :], axis=-1)
     if skip_self:
         np.fill_diagonal(distances, np.nan)
@@ -111,11 +113,11 @@ def relabelling_p_value(truth: Sequence, predicted: Sequence, names: Sequence) -
     names = list(names)
     if len(names) > 8:
         raise ValueError("the relabelling test enumerates K! assignments; K must be at most 8")
-    observed = sum(t == p for t, p in zip(truth, predicted))
+    observed = sum(t == p for t, p in zip(truth, predicted, strict=True))
     at_least = 0
     for perm in itertools.permutations(names):
-        rename = dict(zip(names, perm))
-        at_least += sum(t == rename[p] for t, p in zip(truth, predicted)) >= observed
+        rename = dict(zip(names, perm, strict=True))
+        at_least += sum(t == rename[p] for t, p in zip(truth, predicted, strict=True)) >= observed
     return at_least / math.factorial(len(names))
 
 
@@ -127,13 +129,13 @@ def identification_summary(truth: Sequence, predicted: Sequence, names: Sequence
     n = len(truth)
     if n == 0 or len(predicted) != n:
         raise ValueError("truth and predicted must be equally long and not empty")
-    correct = sum(t == p for t, p in zip(truth, predicted))
+    correct = sum(t == p for t, p in zip(truth, predicted, strict=True))
     chance = 1.0 / len(names)
     p_binomial = binomial_p_value(correct, n, chance)
     p_relabel = relabelling_p_value(truth, predicted, names)
     per_identity = {}
     for name in names:
-        own = [p for t, p in zip(truth, predicted) if t == name]
+        own = [p for t, p in zip(truth, predicted, strict=True) if t == name]
         per_identity[str(name)] = round(sum(p == name for p in own) / len(own), 4) if own else None
     low, high = wilson_interval(correct, n)
     return {

@@ -80,7 +80,8 @@ def markdown_table(summary: dict[str, dict], metrics: Sequence[str], notes: dict
     if settings.get("protocol") == "unsplash50":
         lines += unsplash50_tables(summary)
     lines += [
-        f"- CLIP-T: 100 x cosine of the CLIP features of the prompt and the whole image ({settings.get('clip', NOT_RUN)}).",
+        "- CLIP-T: 100 x cosine of the CLIP features of the prompt and the whole image "
+        f"({settings.get('clip', NOT_RUN)}).",
         "- CLIP-face: 100 x cosine of the CLIP features of the reference and generated face crops (mean over the "
         "person's reference photos).",
         *(f"- {m}: 100 x cosine of the {specs[m].feature}, mean over the person's reference photos; as "

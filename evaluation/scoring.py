@@ -92,7 +92,7 @@ def _faces_of(paths: Sequence[pathlib.Path], scorers: Scorers, what: str) -> tup
 
 def judge_features(scorers: Scorers, photos: Sequence[np.ndarray],
                    faces: Sequence[FaceRecord]) -> dict[str, np.ndarray]:
-    return {judge.spec.metric: judge.features(list(zip(photos, faces))) for judge in scorers.judges}
+    return {judge.spec.metric: judge.features(list(zip(photos, faces, strict=True))) for judge in scorers.judges}
 
 
 def analyse_people(people: dict[str, Sequence[pathlib.Path]], scorers: Scorers,
@@ -105,7 +105,7 @@ def analyse_people(people: dict[str, Sequence[pathlib.Path]], scorers: Scorers,
         if (held_out or {}).get(name):
             person.held_out = judge_features(scorers, *_faces_of(held_out[name], scorers, "held-out"))
         if scorers.clip is not None:
-            person.clip = scorers.clip.image_features([face_crop(p, f) for p, f in zip(photos, faces)])
+            person.clip = scorers.clip.image_features([face_crop(p, f) for p, f in zip(photos, faces, strict=True)])
         if scorers.morphable is not None:
             person.params = fit_faces(scorers.morphable, faces, shared_identity=True)
         result[name] = person
@@ -156,7 +156,7 @@ def _face_rows(scorers: Scorers, images, faces, found, generations, people) -> d
     for judge in scorers.judges:
         metric = judge.spec.metric
         features = judge.features([(images[i], faces[i]) for i in found]) if found else []
-        for feature, i in zip(features, found):
+        for feature, i in zip(features, found, strict=True):
             person = people[generations[i].person]
             rows[i][metric] = 100.0 * likeness(feature, person.features[metric])
             if len(person.held_out.get(metric, ())):
@@ -175,7 +175,7 @@ def score_images(out_dir: pathlib.Path, generations: Sequence[Generation], peopl
     face_scores = _face_rows(scorers, images, faces, found, generations, people)
     params = {}
     if scorers.morphable is not None and found:
-        params = dict(zip(found, fit_faces(scorers.morphable, [faces[i] for i in found])))
+        params = dict(zip(found, fit_faces(scorers.morphable, [faces[i] for i in found]), strict=True))
     metrics = [*scorers.metrics, *map(copy_paste_name, scorers.metrics)]
     rows = []
     for i, gen in enumerate(generations):
@@ -189,7 +189,7 @@ def score_images(out_dir: pathlib.Path, generations: Sequence[Generation], peopl
                "Pose": None, "Expr": None, "Shape": None, **{name: None for name in ANGLE_NAMES}}
         if i in params:
             fitted = params[i]
-            row.update(zip(ANGLE_NAMES, (float(a) for a in fitted.angles)))
+            row.update(zip(ANGLE_NAMES, (float(a) for a in fitted.angles), strict=True))
             target_angles, target_expression = _control_target(controls[gen.mode], person, drive)
             if target_angles is not None:
                 row["Pose"] = pose_error(fitted, target_angles)

@@ -7,8 +7,17 @@ from comfy_api.latest import io
 
 from ..comfy_glue.methods import facesnap
 from .errors import reports_errors
-from .facesnap_nodes import (CATEGORY, advanced_inputs, apply_identity, apply_identity_advanced, conditioning_inputs,
-                             conditioning_outputs, landmark_inputs, mask_input, uncond_inputs)
+from .facesnap_nodes import (
+    CATEGORY,
+    advanced_inputs,
+    apply_identity,
+    apply_identity_advanced,
+    conditioning_inputs,
+    conditioning_outputs,
+    landmark_inputs,
+    mask_input,
+    uncond_inputs,
+)
 from .socket_types import FaceFeatures
 
 SUPERSEDED = ("Kept so that saved workflows keep loading and running; new graphs use FaceSnap Attribute Mixer + "

@@ -6,7 +6,8 @@ import functools
 import inspect
 import math
 
-from ..comfy_glue.node_errors import FaceSnapNodeError, node_error
+from ..comfy_glue.node_errors import FaceSnapNodeError as FaceSnapNodeError  # the nodes' error type, exported here
+from ..comfy_glue.node_errors import node_error
 from ..models.errors import FaceSnapError, InvalidInputError
 
 

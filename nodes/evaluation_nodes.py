@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import folder_paths
 import torch
+
+import folder_paths
 from comfy_api.latest import io, ui
 
 from ..evaluation.face_similarity import NO_FACE_SCORE, analyzer_judge, format_report, reference_features, score_images

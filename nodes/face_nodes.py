@@ -6,8 +6,8 @@ from comfy_api.latest import io
 
 from ..models.face_analysis import BACKENDS, analyzer_files, load_analyzer
 from ..models.face_analysis.dlib_backend import DETECTORS
-from ..models.face_analysis.insightface_backend import PROVIDERS
 from ..models.face_analysis.drawings import FACESNAP72, KPS5, STYLES, drawing, style_tooltip
+from ..models.face_analysis.insightface_backend import PROVIDERS
 from ..models.face_analysis.landmark_views import FRAMES, drawing_points, output_size, render
 from ..models.face_analysis.select import NO_FACE_POLICIES, SELECTIONS, cut_crops, plan_crops
 from .errors import node_error, reports_errors

@@ -94,7 +94,8 @@ class FaceSnapModelLoader(io.ComfyNode):
             inputs=[
                 io.Combo.Input("facesnap_name", options=folder_paths.get_filename_list("facesnap"),
                                tooltip="FaceSnap weights file in ComfyUI/models/facesnap."),
-                io.Combo.Input("controlnet_name", options=[NO_CONTROLNET] + folder_paths.get_filename_list("controlnet"),
+                io.Combo.Input("controlnet_name",
+                               options=[NO_CONTROLNET] + folder_paths.get_filename_list("controlnet"),
                                default=NO_CONTROLNET,
                                tooltip="Where FFRNet comes from: the FaceSnap file itself, or a diffusers-layout "
                                        "SDXL ControlNet .safetensors in ComfyUI/models/controlnet for a FaceSnap file "

@@ -6,10 +6,10 @@ import os
 import re
 import unicodedata
 
-from comfy_api.latest import io, ui
 from safetensors import SafetensorError
 
 import folder_paths
+from comfy_api.latest import io, ui
 
 from ..models.errors import InvalidInputError
 from ..models.identity.identity import blend_identities, load_identity, save_identity

@@ -119,7 +119,7 @@ def _filled_batch(images: list, fill) -> torch.Tensor:
                                 "connect inputs that hold at least one image or face")
     height, width = images[0].shape[:2]
     batch = torch.empty((len(images), height, width, 3), dtype=torch.float32)
-    for slot, image in zip(batch, images):
+    for slot, image in zip(batch, images, strict=True):
         fill(slot, image)
     return batch
 

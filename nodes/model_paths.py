@@ -22,9 +22,9 @@ lldacing's PuLID-Flux pack reads the same file: one copy serves both.
 
 A file input resolves only to a file that ComfyUI lists in the input's model folders (``get_filename_list``, then
 ``get_full_path``). A value that is not a relative name inside the folder (empty, absolute, a drive, ``..``) is
-refused from its text alone, and a name that is not listed gets the same message whether or not a file of that name exists
-anywhere else: a shared workflow can neither read nor probe outside the model folders. Like every ComfyUI loader, a
-symbolic link that the folder's owner placed inside a model folder is followed.
+refused from its text alone, and a name that is not listed gets the same message whether or not a file of that name
+exists anywhere else: a shared workflow can neither read nor probe outside the model folders. Like every ComfyUI
+loader, a symbolic link that the folder's owner placed inside a model folder is followed.
 """
 
 from __future__ import annotations

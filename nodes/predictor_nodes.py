@@ -10,8 +10,13 @@ from comfy_api.latest import io
 
 from ..models.errors import InvalidInputError, ModelFileError
 from ..models.face3d.ict_download import ICT_DOWNLOAD_BYTES, download_ict_facekit
-from ..models.face3d.landmark_predictor import (FRAMES, POSE_SOURCES, PredictorSettings, draw_prediction,
-                                                predict_from_faces)
+from ..models.face3d.landmark_predictor import (
+    FRAMES,
+    POSE_SOURCES,
+    PredictorSettings,
+    draw_prediction,
+    predict_from_faces,
+)
 from ..models.face3d.morphable_model import ICT_FILE_NAME, ict_fetch_hint, load_ict_npz
 from ..models.face_analysis.drawings import FACESNAP72, STYLES, style_tooltip
 from .errors import reports_errors

@@ -9,7 +9,8 @@ FaceFeatures = io.Custom("FACESNAP_FACE_FEATURES")  # models.identity.facesnap.f
 MorphableModel = io.Custom("FACESNAP_3DMM")  # models.face3d.morphable_model.MorphableModel
 FaceSnapModel = io.Custom("FACESNAP_MODEL")  # attribute mixer + FFRNet (+ ID-Injector heads)
 Identity = io.Custom("FACESNAP_IDENTITY")  # models.identity.identity.Identity: one person's cond/uncond tokens
-InstantID = io.Custom("FACESNAP_INSTANTID")  # comfy_glue.methods.instantid.InstantIDBundle: Resampler, IP layers, IdentityNet
+# comfy_glue.methods.instantid.InstantIDBundle: Resampler, IP layers, IdentityNet
+InstantID = io.Custom("FACESNAP_INSTANTID")
 EvaClip = io.Custom("FACESNAP_EVA_CLIP")  # comfy_glue.pulid_features.EVAClipBundle: EVA02-CLIP-L-14-336
 FaceParser = io.Custom("FACESNAP_FACE_PARSER")  # comfy_glue.pulid_features.FaceParserBundle: facexlib's BiSeNet
 PuLID = io.Custom("FACESNAP_PULID")  # comfy_glue.methods.pulid.PuLIDBundle: ID encoder + ID attention layers

@@ -450,7 +450,8 @@ def describe():
                                                        "facesnap_model": ("facesnap", "facesnap_model")}),
         apply_identity(("predictor", "render")),
         *sdxl_tail(6, ("injector", "model"), ("apply_identity", "positive"), ("apply_identity", "negative")),
-    ], groups={"Identity": ["clip_vision", "facesnap", "encode", "mixer"], "Landmark Predictor": ["predictor", "preview"]}))
+    ], groups={"Identity": ["clip_vision", "facesnap", "encode", "mixer"],
+               "Landmark Predictor": ["predictor", "preview"]}))
 
     references = ["reference.png", "reference_2.png", "reference_3.png"]
     several = [
@@ -462,7 +463,8 @@ def describe():
              height=340),
         *sdxl_head(), analyzer(col=2),
         *(photo(f"reference_{i}", name, f"Reference photo {i + 1}") for i, name in enumerate(references)),
-        Node("batch_1", "ImageBatch", 2, links={"image1": ("reference_0", "IMAGE"), "image2": ("reference_1", "IMAGE")}),
+        Node("batch_1", "ImageBatch", 2,
+             links={"image1": ("reference_0", "IMAGE"), "image2": ("reference_1", "IMAGE")}),
         Node("batch_2", "ImageBatch", 2, links={"image1": ("batch_1", "IMAGE"), "image2": ("reference_2", "IMAGE")}),
         crop("reference_crop", ("batch_2", "IMAGE"), title="Reference faces"),
         crop("pose_crop", ("reference_0", "IMAGE"), col=3, title="Pose from photo 1"),
@@ -486,6 +488,7 @@ def object_info_with_stand_ins():
     """/object_info of the pinned ComfyUI with this pack, while the workflows' model files exist (as stand-ins).
     Only nodes.py's core nodes are loaded (no comfy_extras), which is all the workflows may use."""
     import nodes
+
     from comfyui_facesnap.devkit.comfy_host import ComfyHost
     from comfyui_facesnap.devkit.ui_workflow import object_info
     from comfyui_facesnap.devkit.workflow_files import stand_in_models

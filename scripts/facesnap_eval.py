@@ -220,9 +220,11 @@ def build_scorers(args):
 
         if not args.clip:
             raise ModelFileError("CLIP-T and CLIP-face need an open_clip model",
-                                 "pass --clip ViT-H-14 --clip-checkpoint FILE (or --clip local-dir:FOLDER), or --no-clip")
+                                 "pass --clip ViT-H-14 --clip-checkpoint FILE (or --clip local-dir:FOLDER), "
+                                 "or --no-clip")
         scorers.clip = ClipScorer.load(args.clip, args.clip_checkpoint, device)
-        settings["clip"] = f"open_clip {args.clip}" + (f" + {args.clip_checkpoint.name}" if args.clip_checkpoint else "")
+        settings["clip"] = f"open_clip {args.clip}" + (f" + {args.clip_checkpoint.name}"
+                                                       if args.clip_checkpoint else "")
     if args.no_fid:
         scorers.notes["FID"] = "--no-fid"
     else:

@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
     v = sub.add_parser("verify-ids", help="Diff-PC's ID verification: drop photos that do not match their person")
     v.add_argument("shards", help="the folder of prepared shards (all of them, after every prepare job finished)")
-    v.add_argument("--threshold", type=float, default=0.7, help="minimum cosine similarity to the person's main cluster")
+    v.add_argument("--threshold", type=float, default=0.7,
+                   help="minimum cosine similarity to the person's main cluster")
     v.add_argument("--clusters", type=int, default=3, help="k of the per-person k-means")
 
     t = sub.add_parser("train", help="train the mixer and FFRNet (launch with `accelerate launch` for several GPUs)")
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("checkpoint", help="a checkpoints/step_N folder or the training output_dir (uses its latest)")
     e.add_argument("--output", required=True)
     e.add_argument("--raw", action="store_true", help="export the raw weights even when EMA weights exist")
-    e.add_argument("--without-ffrnet", action="store_true", help="only mixer + ID-Injector heads (FFRNet shipped separately)")
+    e.add_argument("--without-ffrnet", action="store_true",
+                   help="only mixer + ID-Injector heads (FFRNet shipped separately)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose or args.command == "train" else logging.WARNING,
@@ -83,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
 
         report = verify_shards(args.shards, args.threshold, args.clusters)
         verified = sum(1 for v in report["identities"].values() if v["verified"])
-        print(f"checked {report['checked']} samples of {len(report['identities'])} people ({verified} with enough photos "
-              f"to verify); rejected {len(report['rejected'])}; not checked (no identity or ArcFace): {report['not_checked']}")
+        print(f"checked {report['checked']} samples of {len(report['identities'])} people ({verified} with enough "
+              f"photos to verify); rejected {len(report['rejected'])}; not checked (no identity or ArcFace): "
+              f"{report['not_checked']}")
     elif args.command == "train":
         _use_comfyui(args.comfyui)
         from comfyui_facesnap.training.config import load_config

@@ -43,6 +43,7 @@ class Thumbnails:
     def run(self, build) -> dict[str, list[np.ndarray]]:
         """``build(graph)`` adds nodes and returns {name: IMAGE output}; returns {name: RGB uint8 images}."""
         import cv2
+
         from comfy_execution.graph_utils import GraphBuilder
 
         graph = GraphBuilder(prefix="")  # plain ids; the default prefix is global state the executor changes
@@ -65,6 +66,7 @@ class Thumbnails:
 def add(graph, class_type: str, **inputs):
     """A node with every widget not given set to its default, as the UI would send it."""
     import nodes
+
     from comfyui_facesnap.devkit.ui_workflow import input_specs, node_info
 
     for spec in input_specs(node_info(class_type, nodes.NODE_CLASS_MAPPINGS[class_type])):

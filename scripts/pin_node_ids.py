@@ -47,7 +47,8 @@ def breaking_changes(pinned: dict, current: dict, deprecated_ids: dict[str, str]
             continue
         lost = [name for name in pin["inputs"] if name not in now["inputs"]]
         if lost:
-            problems.append(f"{node_id} lost inputs {lost} (input names are part of saved workflows): {RECIPE.format(id=node_id)}")
+            problems.append(f"{node_id} lost inputs {lost} (input names are part of saved workflows): "
+                            f"{RECIPE.format(id=node_id)}")
         if now["widgets"][: len(pin["widgets"])] != pin["widgets"]:
             problems.append(
                 f"{node_id} widget order changed from {pin['widgets']} to {now['widgets']} (the UI stores widget "

@@ -39,9 +39,17 @@ import pack_import  # noqa: E402
 
 sys.path.remove(str(PACK_ROOT))
 pack_import.load_pack()
-from comfyui_facesnap.devkit.random_judge_weights import (CROP_STRIDE, FACENET_BOXES, FACENET_IMAGE, IMAGE_SEED,
-                                                          layout_digest, random_faces, random_state_dict, seeded_image,
-                                                          seeded_keypoints)
+from comfyui_facesnap.devkit.random_judge_weights import (  # noqa: E402  (after pack_import.load_pack())
+    CROP_STRIDE,
+    FACENET_BOXES,
+    FACENET_IMAGE,
+    IMAGE_SEED,
+    layout_digest,
+    random_faces,
+    random_state_dict,
+    seeded_image,
+    seeded_keypoints,
+)
 
 UPSTREAM = {
     "facenet": ("timesler/facenet-pytorch", "787da06156087cd6b616fe6608213722bddc30cd"),
@@ -144,8 +152,8 @@ def curricularface_reference(checkout: pathlib.Path) -> tuple[dict, dict]:
 
 
 def main(argv=None) -> None:
-    from safetensors.torch import save_file
     import torch
+    from safetensors.torch import save_file
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--facenet-pytorch", type=pathlib.Path, required=True, help="timesler/facenet-pytorch checkout")

@@ -71,7 +71,8 @@ def load_file(name: str, path: pathlib.Path):
 def package(name: str, path: pathlib.Path, run_init: bool = False):
     """``path`` importable as package ``name`` (its ``__init__`` run only when asked)."""
     if run_init:
-        spec = importlib.util.spec_from_file_location(name, path / "__init__.py", submodule_search_locations=[str(path)])
+        spec = importlib.util.spec_from_file_location(name, path / "__init__.py",
+                                                      submodule_search_locations=[str(path)])
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)

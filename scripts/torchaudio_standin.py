@@ -11,7 +11,8 @@ from __future__ import annotations
 import pathlib
 import sys
 
-STANDIN = '''"""Stand-in torchaudio for a CPU test host (written by ComfyUI-FaceSnap's scripts/torchaudio_standin.py)."""
+STANDIN = '''\
+"""Stand-in torchaudio for a CPU test host (written by ComfyUI-FaceSnap's scripts/torchaudio_standin.py)."""
 import importlib.abc
 import importlib.machinery
 import sys

@@ -1,6 +1,7 @@
 """Landmark sets on a canvas for the drawing tests: the mean face, and random points around the canvas borders."""
 
 import numpy as np
+
 from comfyui_facesnap.models.face_analysis.landmarks72 import from_ibug68
 
 

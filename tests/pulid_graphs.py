@@ -18,14 +18,14 @@ from __future__ import annotations
 import json
 
 import torch
+
 from comfy_test_nodes.tiny_models import init_, tiny_instantid_files
+from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1
+from comfyui_facesnap.models.identity.pulid.eva_clip_vision import EVAVisionConfig, EVAVisionTower
 from identity_graphs import insert_apply, sampler_inputs
 from instantid_graphs import add_faces, add_keypoints
 from test_face_parsing import _random_parser
 from test_pulid_weights import save_tiny, tiny_adapter
-
-from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1
-from comfyui_facesnap.models.identity.pulid.eva_clip_vision import EVAVisionConfig, EVAVisionTower
 
 TINY_EVA = EVAVisionConfig(image_size=56, patch_size=14, width=32, layers=6, heads=4, mlp_hidden=48, embed_dim=768,
                            hidden_layers=(1, 2, 3, 4, 5))  # width: the tiny PuLID encoders' vit_dim

@@ -126,6 +126,7 @@ def test_pulid_and_ecomid_count_their_id_attention_once_per_layer(step, tiny_con
 def test_control_networks_share_the_unets_storage(step, tiny_configs):
     import comfy.supported_models
     import comfy.utils
+
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet
 
     unet_cfg, ffrnet_cfgs = tiny_configs
@@ -215,6 +216,7 @@ def test_main_times_interleaved_and_ends_with_the_three_flop_ratios(step, tiny_c
     """The whole script on tiny networks (the tiny UNet stands in for SDXL, the tiny FFRNet for both presets and its
     backbone for IdentityNet)."""
     import comfy.model_management as mm
+
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
     from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig
 

@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_facesnap.models.face3d.deca_encoder import (DECA_OUTPUTS, DecaEncoder, deca_crop_box, load_deca_encoder,
-                                                         regress_faces)
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
+from comfyui_facesnap.models.face3d.deca_encoder import (
+    DECA_OUTPUTS,
+    DecaEncoder,
+    deca_crop_box,
+    load_deca_encoder,
+    regress_faces,
+)
 from comfyui_facesnap.models.face3d.face_fitting import axis_angle_to_matrix, project
 from comfyui_facesnap.models.face3d.flame_loader import flame_morphable_model
 from test_flame_loader import flame_files, flame_model  # noqa: F401  (the FLAME-layout fixture model)
@@ -146,7 +151,6 @@ def test_prediction_takes_the_drives_jaw(deca_file, flame_model):
 @pytest.mark.comfy
 def test_loader_and_predictor_nodes_use_deca(comfy_host, deca_file, flame_files):
     from comfyui_facesnap.devkit.workflow_files import model_folders_restored
-
     from comfyui_facesnap.nodes import predictor_nodes
     from comfyui_facesnap.nodes.errors import FaceSnapNodeError
 

@@ -6,6 +6,7 @@ import pathlib
 import cv2
 import numpy as np
 import pytest
+
 from comfyui_facesnap.models.face_analysis.drawings import DRAWINGS, FACESNAP72
 from comfyui_facesnap.models.face_analysis.landmark_views import render_landmarks
 from comfyui_facesnap.models.face_analysis.landmarks72 import LandmarkSet

@@ -6,6 +6,7 @@ dimitribarbot/controlnet-dwpose-sdxl-1.0, independently of the module under test
 
 import numpy as np
 import pytest
+
 from comfyui_facesnap.models.face_analysis.drawings import draw_landmarks
 from dwpose_reference import detect_canvas, face_drawing, preprocessor_output
 from face_points import mean_face, random_points

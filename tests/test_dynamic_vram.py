@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from tiny_workflows import register_tiny_files, sampling_workflows, tiny_prompt
 
 pytestmark = pytest.mark.comfy

@@ -6,10 +6,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from identity_graphs import add_stock_controlnet, base_graph, cached, latent, pack_module, setup_face_pipeline
 from instantid_graphs import register_instantid_folders, use_identity_folder
-from pulid_graphs import (V1_1_FILE, V1_FILE, add_apply_ecomid, add_apply_pulid, add_ecomid_encode,
-                          add_ecomid_loader, add_pulid_encode, add_pulid_loader, register_pulid_folders)
+from pulid_graphs import (
+    V1_1_FILE,
+    V1_FILE,
+    add_apply_ecomid,
+    add_apply_pulid,
+    add_ecomid_encode,
+    add_ecomid_loader,
+    add_pulid_encode,
+    add_pulid_loader,
+    register_pulid_folders,
+)
 from test_instantid_comfy import TINY_SITES, layer_calls, per_unet_call  # noqa: F401  (layer_calls: a fixture)
 
 pytestmark = pytest.mark.comfy
@@ -172,7 +182,9 @@ def test_full_size_published_files_load_through_the_loader_node(host, tmp_path):
     with the published names and shapes (zero-filled, sparse), loaded in fp16: the Resampler alone is kept of
     InstantID's file."""
     import diffusers
+
     import folder_paths
+
     from test_instantid_models import identitynet_config
     from test_instantid_weights import published_shapes, write_sparse_safetensors, zero_views
     from test_pulid_weights import write_published

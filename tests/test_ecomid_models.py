@@ -9,9 +9,14 @@ import pytest
 import torch
 
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
-from comfyui_facesnap.models.identity.ecomid.recipe import (EXAMPLE_WORKFLOWS, EcomIDSettings, check_identitynet,
-                                                            check_pulid_for_ecomid, encode_ecomid)
 from comfyui_facesnap.models.identity.diffusers_controlnet import load_diffusers_controlnet
+from comfyui_facesnap.models.identity.ecomid.recipe import (
+    EXAMPLE_WORKFLOWS,
+    EcomIDSettings,
+    check_identitynet,
+    check_pulid_for_ecomid,
+    encode_ecomid,
+)
 from comfyui_facesnap.models.identity.instantid.resampler import ResamplerConfig
 from comfyui_facesnap.models.identity.instantid.weights import InstantIDAdapter
 from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1

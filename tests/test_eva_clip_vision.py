@@ -5,13 +5,20 @@ to catch a swapped layer. Also: layers through ``operations``, input checks, and
 import pytest
 import torch
 
+from comfyui_facesnap.devkit.comfy_host import streamable_layers
 from comfyui_facesnap.devkit.seeded_weights import eva_clip_spec, fingerprint, seeded_tensors
 from comfyui_facesnap.models.errors import InvalidInputError
 from comfyui_facesnap.models.identity.pulid import eva_clip_vision
-from comfyui_facesnap.models.identity.pulid.eva_clip_vision import (EVA_MEAN, EVA_STD, EVAVisionConfig, EVAVisionTower,
-                                                                    eva_clip_input, l2_normalise, rope_tables)
+from comfyui_facesnap.models.identity.pulid.eva_clip_vision import (
+    EVA_MEAN,
+    EVA_STD,
+    EVAVisionConfig,
+    EVAVisionTower,
+    eva_clip_input,
+    l2_normalise,
+    rope_tables,
+)
 from comfyui_facesnap.models.identity.pulid.eva_clip_weights import build_tower, expected_shapes
-from comfyui_facesnap.devkit.comfy_host import streamable_layers
 from reference_fixtures import load_reference
 from test_operations import STORAGE_TOLERANCE, layers_and_raw_parameters, relative_error, to_storage
 

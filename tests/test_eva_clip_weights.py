@@ -8,8 +8,11 @@ import torch
 from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.models.identity.pulid import eva_clip_weights
 from comfyui_facesnap.models.identity.pulid.eva_clip_vision import EVAVisionConfig, EVAVisionTower
-from comfyui_facesnap.models.identity.pulid.eva_clip_weights import (check_tower_shapes, expected_shapes,
-                                                                     load_eva_clip_vision)
+from comfyui_facesnap.models.identity.pulid.eva_clip_weights import (
+    check_tower_shapes,
+    expected_shapes,
+    load_eva_clip_vision,
+)
 from reference_fixtures import load_reference
 from test_instantid_weights import _Payload, write_sparse_safetensors, zero_views
 

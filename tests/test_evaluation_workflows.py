@@ -25,6 +25,7 @@ MODE_WORKFLOWS = [("workflow", name) for name in GENERATION] + [("instantid", na
 @pytest.fixture(scope="module")
 def host_info(comfy_host, tmp_path_factory):
     import nodes
+
     from comfyui_facesnap.devkit.ui_workflow import object_info
     from comfyui_facesnap.devkit.workflow_files import populate_inputs, stand_in_models
 
@@ -189,9 +190,10 @@ def test_face_similarity_ranks_the_reference_person_first(host_info):
 
 
 def test_face_similarity_scores_and_sorted_images(host_info):
-    import folder_paths
     import torch
     from PIL import Image
+
+    import folder_paths
 
     from comfyui_facesnap.nodes.evaluation_nodes import FaceSnapFaceSimilarity
 
@@ -234,9 +236,10 @@ def test_face_similarity_refuses_faceless_references_and_empty_batches(host_info
 def test_face_similarity_offers_the_installed_judges_and_scores_with_the_one_picked(host_info, tmp_path):
     """The judge dropdown lists what is installed (antelopev2's glintr100, a judge's published file); the default
     keeps the analyzer's own features; FaceNet scores with its network; a judge without weights names its file."""
-    import folder_paths
     import torch
     from PIL import Image
+
+    import folder_paths
 
     from comfyui_facesnap.devkit.onnx_antelopev2 import make_antelopev2
     from comfyui_facesnap.devkit.random_judge_weights import write_published_judge

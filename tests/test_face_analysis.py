@@ -7,9 +7,15 @@ import socket
 
 import numpy as np
 import pytest
-from comfyui_facesnap.devkit.onnx_antelopev2 import (BBOX_DISTANCE, FIRING_CELL, FIRING_STRIDE, antelopev2_folder,
-                                                     hide_insightface, make_antelopev2)
 
+from comfyui_facesnap.devkit.onnx_antelopev2 import (
+    BBOX_DISTANCE,
+    FIRING_CELL,
+    FIRING_STRIDE,
+    antelopev2_folder,
+    hide_insightface,
+    make_antelopev2,
+)
 from comfyui_facesnap.models.errors import MissingDependencyError, ModelFileError, NoFaceError
 from comfyui_facesnap.models.face_analysis import load_analyzer
 from comfyui_facesnap.models.face_analysis.align import arcface_crop, crop_square, square_box

@@ -5,10 +5,20 @@ import pytest
 import torch
 
 from comfyui_facesnap.models.errors import InvalidInputError
-from comfyui_facesnap.models.face3d.face_fitting import (FitResult, euler_to_matrix, fit_landmarks, landmarks_image,
-                                                         matrix_to_euler, rotation_angle_deg)
-from comfyui_facesnap.models.face3d.landmark_predictor import (PredictOptions, clamp_angles, fit_references_and_drives,
-                                                               predict)
+from comfyui_facesnap.models.face3d.face_fitting import (
+    FitResult,
+    euler_to_matrix,
+    fit_landmarks,
+    landmarks_image,
+    matrix_to_euler,
+    rotation_angle_deg,
+)
+from comfyui_facesnap.models.face3d.landmark_predictor import (
+    PredictOptions,
+    clamp_angles,
+    fit_references_and_drives,
+    predict,
+)
 from comfyui_facesnap.models.face3d.morphable_model import load_ict_npz
 
 

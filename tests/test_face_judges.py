@@ -12,9 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_facesnap.devkit.random_judge_weights import (CROP_STRIDE, FACENET_BOXES, FACENET_IMAGE, judge_layout,
-                                                          layout_digest, random_faces, random_state_dict, seeded_image,
-                                                          seeded_keypoints, write_published_judge)
+from comfyui_facesnap.devkit.random_judge_weights import (
+    CROP_STRIDE,
+    FACENET_BOXES,
+    FACENET_IMAGE,
+    judge_layout,
+    layout_digest,
+    random_faces,
+    random_state_dict,
+    seeded_image,
+    seeded_keypoints,
+    write_published_judge,
+)
 from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.models.face_analysis.recognisers import JUDGES, judge_file, judge_status, load_judge
 
@@ -82,8 +91,11 @@ def test_judge_inputs_are_the_authors_crops(insightface_images):
 
     from comfyui_facesnap.models.face_analysis import load_analyzer
     from comfyui_facesnap.models.face_analysis.align import arcface_crop
-    from comfyui_facesnap.models.face_analysis.recognisers.face_crops import (adaface_matrix, aligned_input,
-                                                                              facenet_input)
+    from comfyui_facesnap.models.face_analysis.recognisers.face_crops import (
+        adaface_matrix,
+        aligned_input,
+        facenet_input,
+    )
 
     photo = np.ascontiguousarray(cv2.imread(str(insightface_images / "t1.jpg"))[..., ::-1])
     face = load_analyzer("dlib").detect(photo)[0]

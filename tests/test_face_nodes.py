@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+
 from comfyui_facesnap.devkit.onnx_antelopev2 import hide_insightface, make_antelopev2
 from comfyui_facesnap.devkit.ui_workflow import object_info
 from comfyui_facesnap.devkit.workflow_format import ui_to_api

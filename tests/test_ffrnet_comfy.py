@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from comfy_test_nodes.tiny_models import tiny_conditioning, tiny_facesnap_models, tiny_unet_patcher
 
 pytestmark = pytest.mark.comfy
@@ -16,8 +17,9 @@ LATENT = 16  # 128 px
 def fs():
     import types
 
+    from comfyui_facesnap.comfy_glue import conditioning, control, encoder_copy
+    from comfyui_facesnap.comfy_glue import id_injector_patch as unet_patches
     from comfyui_facesnap.comfy_glue.methods import facesnap as bundle
-    from comfyui_facesnap.comfy_glue import conditioning, control, encoder_copy, id_injector_patch as unet_patches
 
     modules = (bundle, conditioning, control, encoder_copy, unet_patches)
     return types.SimpleNamespace(**{k: v for m in modules for k, v in vars(m).items() if not k.startswith("__")})
@@ -210,6 +212,7 @@ def test_a_shallower_ffrnet_takes_the_first_layers_of_each_unet_block(fs):
     """How FFRNetConfig.sdxl_light() (2 of SDXL's 10 layers) starts from the UNet: here 1 of 2 layers."""
     import comfy.model_patcher
     import comfy.supported_models
+
     from comfy_test_nodes.tiny_models import CPU, TINY_UNET, init_
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 
@@ -270,9 +273,9 @@ def test_bad_inputs(fs, bundle, base_model):
 
 
 def test_face_encode_needs_arcface(bundle):
+    from comfyui_facesnap.comfy_glue.methods.facesnap import face_features
     from comfyui_facesnap.models.errors import InvalidInputError
     from comfyui_facesnap.models.face_analysis.record import FaceRecord, FaceSet
-    from comfyui_facesnap.comfy_glue.methods.facesnap import face_features
 
     image = np.zeros((64, 64, 3), np.uint8)
     record = FaceRecord(bbox=np.array([16, 16, 48, 48], np.float32), score=0.9, kps5=np.zeros((5, 2), np.float32),

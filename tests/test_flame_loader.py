@@ -146,8 +146,12 @@ def test_wrong_kind_of_file_is_refused(tmp_path):
 
 
 def test_flame_model_fits_with_unbounded_expressions(flame_files):
-    from comfyui_facesnap.models.face3d.face_fitting import (euler_to_matrix, fit_landmarks, landmarks_image,
-                                                             rotation_angle_deg)
+    from comfyui_facesnap.models.face3d.face_fitting import (
+        euler_to_matrix,
+        fit_landmarks,
+        landmarks_image,
+        rotation_angle_deg,
+    )
 
     root, _, _ = flame_files
     model = flame_morphable_model(root / "generic_model.pkl", root / "landmark_embedding.npy", num_shape=20,

@@ -10,9 +10,21 @@ import os
 
 import pytest
 import torch
+
 from comfy_test_nodes.tiny_models import tiny_conditioning, tiny_face_features
-from identity_graphs import (add_apply, add_injector, add_loader, add_model_node, add_stock_controlnet, base_graph,
-                             cached, latent, pack_module, register_facesnap_folder, setup_face_pipeline)
+from identity_graphs import (
+    add_apply,
+    add_injector,
+    add_loader,
+    add_model_node,
+    add_stock_controlnet,
+    base_graph,
+    cached,
+    latent,
+    pack_module,
+    register_facesnap_folder,
+    setup_face_pipeline,
+)
 
 pytestmark = pytest.mark.comfy
 
@@ -350,9 +362,10 @@ def test_another_packs_patch_on_the_last_block_coexists(host, calls, kind, forei
 
 # --- item 6: loader cache and dtype ----------------------------------------------------------------------------------
 def test_loader_dtype_option_casts_mixer_and_ffrnet_together(host, tmp_path):
+    from safetensors.torch import load_file, save_file
+
     import comfy.model_management
     import folder_paths
-    from safetensors.torch import load_file, save_file
 
     source = folder_paths.get_full_path("facesnap", "tiny_facesnap.safetensors")
     half = tmp_path / "tiny_fp16.safetensors"
@@ -377,8 +390,9 @@ def backbone_files(host, tmp_path, monkeypatch):
     """A FaceSnap file without FFRNet + its diffusers ControlNet backbone in models/controlnet; records file reads."""
     import json
 
-    import folder_paths
     from safetensors.torch import save_file
+
+    import folder_paths
 
     from comfy_test_nodes.tiny_models import tiny_facesnap_models
     from comfyui_facesnap.models.identity.facesnap.checkpoint import save_facesnap

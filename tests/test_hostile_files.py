@@ -9,11 +9,9 @@ import contextlib
 import gc
 import json
 import math
-import os
 import pathlib
 import pickle
 import resource
-import shutil
 import signal
 import time
 import tracemalloc
@@ -21,10 +19,18 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+
 from comfy_test_nodes.tiny_models import tiny_facesnap_models, tiny_instantid_files
 from identity_graphs import add_loader, base_graph, cached, pack_module, register_facesnap_folder, setup_face_pipeline
-from instantid_graphs import (CN_FILE, IP_FILE, add_apply_instantid, add_encode, add_instantid_loader,
-                              register_instantid_folders, use_identity_folder)
+from instantid_graphs import (
+    CN_FILE,
+    IP_FILE,
+    add_apply_instantid,
+    add_encode,
+    add_instantid_loader,
+    register_instantid_folders,
+    use_identity_folder,
+)
 from test_flame_loader import flame_files  # noqa: F401  (the FLAME-layout fixture model)
 from test_hostile_inputs import folders, loader_prompt  # noqa: F401  (the 3DMM folder fixture)
 
@@ -605,9 +611,10 @@ class _InterruptingFile:
 
 @pytest.mark.parametrize("loader", ["FaceSnapModelLoader", "FaceSnapInstantIDLoader"])
 def test_interrupt_stops_a_load_between_tensors(host, models, monkeypatch, loader):
-    import comfy.model_management
     import safetensors
     import safetensors.torch
+
+    import comfy.model_management
 
     real = safetensors.safe_open
     opener = lambda *args, **kwargs: _InterruptingFile(real(*args, **kwargs))  # noqa: E731
@@ -632,8 +639,8 @@ def test_parameter_counts_equal_the_modules_the_loaders_build():
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
     from comfyui_facesnap.models.identity.facesnap.layout_checks import injector_parameters, mixer_parameters
     from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig, resampler_parameters
-    from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG, ip_adapter_layer_sites
     from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayers, ip_layer_parameters
+    from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG, ip_adapter_layer_sites
 
     def size(module):
         return sum(p.numel() for p in module.parameters())

@@ -17,8 +17,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_flame_loader import flame_files  # noqa: F401  (the FLAME-layout fixture model)
+
 from comfyui_facesnap.devkit.comfy_host import cached_output
+from test_flame_loader import flame_files  # noqa: F401  (the FLAME-layout fixture model)
 
 pytestmark = pytest.mark.comfy
 

@@ -12,9 +12,15 @@ import sys
 import numpy as np
 import pytest
 
-from comfyui_facesnap.evaluation.identification import (DlibDescriptor, binomial_p_value, identification_summary,
-                                                        identify, mean_colour_in_landmarks, relabelling_p_value,
-                                                        wilson_interval)
+from comfyui_facesnap.evaluation.identification import (
+    DlibDescriptor,
+    binomial_p_value,
+    identification_summary,
+    identify,
+    mean_colour_in_landmarks,
+    relabelling_p_value,
+    wilson_interval,
+)
 
 BENCHMARK = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "learning_evidence.py"
 

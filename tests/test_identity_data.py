@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
-from comfyui_facesnap.models.identity.identity import (FACESNAP_MIXER, INSTANTID_RESAMPLER, Identity, blend_identities,
-                                                       load_identity, save_identity, weights_key)
+from comfyui_facesnap.models.identity.identity import (
+    FACESNAP_MIXER,
+    INSTANTID_RESAMPLER,
+    Identity,
+    blend_identities,
+    load_identity,
+    save_identity,
+    weights_key,
+)
 
 
 def _identity(seed=0, encoder=INSTANTID_RESAMPLER, key="abc", refs=1, tokens=16, width=32, embedding=True):

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
 from comfyui_facesnap.models.identity.diffusers_controlnet import load_diffusers_controlnet
+from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
 from comfyui_facesnap.models.identity.facesnap.checkpoint import load_facesnap, save_facesnap
 from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 from comfyui_facesnap.models.identity.facesnap.id_injector import IDInjector
@@ -204,8 +204,8 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_checkpoint_errors(tmp_path):
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
     mixer, ffrnet = _tiny_models()
     good = tmp_path / "good.safetensors"

@@ -8,10 +8,24 @@ import copy
 
 import pytest
 import torch
-from identity_graphs import add_apply, add_loader, base_graph, cached, latent, pack_module, register_facesnap_folder
-from identity_graphs import setup_face_pipeline
-from instantid_graphs import (add_apply_instantid, add_encode, add_instantid_loader, register_instantid_folders,
-                              use_identity_folder)
+
+from identity_graphs import (
+    add_apply,
+    add_loader,
+    base_graph,
+    cached,
+    latent,
+    pack_module,
+    register_facesnap_folder,
+    setup_face_pipeline,
+)
+from instantid_graphs import (
+    add_apply_instantid,
+    add_encode,
+    add_instantid_loader,
+    register_instantid_folders,
+    use_identity_folder,
+)
 
 pytestmark = pytest.mark.comfy
 

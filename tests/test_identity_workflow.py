@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from identity_graphs import register_facesnap_folder, setup_face_pipeline
 
 pytestmark = pytest.mark.comfy

@@ -5,10 +5,24 @@ from __future__ import annotations
 
 import pytest
 import torch
-from identity_graphs import (base_graph, cached, latent, pack_module, sdxl_attn2_keys, sdxl_meta_patcher,
-                             setup_face_pipeline)
-from instantid_graphs import (add_apply_instantid, add_encode, add_faces, add_instantid_loader,
-                             register_instantid_folders, use_identity_folder)
+
+from identity_graphs import (
+    base_graph,
+    cached,
+    latent,
+    pack_module,
+    sdxl_attn2_keys,
+    sdxl_meta_patcher,
+    setup_face_pipeline,
+)
+from instantid_graphs import (
+    add_apply_instantid,
+    add_encode,
+    add_faces,
+    add_instantid_loader,
+    register_instantid_folders,
+    use_identity_folder,
+)
 
 pytestmark = pytest.mark.comfy
 
@@ -285,6 +299,7 @@ def test_a_facesnap_identity_is_refused_by_instantid(host, tmp_path):
 @pytest.mark.parametrize("case", ["sd15", "pickle", "not_identitynet", "window"])
 def test_loader_and_apply_errors_name_the_node(host, tmp_path, case):
     import folder_paths
+
     from test_instantid_weights import _Payload, sd15_ip_adapter_shapes, zero_views
 
     g = instantid_graph()
@@ -316,9 +331,11 @@ def test_loader_and_apply_errors_name_the_node(host, tmp_path, case):
 def _write_foreign_controlnet(tmp_path):
     import json
 
-    import folder_paths
-    from comfy_test_nodes.tiny_models import tiny_facesnap_models
     from safetensors.torch import save_file
+
+    import folder_paths
+
+    from comfy_test_nodes.tiny_models import tiny_facesnap_models
 
     _, ffrnet = tiny_facesnap_models(seed=5)
     folder = tmp_path / "controlnet"
@@ -338,7 +355,9 @@ def test_full_size_published_files_load_through_the_loader_node(host, tmp_path, 
     import json
 
     import diffusers
+
     import folder_paths
+
     from test_instantid_models import identitynet_config
     from test_instantid_weights import published_shapes, write_sparse_safetensors, zero_views
 

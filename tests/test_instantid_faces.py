@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from comfyui_facesnap.devkit.comfy_host import cached_output
+from comfyui_facesnap.models.face_analysis.keypoints5 import draw_kps, kps5_from_landmarks72
 from identity_graphs import setup_face_pipeline
 from instantid_graphs import add_faces, add_instantid_loader, register_instantid_folders, use_identity_folder
-
-from comfyui_facesnap.models.face_analysis.keypoints5 import draw_kps, kps5_from_landmarks72
-from comfyui_facesnap.devkit.comfy_host import cached_output
 
 pytestmark = pytest.mark.comfy
 
@@ -30,8 +30,8 @@ def test_records_keep_insightfaces_raw_embedding(insightface_images, tmp_path):
 
     from comfyui_facesnap.devkit.onnx_antelopev2 import make_antelopev2
     from comfyui_facesnap.models.face_analysis import load_analyzer
-    from comfyui_facesnap.models.identity.reference_faces import arcface_embeddings
     from comfyui_facesnap.models.face_analysis.record import FaceSet
+    from comfyui_facesnap.models.identity.reference_faces import arcface_embeddings
 
     root = make_antelopev2(tmp_path)
     rgb = cv2.imread(str(insightface_images / "Tom_Hanks_54745.png"))[:, :, ::-1].copy()

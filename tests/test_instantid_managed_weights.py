@@ -15,14 +15,29 @@ from __future__ import annotations
 
 import pytest
 import torch
-from identity_graphs import base_graph, cached, latent, pack_module, setup_face_pipeline
-from instantid_graphs import (CN_FILE, IP_FILE, add_apply_instantid, add_encode, add_instantid_loader,
-                              register_instantid_folders)
-from managed_weights_helpers import (assert_comfy_layers, assert_released, assert_streamed, expected_dtypes,
-                                     force_partial_load, is_loaded, record_forwards, storage_sample_errors,
-                                     streamed_layers)
-from test_operations import ffrnet_inputs
+
 from comfyui_facesnap.devkit.comfy_host import cached_output
+from identity_graphs import base_graph, cached, latent, pack_module, setup_face_pipeline
+from instantid_graphs import (
+    CN_FILE,
+    IP_FILE,
+    add_apply_instantid,
+    add_encode,
+    add_instantid_loader,
+    register_instantid_folders,
+)
+from managed_weights_helpers import (
+    assert_comfy_layers,
+    assert_released,
+    assert_streamed,
+    expected_dtypes,
+    force_partial_load,
+    is_loaded,
+    record_forwards,
+    storage_sample_errors,
+    streamed_layers,
+)
+from test_operations import ffrnet_inputs
 
 pytestmark = pytest.mark.comfy
 
@@ -126,10 +141,10 @@ def test_neither_loader_picks_fp8_matmul_layers(host, monkeypatch, tmp_path):
     import comfy.ops
     import folder_paths
 
+    from comfy_test_nodes.tiny_models import tiny_facesnap_models
     from comfyui_facesnap.comfy_glue.methods import facesnap as facesnap_method
     from comfyui_facesnap.comfy_glue.methods import instantid as instantid_method
     from comfyui_facesnap.models.identity.facesnap.checkpoint import save_facesnap
-    from comfy_test_nodes.tiny_models import tiny_facesnap_models
 
     monkeypatch.setattr(comfy.model_management, "supports_fp8_compute", lambda device=None: True)
     monkeypatch.setattr(comfy.ops.args, "fast", {comfy.ops.PerformanceFeature.Fp8MatrixMultiplication})  # --fast

@@ -7,13 +7,18 @@ import pytest
 import torch
 
 from comfyui_facesnap.devkit.sdxl_diffusers import sdxl_unet_on_meta
+from comfyui_facesnap.models.errors import InvalidInputError
 from comfyui_facesnap.models.identity.diffusers_controlnet import infer_diffusers_config, load_diffusers_controlnet
-from comfyui_facesnap.models.identity.ip_attention import (IPAttentionLayer, IPAttentionLayers, attention_grid,
-                                                           ip_attention, mask_to_tokens)
 from comfyui_facesnap.models.identity.instantid.resampler import Resampler, ResamplerConfig
+from comfyui_facesnap.models.identity.ip_attention import (
+    IPAttentionLayer,
+    IPAttentionLayers,
+    attention_grid,
+    ip_attention,
+    mask_to_tokens,
+)
 from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig, SDXLControlNet
 from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG, cross_attention_sites, ip_adapter_layer_sites
-from comfyui_facesnap.models.errors import InvalidInputError
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -7,8 +7,12 @@ import pytest
 
 from comfyui_facesnap.devkit.synthetic_shards import mean_face_68
 from comfyui_facesnap.models.face_analysis.align import ARCFACE_DST, arcface_matrix
-from comfyui_facesnap.models.face_analysis.keypoints5 import (draw_kps, kps5_from_ibug68, kps5_from_landmarks72,
-                                                              kps5_from_record)
+from comfyui_facesnap.models.face_analysis.keypoints5 import (
+    draw_kps,
+    kps5_from_ibug68,
+    kps5_from_landmarks72,
+    kps5_from_record,
+)
 from comfyui_facesnap.models.face_analysis.landmarks72 import from_ibug68
 from comfyui_facesnap.models.face_analysis.record import FaceRecord
 

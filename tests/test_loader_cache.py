@@ -9,8 +9,9 @@ import sys
 import weakref
 
 import pytest
-from test_hostile_inputs import Session, host, loader_prompt, write_ict_npz  # noqa: F401  (shared fixtures)
+
 from comfyui_facesnap.devkit.comfy_host import cached_output
+from test_hostile_inputs import Session, host, loader_prompt, write_ict_npz  # noqa: F401  (shared fixtures)
 
 pytestmark = pytest.mark.comfy
 

@@ -12,11 +12,20 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from comfy_test_nodes.tiny_models import tiny_face_features, tiny_facesnap_models
-from identity_graphs import add_apply, add_injector, add_loader, base_graph, cached, latent, pack_module
 from comfyui_facesnap.devkit.comfy_host import comfyui_version
-from managed_weights_helpers import (assert_comfy_layers, assert_released, assert_streamed, expected_dtypes,
-                                     force_partial_load, is_loaded, record_forwards, storage_sample_errors)
+from identity_graphs import add_apply, add_injector, add_loader, base_graph, cached, latent, pack_module
+from managed_weights_helpers import (
+    assert_comfy_layers,
+    assert_released,
+    assert_streamed,
+    expected_dtypes,
+    force_partial_load,
+    is_loaded,
+    record_forwards,
+    storage_sample_errors,
+)
 from test_operations import LAYER_TYPES, ffrnet_outputs, layers_and_raw_parameters
 
 pytestmark = pytest.mark.comfy

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from identity_graphs import add_apply, add_injector, add_loader, add_model_node, base_graph, latent, pack_module
 from instantid_graphs import add_apply_instantid, add_encode, add_instantid_loader
-
 from test_identity_nodes import host as identity_host  # noqa: F401  (the FaceSnap + InstantID host fixture)
 
 pytestmark = pytest.mark.comfy
@@ -34,8 +34,9 @@ ARTIST_NODES = {
 
 @pytest.fixture(scope="module")
 def host(identity_host, tmp_path_factory):  # noqa: F811
-    import folder_paths
     from safetensors.torch import save_file
+
+    import folder_paths
 
     from comfy_test_nodes.tiny_models import tiny_lora
 

@@ -11,6 +11,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 import pytest
+
 from comfyui_facesnap.models.face_analysis import openpose_face as op
 from face_points import mean_face, random_points
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from comfy_test_nodes.tiny_models import tiny_conditioning, tiny_face_features
+from comfyui_facesnap.devkit.comfy_host import cached_output
 from identity_graphs import add_apply, add_loader, add_stock_controlnet, base_graph, cached, pack_module
 from instantid_graphs import add_apply_instantid, add_encode, add_instantid_loader
-
-from comfyui_facesnap.devkit.comfy_host import cached_output
 from test_identity_nodes import host  # noqa: F401  (the same FaceSnap + InstantID host fixture)
 
 pytestmark = pytest.mark.comfy

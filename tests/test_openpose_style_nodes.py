@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import pytest
+
 from comfyui_facesnap.devkit.comfy_host import cached_output
 
 pytestmark = pytest.mark.comfy
@@ -149,9 +150,8 @@ def test_predictor_openpose_control_image_is_the_convention_pixel_for_pixel(pred
 
 
 def test_draw_landmarks_dwpose_face_is_the_preprocessor_drawing_pixel_for_pixel(host):
-    from dwpose_reference import face_drawing
-
     from comfyui_facesnap.models.face_analysis.landmark_views import faces_to_landmarks
+    from dwpose_reference import face_drawing
 
     width, height = 640, 512
     executor = host.run(draw_graph(frame="crop", width=width, height=height, style="dwpose_face"))

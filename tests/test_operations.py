@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
 from comfyui_facesnap.devkit.comfy_host import streamable_layers
-from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 from comfyui_facesnap.models.common.operations import TORCH_OPS, MultiheadAttention, resolve_operations
+from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
+from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 
 LAYER_TYPES = (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm)
 # raw parameters (not inside a layer) that the forward casts to the input's device and dtype

@@ -7,12 +7,36 @@ from __future__ import annotations
 
 import pytest
 import torch
-from identity_graphs import (add_stock_controlnet, base_graph, cached, latent, pack_module, sdxl_attn2_keys,
-                             sdxl_meta_patcher, setup_face_pipeline)
-from instantid_graphs import add_apply_instantid, add_encode, add_faces, add_instantid_loader, use_identity_folder
-from instantid_graphs import register_instantid_folders
-from pulid_graphs import (EVA_FILE, PARSER_FILE, V1_1_FILE, V1_FILE, add_apply_pulid, add_feature_loaders,
-                          add_pulid_encode, add_pulid_loader, register_pulid_folders)
+
+from identity_graphs import (
+    add_stock_controlnet,
+    base_graph,
+    cached,
+    latent,
+    pack_module,
+    sdxl_attn2_keys,
+    sdxl_meta_patcher,
+    setup_face_pipeline,
+)
+from instantid_graphs import (
+    add_apply_instantid,
+    add_encode,
+    add_faces,
+    add_instantid_loader,
+    register_instantid_folders,
+    use_identity_folder,
+)
+from pulid_graphs import (
+    EVA_FILE,
+    PARSER_FILE,
+    V1_1_FILE,
+    V1_FILE,
+    add_apply_pulid,
+    add_feature_loaders,
+    add_pulid_encode,
+    add_pulid_loader,
+    register_pulid_folders,
+)
 from test_instantid_comfy import TINY_SITES, layer_calls, per_unet_call  # noqa: F401  (layer_calls: a fixture)
 
 pytestmark = pytest.mark.comfy
@@ -81,14 +105,15 @@ def test_full_size_pulid_patches_all_70_sdxl_cross_attentions(host, version):
 def test_encode_is_the_models_pipeline_on_the_crop_nodes_face(host, version):
     """The node's tokens equal the models-layer pipeline run by hand on the crop node's face: aligned from the photo
     with its five keypoints, parsed, grey on white, EVA-CLIP, the ID encoder with the raw ArcFace embedding."""
+    import folder_paths
+
+    from comfyui_facesnap.devkit.comfy_host import cached_output
     from comfyui_facesnap.models.face_analysis.face_parsing import load_face_parser
-    from comfyui_facesnap.models.identity.reference_faces import arcface_embeddings
     from comfyui_facesnap.models.identity.pulid.eva_clip_vision import eva_clip_input
     from comfyui_facesnap.models.identity.pulid.eva_clip_weights import load_eva_clip_vision
     from comfyui_facesnap.models.identity.pulid.face_input import pulid_face_images
     from comfyui_facesnap.models.identity.pulid.weights import load_pulid
-    from comfyui_facesnap.devkit.comfy_host import cached_output
-    import folder_paths
+    from comfyui_facesnap.models.identity.reference_faces import arcface_embeddings
 
     g = pulid_graph(VERSIONS[version], person="t1")
     executor = host.run(g)
@@ -332,7 +357,8 @@ def test_other_weights_apply_with_the_advanced_option(host):
 @pytest.mark.parametrize("case", ["instantid as pulid", "pulid as eva", "eva as parser", "hostile pickle"])
 def test_wrong_files_are_named_by_the_loaders(host, tmp_path, case):
     import folder_paths
-    from test_instantid_weights import _Payload, _flat, published_shapes, write_sparse_safetensors
+
+    from test_instantid_weights import _flat, _Payload, published_shapes, write_sparse_safetensors
 
     g = pulid_graph()
     marker = tmp_path / "pwned"
@@ -385,6 +411,7 @@ def test_full_size_published_files_load_through_the_loader_nodes(host, tmp_path,
     EVA02_CLIP_L_336_psz14_s6B.pt with the official CLIP's names and shapes, and facexlib's parser, through the
     three loader nodes."""
     import folder_paths
+
     from reference_fixtures import load_reference
     from test_eva_clip_weights import zeros
     from test_pulid_weights import write_published

@@ -17,11 +17,15 @@ import torch.nn.functional as F
 from comfyui_facesnap.devkit import pulid_reference_cases as cases
 from comfyui_facesnap.devkit.seeded_weights import seeded_state
 from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayer, ip_attention, mask_to_tokens
-from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
 from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1, PuLIDAdapter, id_features
-from comfyui_facesnap.models.identity.pulid.id_attention import (SHARE_CUBIQ, SHARE_OFFICIAL, append_zero_tokens,
-                                                                 id_attention_layer)
+from comfyui_facesnap.models.identity.pulid.id_attention import (
+    SHARE_CUBIQ,
+    SHARE_OFFICIAL,
+    append_zero_tokens,
+    id_attention_layer,
+)
 from comfyui_facesnap.models.identity.pulid.weights import official_name, pack_name
+from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "pulid_reference.safetensors"
 TINY_UNET = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1], "transformer_depth": [0, 1],

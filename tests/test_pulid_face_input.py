@@ -13,11 +13,22 @@ import torch
 from comfyui_facesnap.devkit.seeded_weights import bisenet_spec, fingerprint, seeded_tensors
 from comfyui_facesnap.models.errors import InvalidInputError
 from comfyui_facesnap.models.face_analysis.align import FFHQ_512, ffhq_matrix, transform_points
-from comfyui_facesnap.models.face_analysis.face_parsing import (IMAGENET_MEAN, IMAGENET_STD, LABELS, build_face_parser,
-                                                                expected_shapes, parse_faces)
+from comfyui_facesnap.models.face_analysis.face_parsing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LABELS,
+    build_face_parser,
+    expected_shapes,
+    parse_faces,
+)
 from comfyui_facesnap.models.identity.pulid.eva_clip_vision import eva_clip_input, l2_normalise
-from comfyui_facesnap.models.identity.pulid.face_input import (PULID_BACKGROUND, aligned_faces, pulid_face_images,
-                                                               to_gray, whiten_background)
+from comfyui_facesnap.models.identity.pulid.face_input import (
+    PULID_BACKGROUND,
+    aligned_faces,
+    pulid_face_images,
+    to_gray,
+    whiten_background,
+)
 from reference_fixtures import load_reference
 
 FACE_FIXTURE = "pulid_face_input_reference.safetensors"

@@ -7,9 +7,16 @@ import torch
 from comfyui_facesnap.models.errors import InvalidInputError
 from comfyui_facesnap.models.identity.ip_attention import IPAttentionLayer, ip_attention
 from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1, PuLIDAdapter, id_features
-from comfyui_facesnap.models.identity.pulid.id_attention import (METHODS, SHARE_CUBIQ, SHARE_OFFICIAL, V1_1_DEFAULT,
-                                                                 IDAttentionMode, append_zero_tokens, id_attention,
-                                                                 id_attention_layer)
+from comfyui_facesnap.models.identity.pulid.id_attention import (
+    METHODS,
+    SHARE_CUBIQ,
+    SHARE_OFFICIAL,
+    V1_1_DEFAULT,
+    IDAttentionMode,
+    append_zero_tokens,
+    id_attention,
+    id_attention_layer,
+)
 from comfyui_facesnap.models.identity.pulid.id_encoder import IDEncoder, IDEncoderConfig
 from comfyui_facesnap.models.identity.pulid.id_former import IDFormer, IDFormerConfig
 from test_pulid_weights import TINY, tiny_adapter, tiny_features

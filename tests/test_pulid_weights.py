@@ -9,15 +9,32 @@ import torch
 
 from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.models.identity.instantid.weights import load_instantid
-from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG
-from comfyui_facesnap.models.identity.pulid.adapter import (PULID_V1_1_ENCODER, PULID_V1_ENCODER, V1, V1_1,
-                                                            PuLIDAdapter, default_config)
+from comfyui_facesnap.models.identity.pulid.adapter import (
+    PULID_V1_1_ENCODER,
+    PULID_V1_ENCODER,
+    V1,
+    V1_1,
+    PuLIDAdapter,
+    default_config,
+)
 from comfyui_facesnap.models.identity.pulid.id_encoder import IDEncoderConfig
 from comfyui_facesnap.models.identity.pulid.id_former import IDFormerConfig
-from comfyui_facesnap.models.identity.pulid.weights import (check_pulid_file, expected_shapes, load_pulid,
-                                                            official_name, read_pulid)
-from test_instantid_weights import (_Payload, _flat, published_shapes, sd15_ip_adapter_shapes, write_sparse_safetensors,
-                                    zero_views)
+from comfyui_facesnap.models.identity.pulid.weights import (
+    check_pulid_file,
+    expected_shapes,
+    load_pulid,
+    official_name,
+    read_pulid,
+)
+from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG
+from test_instantid_weights import (
+    _flat,
+    _Payload,
+    published_shapes,
+    sd15_ip_adapter_shapes,
+    write_sparse_safetensors,
+    zero_views,
+)
 
 TINY_UNET = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1], "transformer_depth": [0, 1],
              "transformer_depth_middle": 1, "transformer_depth_output": [0, 0, 1, 1]}

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from identity_graphs import add_apply, add_injector, add_loader, base_graph, cached
 from instantid_graphs import add_apply_instantid, add_encode, add_instantid_loader
-
 from test_identity_nodes import host  # noqa: F401  (the FaceSnap + InstantID host fixture)
 
 pytestmark = pytest.mark.comfy

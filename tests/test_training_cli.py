@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import COMFY, PACK_ROOT
 from training_fixtures import write_synthetic_shards, write_tiny_identitynet, write_tiny_ip_adapter
 

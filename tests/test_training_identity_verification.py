@@ -4,12 +4,17 @@ import json
 
 import numpy as np
 import pytest
-from training_fixtures import single_thread, write_synthetic_shards  # noqa: F401 (autouse fixture)
 
 from comfyui_facesnap.training.data import ShardDataset
-from comfyui_facesnap.training.identity_verification import (VERIFICATION_FILE, representative, spherical_kmeans,
-                                                             verify, verify_shards)
+from comfyui_facesnap.training.identity_verification import (
+    VERIFICATION_FILE,
+    representative,
+    spherical_kmeans,
+    verify,
+    verify_shards,
+)
 from comfyui_facesnap.training.shards import SHARD_PATTERN, ShardWriter, index_shard, read_sample
+from training_fixtures import single_thread, write_synthetic_shards  # noqa: F401 (autouse fixture)
 
 
 def _near(centre: np.ndarray, count: int, spread: float, rng) -> list[np.ndarray]:

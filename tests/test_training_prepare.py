@@ -8,8 +8,8 @@ import tarfile
 import cv2
 import numpy as np
 import pytest
-from comfyui_facesnap.devkit.onnx_antelopev2 import antelopev2_folder, make_antelopev2
 
+from comfyui_facesnap.devkit.onnx_antelopev2 import antelopev2_folder, make_antelopev2
 from comfyui_facesnap.models.face_analysis.landmarks72 import draw_control_image
 from comfyui_facesnap.training import prepare_dataset as prep
 from comfyui_facesnap.training.shards import index_shard, list_shards, read_sample
@@ -206,7 +206,6 @@ def test_full_disk_leaves_no_finished_shard(inputs, arcface_onnx, tmp_path, monk
 def test_clip_tokens_are_precomputed_with_comfyui_clip_vision(inputs, tmp_path):
     """--clip-vision stores the penultimate CLIP tokens of the face crop (tiny CLIP-vision: 5 x 32 instead of 257 x 1280)."""
     from comfy_test_nodes.tiny_models import tiny_clip_vision
-
     from comfyui_facesnap.models.face_analysis import load_analyzer
     from comfyui_facesnap.training.clip_tokens import ClipTokenEncoder
 

@@ -4,6 +4,9 @@ import math
 
 import pytest
 import torch
+
+from comfyui_facesnap.models.errors import ModelFileError
+from comfyui_facesnap.training.losses import masked_diffusion_loss
 from test_identity_workflow import graph, host  # noqa: F401  (the identity workflow's host fixture, reused)
 from training_fixtures import (  # noqa: F401 (autouse fixture)
     single_thread,
@@ -11,9 +14,6 @@ from training_fixtures import (  # noqa: F401 (autouse fixture)
     train_killed_then_resumed,
     write_synthetic_shards,
 )
-
-from comfyui_facesnap.models.errors import ModelFileError
-from comfyui_facesnap.training.losses import masked_diffusion_loss
 
 pytestmark = pytest.mark.comfy
 
@@ -202,9 +202,10 @@ def test_face_gate_zeroes_the_id_loss_where_no_face_is_found(shards, tmp_path):
 @pytest.mark.slow
 def test_exported_weights_sample_through_ksampler(trained, host, tmp_path):
     """The full round trip: trainer checkpoint -> export -> FaceSnapModelLoader -> FFRNet + ID-Injector -> KSampler."""
-    import folder_paths
     import numpy as np
     from PIL import Image
+
+    import folder_paths
 
     from comfyui_facesnap.training.export import export
 

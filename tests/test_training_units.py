@@ -5,10 +5,10 @@ import pathlib
 
 import pytest
 import torch
-from training_fixtures import single_thread, write_synthetic_shards  # noqa: F401 (autouse fixture)
 
 from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.training.config import load_config
+from training_fixtures import single_thread, write_synthetic_shards  # noqa: F401 (autouse fixture)
 
 
 def test_config_presets_overrides_and_typos(tmp_path):

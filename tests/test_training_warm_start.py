@@ -5,6 +5,10 @@ import math
 
 import pytest
 import torch
+
+from comfyui_facesnap.models.errors import ModelFileError
+from comfyui_facesnap.training.config import CONFIG_DIR, DistillConfig, load_config
+from comfyui_facesnap.training.warm_start import distill_weight, distillation_loss, raw_arcface
 from training_fixtures import (  # noqa: F401 (autouse fixture)
     single_thread,
     tiny_config,
@@ -13,10 +17,6 @@ from training_fixtures import (  # noqa: F401 (autouse fixture)
     write_tiny_identitynet,
     write_tiny_ip_adapter,
 )
-
-from comfyui_facesnap.models.errors import ModelFileError
-from comfyui_facesnap.training.config import CONFIG_DIR, DistillConfig, load_config
-from comfyui_facesnap.training.warm_start import distill_weight, distillation_loss, raw_arcface
 
 pytestmark = pytest.mark.comfy
 

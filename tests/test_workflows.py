@@ -22,6 +22,7 @@ PACK_PREFIXES = ("FaceSnap", "ApplyFaceSnap", "DiffPC")
 def host_info(comfy_host, tmp_path_factory):
     """(host, object_info) with stand-in model files and the example photos in place."""
     import nodes
+
     from comfyui_facesnap.devkit.ui_workflow import object_info
     from comfyui_facesnap.devkit.workflow_files import populate_inputs, stand_in_models
 

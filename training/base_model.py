@@ -125,9 +125,11 @@ def load_checkpoint(path: str) -> FrozenBase:
         raise _not_sdxl(path, "no known diffusion model was detected")
     if not isinstance(config, comfy.supported_models.SDXL):
         raise _not_sdxl(path, f"detected {type(config).__name__}")
-    patcher, clip, vae, _ = comfy.sd.load_state_dict_guess_config(sd, output_vae=True, output_clip=True, metadata=metadata)
+    patcher, clip, vae, _ = comfy.sd.load_state_dict_guess_config(sd, output_vae=True, output_clip=True,
+                                                                  metadata=metadata)
     if clip is None or vae is None:
-        raise ModelFileError(f"{path} has no text encoders or no VAE", "use a full SDXL checkpoint, not a UNet-only file")
+        raise ModelFileError(f"{path} has no text encoders or no VAE",
+                             "use a full SDXL checkpoint, not a UNet-only file")
     _check_sdxl_model(patcher.model, path)
     return _frozen(patcher.model, TextEncoder(clip), vae)
 
@@ -138,9 +140,11 @@ def load_diffusers_folder(path: str) -> FrozenBase:
     root = pathlib.Path(path)
     config_file = root / "unet" / "config.json"
     if not config_file.is_file():
-        raise ModelFileError(f"{config_file} not found", "point base.path at a diffusers folder (model_index.json, unet/, vae/, ...)")
+        raise ModelFileError(f"{config_file} not found",
+                             "point base.path at a diffusers folder (model_index.json, unet/, vae/, ...)")
     unet_cfg = json.loads(config_file.read_text())
-    if unet_cfg.get("addition_embed_type") != "text_time" or unet_cfg.get("cross_attention_dim") != 2048 or unet_cfg.get("in_channels") != 4:
+    if (unet_cfg.get("addition_embed_type") != "text_time" or unet_cfg.get("cross_attention_dim") != 2048
+            or unet_cfg.get("in_channels") != 4):
         raise _not_sdxl(root, f"unet/config.json: cross_attention_dim={unet_cfg.get('cross_attention_dim')}, "
                               f"addition_embed_type={unet_cfg.get('addition_embed_type')}")
     patcher, clip, vae = comfy.diffusers_load.load_diffusers(str(root), output_vae=True, output_clip=True)
@@ -216,7 +220,8 @@ def build_tiny_base(seed: int = 0) -> FrozenBase:
     for module in (model, codec):
         module.requires_grad_(False).eval()
     calibrate_latent_scale_(codec, calibration_images(seed=seed))
-    return FrozenBase(model=model, text=HashedTextEncoder(TINY_UNET["context_dim"], seed), codec=codec, unet_config=dict(TINY_UNET))
+    return FrozenBase(model=model, text=HashedTextEncoder(TINY_UNET["context_dim"], seed), codec=codec,
+                      unet_config=dict(TINY_UNET))
 
 
 def load_base(kind: str, path: str = "", seed: int = 0) -> FrozenBase:

@@ -47,7 +47,8 @@ def _flatten_optimizer(state: dict) -> tuple[dict, dict]:
 def _unflatten_optimizer(tensors: dict, meta: dict) -> dict:
     state = {}
     for pid, entries in meta["state"].items():
-        state[int(pid)] = {name: tensors[f"{pid}.{name}"] if value == "__tensor__" else value for name, value in entries.items()}
+        state[int(pid)] = {name: tensors[f"{pid}.{name}"] if value == "__tensor__" else value
+                           for name, value in entries.items()}
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
@@ -104,7 +105,8 @@ def _fsdp(accelerator) -> bool:
     return accelerator.distributed_type == DistributedType.FSDP
 
 
-def save_checkpoint(accelerator, output_dir: str, step: int, model, optimizer, scheduler, ema, state: dict, keep: int) -> pathlib.Path:
+def save_checkpoint(accelerator, output_dir: str, step: int, model, optimizer, scheduler, ema, state: dict,
+                    keep: int) -> pathlib.Path:
     root = checkpoint_dir(output_dir)
     name = f"step_{step:08d}"
     final, tmp = root / name, root / f"{name}.tmp"
@@ -126,7 +128,8 @@ def save_checkpoint(accelerator, output_dir: str, step: int, model, optimizer, s
     save_file(rng_tensors, str(tmp / f"rng_rank{accelerator.process_index}.safetensors"))
     _atomic_text(tmp / f"rng_rank{accelerator.process_index}.json", json.dumps(rng_meta))
     if accelerator.is_main_process:
-        save_file({k: v.detach().contiguous().cpu() for k, v in full_weights.items()}, str(tmp / "trainable.safetensors"))
+        save_file({k: v.detach().contiguous().cpu() for k, v in full_weights.items()},
+                  str(tmp / "trainable.safetensors"))
         if ema is not None:  # full shapes, for export
             save_file({k: v.contiguous().cpu() for k, v in full_ema.items()}, str(tmp / "ema.safetensors"))
         if not sharded:
@@ -153,8 +156,9 @@ def load_checkpoint(accelerator, path: pathlib.Path, model, optimizer, scheduler
     """Restore weights, optimizer, scheduler, EMA and this rank's RNG; returns state.json."""
     state = json.loads((path / "state.json").read_text())
     if state["world_size"] != accelerator.num_processes:
-        raise RuntimeError(f"{path} was written by {state['world_size']} processes, this run has {accelerator.num_processes}: "
-                           "the data order would differ; resume with the same number of processes")
+        raise RuntimeError(f"{path} was written by {state['world_size']} processes, this run has "
+                           f"{accelerator.num_processes}: the data order would differ; resume with the same number of "
+                           "processes")
     if _sharded(accelerator):
         accelerator.load_state(str(path / "engine"))  # weights, sharded optimizer, scheduler
     else:
@@ -166,5 +170,6 @@ def load_checkpoint(accelerator, path: pathlib.Path, model, optimizer, scheduler
     ema_file = path / (f"ema_rank{rank}.safetensors" if _fsdp(accelerator) else "ema.safetensors")
     if ema is not None and ema_file.exists():
         ema.load_state_dict(load_file(str(ema_file)))
-    set_rng_state(load_file(str(path / f"rng_rank{rank}.safetensors")), json.loads((path / f"rng_rank{rank}.json").read_text()))
+    set_rng_state(load_file(str(path / f"rng_rank{rank}.safetensors")),
+                  json.loads((path / f"rng_rank{rank}.json").read_text()))
     return state

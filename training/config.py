@@ -106,7 +106,8 @@ def _build(cls, data: dict, where: str):
         raise ValueError(f"unknown key(s) in {where}: {sorted(unknown)}; allowed: {sorted(names)}")
     kwargs = {}
     for key, value in data.items():
-        default = names[key].default_factory() if names[key].default_factory is not dataclasses.MISSING else names[key].default
+        default = (names[key].default_factory() if names[key].default_factory is not dataclasses.MISSING
+                   else names[key].default)
         if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value or {}, f"{where}.{key}")
         elif isinstance(default, tuple):

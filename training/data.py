@@ -23,9 +23,11 @@ class ShardDataset(torch.utils.data.Dataset):
     def __init__(self, root: str, resolution: int, reference: str = "self", seed: int = 0):
         shards = require_shards(root)
         rejected = rejected_ids(root)  # Diff-PC's ID verification, when `facesnap_train.py verify-ids` ran
-        self.samples = [ref for shard in shards for ref in index_shard(shard) if sample_id(shard, ref.key) not in rejected]
+        self.samples = [ref for shard in shards for ref in index_shard(shard)
+                        if sample_id(shard, ref.key) not in rejected]
         if not self.samples:
-            raise ValueError(f"every sample in {root} was rejected by {VERIFICATION_FILE}; re-run verify-ids with a lower threshold")
+            raise ValueError(f"every sample in {root} was rejected by {VERIFICATION_FILE}; "
+                             "re-run verify-ids with a lower threshold")
         self.resolution = resolution
         self.reference = reference
         self.seed = seed
@@ -111,7 +113,8 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
 
     def __init__(self, size: int, batch_size: int, seed: int, world_size: int = 1, rank: int = 0, start: int = 0):
         if size < batch_size * world_size:
-            raise ValueError(f"the dataset has {size} samples, fewer than one global batch ({batch_size} x {world_size})")
+            raise ValueError(f"the dataset has {size} samples, fewer than one global batch "
+                             f"({batch_size} x {world_size})")
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.world_size, self.rank, self.start = world_size, rank, start
 
@@ -131,7 +134,8 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
             step += 1
 
 
-def make_loader(dataset: ShardDataset, batch_size: int, seed: int, world_size: int, rank: int, start: int, num_workers: int):
+def make_loader(dataset: ShardDataset, batch_size: int, seed: int, world_size: int, rank: int, start: int,
+                num_workers: int):
     sampler = ResumableBatchSampler(len(dataset), batch_size, seed, world_size, rank, start)
     # An own generator: creating the iterator must not draw from the global RNG, or a resumed run would diverge.
     generator = torch.Generator().manual_seed(seed + rank)

@@ -17,9 +17,9 @@ def fill_deepspeed_config(plugin, cfg: Config, accelerate_accumulation: int) -> 
     the Accelerator ended up with: an accelerate launch setting overrides the value the trainer passed."""
     t = cfg.train
     if accelerate_accumulation != t.gradient_accumulation_steps:
-        raise ValueError(f"the accelerate launch config sets gradient_accumulation_steps={accelerate_accumulation}, the "
-                         f"training config train.gradient_accumulation_steps={t.gradient_accumulation_steps}: remove "
-                         "it from the accelerate config (the training config sets it)")
+        raise ValueError(f"the accelerate launch config sets gradient_accumulation_steps={accelerate_accumulation}, "
+                         f"the training config train.gradient_accumulation_steps={t.gradient_accumulation_steps}: "
+                         "remove it from the accelerate config (the training config sets it)")
     config = plugin.deepspeed_config
     wanted = {"train_micro_batch_size_per_gpu": cfg.data.batch_size,
               "gradient_accumulation_steps": t.gradient_accumulation_steps,

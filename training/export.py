@@ -20,7 +20,8 @@ def resolve_checkpoint(path: str) -> pathlib.Path:
         return p
     latest = latest_checkpoint(str(p))
     if latest is None:
-        raise FileNotFoundError(f"{path} is neither a trainer checkpoint (state.json) nor an output dir with checkpoints/latest")
+        raise FileNotFoundError(f"{path} is neither a trainer checkpoint (state.json) nor an output dir with "
+                                "checkpoints/latest")
     return latest
 
 
@@ -41,7 +42,8 @@ def export(checkpoint: str, output: str, use_ema: bool = True, include_backbone:
     metadata = {
         "trained_steps": state["step"],
         "weights": source,
-        "base": state["config"]["base"]["kind"] + (":" + pathlib.Path(state["config"]["base"]["path"]).name if state["config"]["base"]["path"] else ""),
+        "base": state["config"]["base"]["kind"] + (":" + pathlib.Path(state["config"]["base"]["path"]).name
+                                                   if state["config"]["base"]["path"] else ""),
         "training_config": json.dumps(state["config"]),
     }
     out = pathlib.Path(output)

@@ -70,7 +70,8 @@ def _square_crop(image: np.ndarray, center: np.ndarray, side: float, out: int) -
     return cv2.warpAffine(image, m, (out, out), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT_101), m
 
 
-def make_crop(rgb: np.ndarray, bbox: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, cfg: CropConfig, rng: np.random.Generator) -> FaceCrop:
+def make_crop(rgb: np.ndarray, bbox: np.ndarray, landmarks: np.ndarray, kps5: np.ndarray, cfg: CropConfig,
+              rng: np.random.Generator) -> FaceCrop:
     """Sample one augmented crop, or raise ``SkipImage`` when the photo cannot satisfy the filters."""
     import cv2
 
@@ -82,7 +83,8 @@ def make_crop(rgb: np.ndarray, bbox: np.ndarray, landmarks: np.ndarray, kps5: np
     upper = min(cfg.max_face_fraction, face_area / float(cfg.min_short_side) ** 2)
     if upper < cfg.min_face_fraction:
         raise SkipImage("face too small", f"face box {face_w:.0f}x{face_h:.0f} px")
-    fraction = float(np.exp(rng.uniform(np.log(cfg.min_face_fraction * 1.05), np.log(upper)))) if upper > cfg.min_face_fraction * 1.05 else upper
+    fraction = (float(np.exp(rng.uniform(np.log(cfg.min_face_fraction * 1.05), np.log(upper))))
+                if upper > cfg.min_face_fraction * 1.05 else upper)
     side = np.sqrt(face_area / fraction)
     free = max(0.0, side - max(face_w, face_h)) / 2
     center = np.array([(x1 + x2) / 2, (y1 + y2) / 2]) + rng.uniform(-1, 1, 2) * cfg.max_shift * free
@@ -91,11 +93,14 @@ def make_crop(rgb: np.ndarray, bbox: np.ndarray, landmarks: np.ndarray, kps5: np
     cover_h = min(height, center[1] + side / 2) - max(0.0, center[1] - side / 2)
     short_side = float(min(cover_w, cover_h))
     if short_side < cfg.min_short_side:
-        raise SkipImage("crop short side < 256" if cfg.min_short_side == 256 else "crop too small", f"{short_side:.0f} px on the photo")
+        raise SkipImage("crop short side < 256" if cfg.min_short_side == 256 else "crop too small",
+                        f"{short_side:.0f} px on the photo")
     rotation = float(rng.uniform(-cfg.max_rotation, cfg.max_rotation))
     matrix = cv2.getRotationMatrix2D((float(center[0]), float(center[1])), rotation, cfg.size / side)
     matrix[:, 2] += cfg.size / 2 - center
-    image = cv2.warpAffine(rgb, matrix, (cfg.size, cfg.size), flags=cv2.INTER_AREA if side > cfg.size else cv2.INTER_CUBIC, borderMode=PAD_MODES[cfg.pad_mode])
+    image = cv2.warpAffine(rgb, matrix, (cfg.size, cfg.size),
+                           flags=cv2.INTER_AREA if side > cfg.size else cv2.INTER_CUBIC,
+                           borderMode=PAD_MODES[cfg.pad_mode])
     pts = _apply(matrix, landmarks)
     corners = _apply(matrix, _box_corners(bbox))
     new_bbox = np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32)
@@ -108,4 +113,5 @@ def make_crop(rgb: np.ndarray, bbox: np.ndarray, landmarks: np.ndarray, kps5: np
     face_center = (new_bbox[:2] + new_bbox[2:]) / 2
     face, face_matrix = _square_crop(image, face_center, cfg.face_crop_scale * face_side, cfg.face_crop_size)
     crop_kps = _apply(matrix, kps5)
-    return FaceCrop(image, mask, face, pts, crop_kps, _apply(face_matrix, crop_kps), new_bbox, matrix.astype(np.float32), face_fraction, short_side, rotation)
+    return FaceCrop(image, mask, face, pts, crop_kps, _apply(face_matrix, crop_kps), new_bbox,
+                    matrix.astype(np.float32), face_fraction, short_side, rotation)

@@ -29,7 +29,8 @@ class IBasicBlock(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes, eps=1e-5)
         self.downsample = None
         if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes, eps=1e-5))
+            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
+                                            nn.BatchNorm2d(planes, eps=1e-5))
 
     def forward(self, x):
         out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
@@ -44,7 +45,7 @@ class IResNet(nn.Module):
         self.prelu = nn.PReLU(width)
         planes = [width, 2 * width, 4 * width, 8 * width]
         inplanes = width
-        for i, (n, p) in enumerate(zip(layers, planes), start=1):
+        for i, (n, p) in enumerate(zip(layers, planes, strict=True), start=1):
             blocks = [IBasicBlock(inplanes, p, 2)] + [IBasicBlock(p, p, 1) for _ in range(n - 1)]
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
             inplanes = p
@@ -97,7 +98,8 @@ def align_faces(images: torch.Tensor, kps5: torch.Tensor, size: int = 112) -> to
     inv = torch.linalg.inv(full)[:, :2]  # aligned px -> image px
     # affine_grid works in normalised coordinates (align_corners=False): x_px = ((x_n + 1) * W - 1) / 2
     to_norm_in = torch.tensor([[2.0 / w, 0, 1.0 / w - 1], [0, 2.0 / h, 1.0 / h - 1], [0, 0, 1]]).to(m)
-    from_norm_out = torch.tensor([[size / 2.0, 0, (size - 1) / 2.0], [0, size / 2.0, (size - 1) / 2.0], [0, 0, 1]]).to(m)
+    from_norm_out = torch.tensor([[size / 2.0, 0, (size - 1) / 2.0], [0, size / 2.0, (size - 1) / 2.0],
+                                  [0, 0, 1]]).to(m)
     inv3 = torch.cat([inv, torch.tensor([0.0, 0.0, 1.0]).to(m).expand(b, 1, 3)], 1)
     theta = (to_norm_in @ inv3 @ from_norm_out)[:, :2]
     grid = F.affine_grid(theta, (b, 3, size, size), align_corners=False)

@@ -1,4 +1,5 @@
-"""FFRNet's starting point: a copy of the SDXL UNet encoder (as ControlNets are made), or an existing SDXL ControlNet."""
+"""FFRNet's starting point: a copy of the SDXL UNet encoder (as ControlNets are made), or an existing SDXL
+ControlNet."""
 
 from __future__ import annotations
 
@@ -33,14 +34,16 @@ def ffrnet_config_from_unet(unet_config: dict, id_injector: bool) -> FFRNetConfi
     )
 
 
-def ffrnet_config_for_base(unet_config: dict, id_injector: bool, preset: str = "", overrides: dict | None = None) -> FFRNetConfig:
+def ffrnet_config_for_base(unet_config: dict, id_injector: bool, preset: str = "",
+                           overrides: dict | None = None) -> FFRNetConfig:
     """The FFRNet to train on this base: a full copy of its encoder, or the named preset's lighter transformer
     depths (``sdxl_light``), then ``overrides`` (FFRNetConfig fields) on top."""
     config = ffrnet_config_from_unet(unet_config, id_injector)
     fields = {}
     if preset:
         wanted = FFRNetConfig.preset(preset, id_injector)
-        if wanted.block_out_channels != config.block_out_channels or wanted.cross_attention_dim != config.cross_attention_dim:
+        if (wanted.block_out_channels != config.block_out_channels
+                or wanted.cross_attention_dim != config.cross_attention_dim):
             raise ValueError(f"model.ffrnet_preset {preset!r} is an SDXL layout; this base has channels "
                              f"{list(config.block_out_channels)} and context width {config.cross_attention_dim}. "
                              "Leave model.ffrnet_preset empty, or set model.ffrnet_overrides instead")
@@ -81,7 +84,8 @@ def init_from_controlnet(path: str, id_injector: bool, unet_config: dict, settin
     if ffrnet.config.cross_attention_dim != width:
         raise ModelFileError(
             f"{setting}: {path} attends to {ffrnet.config.cross_attention_dim}-wide tokens; the base UNet and the "
-            f"mixer use {width}-wide ones", "use an SDXL ControlNet (2048-wide cross-attention) such as InstantID's IdentityNet",
+            f"mixer use {width}-wide ones",
+            "use an SDXL ControlNet (2048-wide cross-attention) such as InstantID's IdentityNet",
         )
     expected = ffrnet_config_from_unet(unet_config, id_injector)
     for name, what in LAYOUT_FIELDS:

@@ -26,7 +26,8 @@ def _normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def spherical_kmeans(embeddings: np.ndarray, clusters: int, seed: int = 0, iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
+def spherical_kmeans(embeddings: np.ndarray, clusters: int, seed: int = 0,
+                     iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """k-means on the unit sphere (cosine similarity), k-means++ seeding. Returns (labels (N,), centres (k, D))."""
     x = _normalise(np.asarray(embeddings, dtype=np.float64))
     k = max(1, min(clusters, len(x)))
@@ -44,7 +45,8 @@ def spherical_kmeans(embeddings: np.ndarray, clusters: int, seed: int = 0, itera
         if np.array_equal(new_labels, labels):
             break
         labels = new_labels
-        centres = np.stack([_normalise(x[labels == c].mean(0)) if (labels == c).any() else centres[c] for c in range(len(centres))])
+        centres = np.stack([_normalise(x[labels == c].mean(0)) if (labels == c).any() else centres[c]
+                            for c in range(len(centres))])
     return labels, centres
 
 
@@ -54,7 +56,8 @@ def representative(embeddings: np.ndarray, clusters: int = 3, seed: int = 0) -> 
     return centres[np.bincount(labels, minlength=len(centres)).argmax()]
 
 
-def verify(samples: list[tuple[str, str, np.ndarray]], threshold: float = 0.7, clusters: int = 3, seed: int = 0) -> dict:
+def verify(samples: list[tuple[str, str, np.ndarray]], threshold: float = 0.7, clusters: int = 3,
+           seed: int = 0) -> dict:
     """``samples``: (sample id, identity, embedding). Returns {"rejected": {id: {...}}, "identities": {...}}.
 
     Identities with fewer than 3 embedded samples cannot form a majority and are kept unverified."""
@@ -70,7 +73,7 @@ def verify(samples: list[tuple[str, str, np.ndarray]], threshold: float = 0.7, c
         centre = representative(embeddings, clusters, seed)
         similarity = embeddings @ centre
         outliers = similarity <= threshold
-        for (sample_id, _), s, out in zip(members, similarity, outliers):
+        for (sample_id, _), s, out in zip(members, similarity, outliers, strict=True):
             if out:
                 rejected[sample_id] = {"identity": identity, "similarity": round(float(s), 4)}
         summary[identity] = {"samples": len(members), "rejected": int(outliers.sum()), "verified": True}

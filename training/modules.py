@@ -45,7 +45,8 @@ class InjectedUNet:
     def __init__(self, model, ffrnet: FFRNet | None):
         import comfy.model_patcher
 
-        patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+        patcher = comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"),
+                                                   offload_device=torch.device("cpu"))
         self.transformer_options: dict = {}
         if ffrnet is not None and ffrnet.id_injector is not None:
             from ..comfy_glue.id_injector_patch import patch_model_with_injector, unet_transformer_options
@@ -97,7 +98,8 @@ class EMA:
 
     def __init__(self, module: nn.Module, decay: float):
         self.decay = decay
-        self.shadow = {_plain_name(k): p.detach().float().clone() for k, p in module.named_parameters() if p.requires_grad}
+        self.shadow = {_plain_name(k): p.detach().float().clone() for k, p in module.named_parameters()
+                       if p.requires_grad}
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:

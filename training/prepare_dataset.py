@@ -243,7 +243,8 @@ def prepare(cfg: PrepConfig, progress: bool = True) -> Counter:
     planned = plan_shards(images, cfg)
     todo = {i: group for i, group in planned.items() if not (out / SHARD_PATTERN.format(i)).exists()}
     done_images = sum(len(g) for i, g in planned.items() if i not in todo)
-    bar = tqdm(total=sum(len(g) for g in planned.values()), initial=done_images, disable=not progress, unit="img", desc="prepare")
+    bar = tqdm(total=sum(len(g) for g in planned.values()), initial=done_images, disable=not progress, unit="img",
+               desc="prepare")
     if cfg.workers <= 1:
         for shard_id, items in todo.items():
             counts = write_shard(shard_id, items, cfg)
@@ -275,17 +276,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder for shard-NNNNNN.tar files")
     parser.add_argument("--identity-from", choices=["none", "folder", "csv"], default=d.identity_from)
     parser.add_argument("--csv", dest="csv_path", default="", help="CSV with path, identity[, caption] columns")
-    parser.add_argument("--default-caption", default=d.default_caption, help="caption when no <image>.txt sidecar exists")
+    parser.add_argument("--default-caption", default=d.default_caption,
+                        help="caption when no <image>.txt sidecar exists")
     parser.add_argument("--images-per-shard", type=int, default=d.images_per_shard)
-    parser.add_argument("--crops-per-image", type=int, default=d.crops_per_image, help="augmented crops per photo (paper: 5)")
+    parser.add_argument("--crops-per-image", type=int, default=d.crops_per_image,
+                        help="augmented crops per photo (paper: 5)")
     parser.add_argument("--num-shards", type=int, default=1, help="number of machines sharing the work")
     parser.add_argument("--shard-index", type=int, default=0, help="this machine's index in [0, num-shards)")
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=["insightface", "dlib"], default=d.backend)
     parser.add_argument("--insightface-root", default="", help="folder holding models/antelopev2")
-    parser.add_argument("--arcface", default="", help="ArcFace ONNX (e.g. antelopev2/glintr100.onnx) for the dlib backend")
-    parser.add_argument("--clip-vision", default="", help="CLIP-ViT-H/14 safetensors: precompute the 257x1280 face tokens")
+    parser.add_argument("--arcface", default="",
+                        help="ArcFace ONNX (e.g. antelopev2/glintr100.onnx) for the dlib backend")
+    parser.add_argument("--clip-vision", default="",
+                        help="CLIP-ViT-H/14 safetensors: precompute the 257x1280 face tokens")
     parser.add_argument("--size", type=int, default=c.size)
     parser.add_argument("--max-rotation", type=float, default=c.max_rotation)
     parser.add_argument("--pad-mode", choices=sorted(["reflect", "edge", "constant"]), default=c.pad_mode)
@@ -297,7 +302,8 @@ def config_from_args(args: argparse.Namespace) -> PrepConfig:
     crop = CropConfig(size=args.size, max_rotation=args.max_rotation, pad_mode=args.pad_mode)
     return PrepConfig(
         inputs=args.inputs, output=args.output, identity_from=args.identity_from, csv_path=args.csv_path,
-        default_caption=args.default_caption, images_per_shard=args.images_per_shard, crops_per_image=args.crops_per_image,
-        num_shards=args.num_shards, shard_index=args.shard_index, workers=args.workers, seed=args.seed, backend=args.backend,
+        default_caption=args.default_caption, images_per_shard=args.images_per_shard,
+        crops_per_image=args.crops_per_image, num_shards=args.num_shards, shard_index=args.shard_index,
+        workers=args.workers, seed=args.seed, backend=args.backend,
         insightface_root=args.insightface_root, arcface=args.arcface, clip_vision=args.clip_vision, crop=crop,
     )

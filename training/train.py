@@ -50,8 +50,9 @@ def mixer_config(cfg: Config) -> MixerConfig:
 def build_trainable(cfg: Config, base: FrozenBase) -> tuple[FacialAttributeMixer, FFRNet]:
     mcfg = mixer_config(cfg)
     if mcfg.dim != base.unet_config["context_dim"]:
-        raise ValueError(f"model.mixer.dim ({mcfg.dim}) must equal the UNet cross-attention width ({base.unet_config['context_dim']}): "
-                         "FFRNet starts as a copy of the UNet encoder and attends to f_mix")
+        raise ValueError(f"model.mixer.dim ({mcfg.dim}) must equal the UNet cross-attention width "
+                         f"({base.unet_config['context_dim']}): FFRNet starts as a copy of the UNet encoder and "
+                         "attends to f_mix")
     mixer = FacialAttributeMixer(mcfg)
     if cfg.model.ffrnet_init == "unet":
         fcfg = ffrnet_config_for_base(base.unet_config, cfg.model.id_injector, cfg.model.ffrnet_preset,
@@ -82,7 +83,8 @@ def build_frozen(cfg: Config, base: FrozenBase, ffrnet: FFRNet, mcfg: MixerConfi
         from .face_recognition import load_face_model
 
         if not cfg.id_loss.face_model and cfg.id_loss.face_model_arch != "tiny":
-            raise ValueError("id_loss.face_model must name a torch ArcFace (iresnet) safetensors file; see training/README.md")
+            raise ValueError("id_loss.face_model must name a torch ArcFace (iresnet) safetensors file; "
+                             "see training/README.md")
         face_model = load_face_model(cfg.id_loss.face_model, cfg.id_loss.face_model_arch)
     if cfg.id_loss.mode == "lightning":
         lightning = InjectedUNet(load_lightning_unet(cfg.id_loss.lightning_unet), ffrnet)
@@ -103,7 +105,8 @@ def load_face_gate(cfg: Config):
 
     provider = "CUDA" if torch.cuda.is_available() else "CPU"
     root = cfg.id_loss.face_gate_root or None
-    return load_analyzer(gate, insightface_root=root, provider=provider) if gate == "insightface" else load_analyzer(gate)
+    return (load_analyzer(gate, insightface_root=root, provider=provider) if gate == "insightface"
+            else load_analyzer(gate))
 
 
 def load_lightning_unet(path: str):
@@ -132,7 +135,8 @@ class Trainer:
         out = pathlib.Path(t.output_dir)
         self.accelerator = Accelerator(
             mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
-            log_with="tensorboard", project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+            log_with="tensorboard",
+            project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
         )
         torch.manual_seed(t.seed + self.accelerator.process_index)
         check_warm_start_config(cfg)
@@ -141,7 +145,8 @@ class Trainer:
         self.mixer, self.ffrnet = build_trainable(cfg, self.base)
         self.frozen = build_frozen(cfg, self.base, self.ffrnet, self.mixer.config)
         if t.gradient_checkpointing:
-            for module in (self.base.model.diffusion_model, self.ffrnet, self.frozen.lightning and self.frozen.lightning.unet):
+            for module in (self.base.model.diffusion_model, self.ffrnet,
+                           self.frozen.lightning and self.frozen.lightning.unet):
                 if module is not None:
                     enable_gradient_checkpointing(module)
         self.model = FaceSnapTrainingModel(self.mixer, self.ffrnet)
@@ -150,8 +155,10 @@ class Trainer:
         warmup = max(1, t.warmup_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: min(1.0, (s + 1) / warmup))
         if self.accelerator.state.deepspeed_plugin is not None:
-            fill_deepspeed_config(self.accelerator.state.deepspeed_plugin, cfg, self.accelerator.gradient_accumulation_steps)
-        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer, self.scheduler)
+            fill_deepspeed_config(self.accelerator.state.deepspeed_plugin, cfg,
+                                  self.accelerator.gradient_accumulation_steps)
+        self.model, self.optimizer, self.scheduler = self.accelerator.prepare(self.model, self.optimizer,
+                                                                              self.scheduler)
         # after prepare: under FSDP each process averages its own parameter shards
         self.ema = EMA(self.accelerator.unwrap_model(self.model), t.ema_decay) if t.ema_decay > 0 else None
         self.device = self.accelerator.device
@@ -197,7 +204,7 @@ class Trainer:
 
     def _text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         drop = torch.rand(len(captions)) < self.cfg.train.text_dropout  # FaceSnap: 10 % null text
-        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist(), strict=True)]
         context, pooled = self.base.text.encode(captions)
         return context.to(self.device), pooled.to(self.device)
 
@@ -270,7 +277,8 @@ class Trainer:
             gate, detected = detection_gate(self.frozen.face_gate, images)
             kps = torch.where(gate.bool().view(-1, 1, 1), detected, kps)
             self._last_face_rate = float(gate.mean())
-        per_sample = id_loss(self.frozen.face_model, images.float(), kps, ref, batch["ref_face_kps5"].to(self.device)[keep])
+        per_sample = id_loss(self.frozen.face_model, images.float(), kps, ref,
+                             batch["ref_face_kps5"].to(self.device)[keep])
         return per_sample.mean() if gate is None else (gate * per_sample).mean()
 
     def _lightning_sample(self, shape, cond) -> torch.Tensor:
@@ -332,13 +340,15 @@ class Trainer:
                 self.ema.update(acc.unwrap_model(self.model))
             losses.append(accumulated)
             if self.step % max(1, t.log_every) == 0 or self.step == end:
-                acc.log({k: float(v) for k, v in logs.items()} | {"lr": self.scheduler.get_last_lr()[0]}, step=self.step)
+                acc.log({k: float(v) for k, v in logs.items()} | {"lr": self.scheduler.get_last_lr()[0]},
+                        step=self.step)
             if t.sample_every and self.step % t.sample_every == 0:
                 self.log_samples(batch)
             if self.step % t.checkpoint_every == 0 or self.step == end:
                 save_checkpoint(acc, t.output_dir, self.step, self.model, self.optimizer, self.scheduler, self.ema,
-                                {"micro_step": self.micro_step, "config": self.cfg.to_dict(), "model_configs": self.model_configs(),
-                                 "distill_teacher": self.frozen.teacher_key}, t.keep_checkpoints)
+                                {"micro_step": self.micro_step, "config": self.cfg.to_dict(),
+                                 "model_configs": self.model_configs(), "distill_teacher": self.frozen.teacher_key},
+                                t.keep_checkpoints)
         acc.end_training()
         return losses
 
@@ -368,7 +378,8 @@ class Trainer:
         noise = torch.randn_like(z0)
         z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
         with self.accelerator.autocast():
-            eps = self.model(self.frozen.unet, z_t, t.float(), context.to(self.device), y, sub["control"].to(self.device), ids, clip)
+            eps = self.model(self.frozen.unet, z_t, t.float(), context.to(self.device), y,
+                             sub["control"].to(self.device), ids, clip)
         x0 = self.base.codec.decode(predicted_x0(z_t, eps.float(), self.alphas[t]))
         grid = torch.cat([(pixels + 1) / 2, sub["control"].to(self.device), (x0 + 1) / 2], dim=3)  # side by side
         tracker = self.accelerator.get_tracker("tensorboard", unwrap=True)

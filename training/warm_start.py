@@ -41,8 +41,9 @@ def check_warm_start_config(cfg: Config) -> None:
     m, d = cfg.model, cfg.distill
     init = m.ffrnet_init
     if init == "instantid" and not m.instantid_controlnet:
-        raise ValueError("model.ffrnet_init is instantid but model.instantid_controlnet is empty: set it to InstantID's "
-                         "IdentityNet (the ControlNetModel folder, or its diffusion_pytorch_model.safetensors)")
+        raise ValueError("model.ffrnet_init is instantid but model.instantid_controlnet is empty: set it to "
+                         "InstantID's IdentityNet (the ControlNetModel folder, or its "
+                         "diffusion_pytorch_model.safetensors)")
     if init not in FFRNET_INIT_KEYWORDS and not os.path.exists(init):
         raise ValueError(f"model.ffrnet_init must be unet, instantid or the path of a diffusers SDXL ControlNet; "
                          f"{init!r} is neither a keyword nor an existing path")
@@ -65,9 +66,9 @@ def resampler_config(cfg: Config, mixer: MixerConfig) -> ResamplerConfig:
     many tokens, as wide, as the mixer."""
     config = ResamplerConfig.tiny(mixer.dim) if cfg.model.mixer_preset == "tiny" else ResamplerConfig.instantid()
     if (mixer.mix_tokens, mixer.dim) != (config.num_queries, config.output_dim):
-        raise ValueError(f"the distillation compares f_mix ({mixer.mix_tokens} x {mixer.dim}) with InstantID's Resampler "
-                         f"tokens ({config.num_queries} x {config.output_dim}): keep the mixer's SDXL defaults "
-                         "(model.mixer) or set distill.weight: 0")
+        raise ValueError(f"the distillation compares f_mix ({mixer.mix_tokens} x {mixer.dim}) with InstantID's "
+                         f"Resampler tokens ({config.num_queries} x {config.output_dim}): keep the mixer's SDXL "
+                         "defaults (model.mixer) or set distill.weight: 0")
     return config
 
 

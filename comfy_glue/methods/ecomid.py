@@ -25,13 +25,23 @@ import comfy.model_management
 
 from ...models.errors import ModelFileError
 from ...models.face_analysis.record import FaceSet
-from ...models.identity.ecomid.recipe import EcomIDSettings, check_identitynet, check_pulid_for_ecomid, encode_ecomid
-from ...models.identity.ecomid.recipe import split_identity
 from ...models.identity.diffusers_controlnet import load_diffusers_controlnet
+from ...models.identity.ecomid.recipe import (
+    EcomIDSettings,
+    check_identitynet,
+    check_pulid_for_ecomid,
+    encode_ecomid,
+    split_identity,
+)
 from ...models.identity.identity import Identity
 from ...models.identity.instantid.resampler import Resampler
-from ...models.identity.instantid.weights import (build_instantid, expected_shapes, file_layout, read_instantid_tensors,
-                                                  resampler_identity)
+from ...models.identity.instantid.weights import (
+    build_instantid,
+    expected_shapes,
+    file_layout,
+    read_instantid_tensors,
+    resampler_identity,
+)
 from ...models.identity.pulid.id_encoder import EVA_LAYERS
 from ...models.identity.pulid.weights import build_pulid, read_pulid
 from ...models.identity.sdxl_controlnet import SDXLControlNet
@@ -56,8 +66,8 @@ class EcomIDBundle:
         self.dtypes = choose_weight_dtypes(dtype, device, file_dtype(resampler, identitynet))
         self.resampler = build_managed(lambda ops, compute: Resampler(resampler.config, ops, compute), resampler,
                                        self.dtypes)
-        self.identitynet = build_managed(lambda ops, compute: SDXLControlNet(identitynet.config, ops, compute), identitynet,
-                                         self.dtypes)
+        self.identitynet = build_managed(lambda ops, compute: SDXLControlNet(identitynet.config, ops, compute),
+                                         identitynet, self.dtypes)
         self.pulid = pulid
         self.name = name
         self.resampler_key = resampler_key

@@ -18,8 +18,8 @@ import comfy.model_management
 from ...models.errors import InvalidInputError, ModelFileError
 from ...models.face_analysis.record import FaceSet
 from ...models.identity.facesnap.attribute_mixer import FacialAttributeMixer
-from ...models.identity.facesnap.face_features import FaceFeatures
 from ...models.identity.facesnap.checkpoint import load_facesnap
+from ...models.identity.facesnap.face_features import FaceFeatures
 from ...models.identity.facesnap.ffrnet import FFRNet
 from ...models.identity.identity import Identity, legacy_weights_key
 from ...models.identity.identity import weights_key as file_weights_key

@@ -25,8 +25,13 @@ from ...models.errors import InvalidInputError, ModelFileError
 from ...models.face_analysis.record import FaceSet
 from ...models.identity.diffusers_controlnet import load_diffusers_controlnet
 from ...models.identity.identity import Identity
-from ...models.identity.instantid.weights import (InstantIDAdapter, build_instantid, expected_shapes, file_layout,
-                                                  read_instantid_tensors)
+from ...models.identity.instantid.weights import (
+    InstantIDAdapter,
+    build_instantid,
+    expected_shapes,
+    file_layout,
+    read_instantid_tensors,
+)
 from ...models.identity.reference_faces import arcface_embeddings
 from ...models.identity.sdxl_controlnet import SDXLControlNet
 from ..conditioning import apply_identity_control
@@ -73,8 +78,8 @@ class InstantIDBundle:
         comfy.model_management.load_models_gpu([self.resampler_patcher])
         identity = self.adapter.encode_identity(embeddings, uncond_noise, seed, self.resampler_patcher.load_device)
         out = comfy.model_management.intermediate_device()
-        return replace(identity, cond=identity.cond.to(out, torch.float32), uncond=identity.uncond.to(out, torch.float32),
-                       model_name=self.name)
+        return replace(identity, cond=identity.cond.to(out, torch.float32),
+                       uncond=identity.uncond.to(out, torch.float32), model_name=self.name)
 
 
 def load(*, weights: str, controlnet: str, name: str = "", dtype: str = "auto") -> InstantIDBundle:
@@ -89,8 +94,9 @@ def load(*, weights: str, controlnet: str, name: str = "", dtype: str = "auto") 
     width = identitynet.config.cross_attention_dim
     if width != config.output_dim:
         raise ModelFileError(
-            f"the ControlNet {os.path.basename(controlnet_path)!r} reads {width}-wide tokens, but InstantID's Resampler "
-            f"in {os.path.basename(ip_path)!r} makes {config.output_dim}-wide ones: it is not InstantID's IdentityNet",
+            f"the ControlNet {os.path.basename(controlnet_path)!r} reads {width}-wide tokens, but InstantID's "
+            f"Resampler in {os.path.basename(ip_path)!r} makes {config.output_dim}-wide ones: it is not InstantID's "
+            "IdentityNet",
             "pick InstantID's IdentityNet (ControlNetModel/diffusion_pytorch_model.safetensors) in models/controlnet")
     return InstantIDBundle(adapter, identitynet, name, dtype)
 
@@ -115,7 +121,8 @@ def apply(bundle: InstantIDBundle, identity: Identity, *, request: ApplyRequest)
     request.refuse_unsupported(INSTANTID.label, "uncond_strength", "uncond_token_noise", "attention_mode")
     check_window(request.start, request.end)
     check_identity(identity, method=INSTANTID, keys=bundle.accepted_keys, file_name=bundle.name,
-                   width=bundle.ip_layers.context_dim, target="InstantID", allow_other_weights=request.allow_other_weights)
+                   width=bundle.ip_layers.context_dim, target="InstantID",
+                   allow_other_weights=request.allow_other_weights)
     uncond = identity.uncond
     if request.uncond_input_noise > 0:
         if identity.id_embedding is None:

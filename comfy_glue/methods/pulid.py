@@ -29,8 +29,15 @@ from ...models.errors import InvalidInputError
 from ...models.face_analysis.record import FaceSet
 from ...models.identity.identity import Identity
 from ...models.identity.pulid.adapter import V1, V1_1, PuLIDAdapter
-from ...models.identity.pulid.id_attention import (METHODS, SHARE_OFFICIAL, SHARES, V1_1_DEFAULT, IDAttentionMode,
-                                                   append_zero_tokens, id_attention_layer)
+from ...models.identity.pulid.id_attention import (
+    METHODS,
+    SHARE_OFFICIAL,
+    SHARES,
+    V1_1_DEFAULT,
+    IDAttentionMode,
+    append_zero_tokens,
+    id_attention_layer,
+)
 from ...models.identity.pulid.weights import build_pulid, read_pulid
 from ..identity_methods import PULID_V1, PULID_V1_1, Applied, ApplyRequest, check_identity, check_window
 from ..ip_attention_patch import patch_model_with_ip_attention

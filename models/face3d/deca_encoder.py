@@ -1,11 +1,13 @@
-"""DECA's coarse encoder ``E_flame``: FLAME parameters regressed from a face crop, as an alternative to landmark fitting.
+"""DECA's coarse encoder ``E_flame``: FLAME parameters regressed from a face crop, as an alternative to landmark
+fitting.
 
 The user places DECA's ``deca_model.tar`` (MPI non-commercial licence) in models/3dmm. It is a ``torch.save`` of
-{"E_flame", "E_detail", "D_detail", ...}; only ``E_flame`` is used and it is read with ``torch.load(weights_only=True)``,
-a restricted unpickler that rebuilds tensors and plain containers only. ``E_flame`` is DECA's ``ResnetEncoder``: a
-ResNet-50 trunk (DECA's own ``resnet.py``: conv1/bn1/layer1-4, 7x7 average pool, no fc) under ``encoder.*`` and the
-head ``layers`` = Linear(2048, 1024), ReLU, Linear(1024, 236). Its input is an RGB crop in [0, 1], 224 x 224, of the
-square around the 68 landmarks' box, enlarged 1.1 * 1.25 (DECA's ``kpt68`` crop at scale 1.25).
+{"E_flame", "E_detail", "D_detail", ...}; only ``E_flame`` is used and it is read with
+``torch.load(weights_only=True)``, a restricted unpickler that rebuilds tensors and plain containers only. ``E_flame``
+is DECA's ``ResnetEncoder``: a ResNet-50 trunk (DECA's own ``resnet.py``: conv1/bn1/layer1-4, 7x7 average pool, no fc)
+under ``encoder.*`` and the head ``layers`` = Linear(2048, 1024), ReLU, Linear(1024, 236). Its input is an RGB crop in
+[0, 1], 224 x 224, of the square around the 68 landmarks' box, enlarged 1.1 * 1.25 (DECA's ``kpt68`` crop at scale
+1.25).
 
 The 236 outputs: shape 100 | tex 50 | exp 50 | pose 6 (global + jaw axis-angle) | cam 3 (s, tx, ty) | light 27.
 DECA projects orthographically: crop pixel = 112 * s * ([x, -y] + [tx, ty] * [1, -1]) + 112 for posed FLAME vertices
@@ -20,12 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError, ModelFileError
 from ..common.file_checks import Interrupt, check_finite
-from ..face_analysis.align import crop_square
-from .face_fitting import FitResult, axis_angle_to_matrix
 from ..common.operations import resolve_operations
 from ..common.torch_pickle import load_weights_only
+from ..errors import InvalidInputError, ModelFileError
+from ..face_analysis.align import crop_square
+from .face_fitting import FitResult, axis_angle_to_matrix
 from .morphable_model import MorphableModel
 
 DECA_HINT = ("download deca_model.tar from DECA (github.com/yfeng95/DECA, MPI non-commercial licence) into "
@@ -97,7 +99,8 @@ class DecaEncoder(nn.Module):
 
     def forward(self, crops: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, 224, 224) RGB in [0, 1] -> DECA's parameter groups."""
-        return dict(zip(DECA_SPLITS, self.layers(self.encoder(crops)).split(list(DECA_SPLITS.values()), dim=1)))
+        groups = self.layers(self.encoder(crops)).split(list(DECA_SPLITS.values()), dim=1)
+        return dict(zip(DECA_SPLITS, groups, strict=True))
 
 
 def _refused(path, found: str | None) -> ModelFileError:
@@ -114,7 +117,8 @@ def load_deca_encoder(path: str | pathlib.Path, operations=None, interrupt: Inte
     path = pathlib.Path(path)
     if not path.is_file():
         raise ModelFileError(f"the DECA model was not found at {path}", DECA_HINT)
-    checkpoint = load_weights_only(str(path), DECA_HINT, what=DECA_KIND, refused=lambda name, found: _refused(path, found))
+    checkpoint = load_weights_only(str(path), DECA_HINT, what=DECA_KIND,
+                                   refused=lambda name, found: _refused(path, found))
     if not isinstance(checkpoint, dict) or "E_flame" not in checkpoint:
         found = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise ModelFileError(f"{path} is not DECA's deca_model.tar (no 'E_flame' entry; found {found})", DECA_HINT)
@@ -150,7 +154,7 @@ def regress_faces(model: MorphableModel, encoder: DecaEncoder, images: list[np.n
         raise InvalidInputError(f"DECA regresses FLAME parameters, but the model is {model.name}",
                                 "set model to FLAME in FaceSnap 3DMM Loader, or leave deca_file empty")
     boxes = [deca_crop_box(np.asarray(p, np.float32)[:68]) for p in landmarks68]
-    crops = np.stack([crop_square(image, box, CROP_SIZE) for image, box in zip(images, boxes)])
+    crops = np.stack([crop_square(image, box, CROP_SIZE) for image, box in zip(images, boxes, strict=True)])
     params = encoder(torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0)
     batch = len(boxes)
     alpha = params["shape"][:, : model.num_id]

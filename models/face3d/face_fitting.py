@@ -96,7 +96,8 @@ def rotation_angle_deg(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
 
 
-def project(points: torch.Tensor, rotation: torch.Tensor, scale: torch.Tensor, translation: torch.Tensor) -> torch.Tensor:
+def project(points: torch.Tensor, rotation: torch.Tensor, scale: torch.Tensor,
+            translation: torch.Tensor) -> torch.Tensor:
     """Model-frame (B, N, 3) -> image pixels (B, N, 2)."""
     rotated = points @ rotation.transpose(-1, -2)
     return scale[:, None, None] * rotated[..., :2] * torch.tensor(IMAGE_SIGN[:2]) + translation[:, None]
@@ -127,7 +128,8 @@ def _observations(target2d: torch.Tensor, target3d: torch.Tensor | None):
 
 
 def _centre_depth(values: torch.Tensor, dims: int) -> torch.Tensor:
-    """Depth is only known up to an offset: remove the per-face mean over landmarks from the z rows (dim 1 = landmarks)."""
+    """Depth is only known up to an offset: remove the per-face mean over landmarks from the z rows (dim 1 =
+    landmarks)."""
     if dims == 2:
         return values
     out = values.clone()
@@ -185,7 +187,8 @@ def _joint_step(model, space, index, weights, obs, w_coord, state, groups, num_g
     points = model.gather_landmarks(space, index, weights)
     basis_u = torch.cat([model.lmk_id_basis[:k], model.lmk_exp_basis], 0).permute(1, 0, 2)  # (U, K+E, 3)
     basis = model.gather_landmarks(basis_u.expand(batch, -1, -1, -1), index, weights)  # (B, N, K+E, 3)
-    j_shape = torch.einsum("bij,bnkj->bnik", rotation[:, :dims], basis) * (scale.view(-1, 1, 1, 1) * sign.view(1, 1, dims, 1))
+    j_shape = (torch.einsum("bij,bnkj->bnik", rotation[:, :dims], basis)
+               * (scale.view(-1, 1, 1, 1) * sign.view(1, 1, dims, 1)))
     jac = torch.cat([_pose_jacobian(points, rotation, scale, dims), _centre_depth(j_shape, dims)], -1)
     jac = jac.reshape(batch, n * dims, -1)  # columns: pose 6 | identity K | expression E
     wv = w_coord.reshape(batch, n * dims, 1)
@@ -222,7 +225,8 @@ def _joint_step(model, space, index, weights, obs, w_coord, state, groups, num_g
         s_group = s_group + torch.diag_embed((opt.id_prior * s2_group).unsqueeze(1).expand(-1, k))
         r_group = one_hot @ reduced - opt.id_prior * s2_group[:, None] * alpha_group
         d_alpha = torch.linalg.solve(s_group, r_group)[groups]
-        d_local = (h_inv @ (g_loc - (h_gl.transpose(1, 2) @ d_alpha.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)).squeeze(-1)
+        coupled = (h_gl.transpose(1, 2) @ d_alpha.unsqueeze(-1)).squeeze(-1)
+        d_local = (h_inv @ (g_loc - coupled).unsqueeze(-1)).squeeze(-1)
         new_beta = beta + d_local[:, 6:]
         if bounds is None:
             break
@@ -277,7 +281,8 @@ def fit_landmarks(model: MorphableModel, landmarks2d, groups=None, landmarks3d=N
     for _ in range(opt.pose_steps):
         index, weights = model.landmark_index(space, rotation)
         points = model.gather_landmarks(space, index, weights)
-        rotation, scale, translation = _pose_step(points, obs, base_w.unsqueeze(-1) * dim_w, rotation, scale, translation, dims)
+        rotation, scale, translation = _pose_step(points, obs, base_w.unsqueeze(-1) * dim_w, rotation, scale,
+                                                  translation, dims)
     state = (alpha, beta, rotation, scale, translation)
     robust = torch.ones(batch, 68)
     for _ in range(opt.iterations):
@@ -294,7 +299,8 @@ def fit_landmarks(model: MorphableModel, landmarks2d, groups=None, landmarks3d=N
                      err.mean(1))
 
 
-def landmarks_image(model: MorphableModel, alpha, beta, rotation, scale, translation, with_extras: bool = True) -> torch.Tensor:
+def landmarks_image(model: MorphableModel, alpha, beta, rotation, scale, translation,
+                    with_extras: bool = True) -> torch.Tensor:
     """Project a face: (B, 72, 2) pixels (or 68 without the extras), with the jaw contour chosen for the pose."""
     pts = model.landmarks72(alpha, beta, rotation) if with_extras else model.landmarks68(alpha, beta, rotation)
     return project(pts, rotation, scale, translation)

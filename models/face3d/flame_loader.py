@@ -19,9 +19,9 @@ import pickle
 
 import numpy as np
 
-from ..errors import ModelFileError
 from ..common.file_checks import Interrupt, check_finite
 from ..common.file_errors import code_reference, refused_code_error, safe_reason
+from ..errors import ModelFileError
 from .flame_articulation import flame_articulation
 from .morphable_model import MorphableModel, frame_normalisation, normalised_model
 
@@ -139,12 +139,14 @@ def load_landmark_embedding(path: str | pathlib.Path, interrupt: Interrupt = Non
     with open(path, "rb") as f:
         try:
             version = np.lib.format.read_magic(f)
-            header = np.lib.format.read_array_header_1_0(f) if version == (1, 0) else np.lib.format.read_array_header_2_0(f)
+            header = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                      else np.lib.format.read_array_header_2_0(f))
         except ValueError as err:
             raise ModelFileError(f"{path} is not a .npy file ({err})", EMBEDDING_HINT) from err
         data = f.read()
     if header[2] != np.dtype(object):
-        raise ModelFileError(f"{path} holds a plain {header[2]} array, not DECA's landmark embedding dict", EMBEDDING_HINT)
+        raise ModelFileError(f"{path} holds a plain {header[2]} array, not DECA's landmark embedding dict",
+                             EMBEDDING_HINT)
     raw = _unpickle(path, data, EMBEDDING_HINT, EMBEDDING_KIND)
     if isinstance(raw, np.ndarray) and raw.dtype == object and raw.size == 1:
         raw = raw.item()

@@ -52,7 +52,8 @@ def fit_references_and_drives(model: MorphableModel, references, reference_group
     refs = torch.as_tensor(references, dtype=torch.float32)[:, :68]
     groups = torch.as_tensor(reference_groups, dtype=torch.long)
     if len(refs) == 0:
-        raise InvalidInputError("no reference face was given", "connect a FaceSnap Face Crop output with at least one face")
+        raise InvalidInputError("no reference face was given",
+                                "connect a FaceSnap Face Crop output with at least one face")
     parts, neutral = [refs], [torch.full((len(refs),), neutral_reference)]
     part_3d = [references_3d] if references_3d is not None else None
     if drives is not None:
@@ -86,7 +87,7 @@ def clamp_angles(angles: torch.Tensor, labels: list[str] | None = None) -> tuple
     limits = torch.tensor(list(ANGLE_LIMITS.values()))
     clamped = torch.maximum(torch.minimum(angles, limits), -limits)
     warnings = []
-    for i, j in zip(*torch.nonzero(clamped != angles, as_tuple=True)):
+    for i, j in zip(*torch.nonzero(clamped != angles, as_tuple=True), strict=True):
         name = list(ANGLE_LIMITS)[int(j)]
         label = labels[int(i)] if labels is not None else f"face {int(i)}"
         warnings.append(f"{label}: {name} {float(angles[i, j]):.0f}° clamped to {float(clamped[i, j]):.0f}° "
@@ -114,7 +115,8 @@ def _expression_joint_pose(model: MorphableModel, fit: FitResult, count: int, st
 
 def predict(model: MorphableModel, source: FitResult, drive: FitResult | None, options: PredictOptions,
             manual_angles=None, drive_sizes: list[tuple[int, int]] | None = None,
-            canvas_size: tuple[int, int] | None = None, backgrounds=None, labels: list[str] | None = None) -> Prediction:
+            canvas_size: tuple[int, int] | None = None, backgrounds=None,
+            labels: list[str] | None = None) -> Prediction:
     """Combine [shape_src, pose_drv, expr_drv] for every drive face (or every manual pose).
 
     ``source`` holds the reference fits; identity comes from the first (all references share it), the source
@@ -250,7 +252,8 @@ def predict_from_faces(model: MorphableModel, reference: FaceSet, drive: FaceSet
     canvas = tuple(settings.canvas_size)
     if settings.pose_source == "manual":
         ref_fit, _ = _fits(model, reference, None, None, settings)
-        result = predict(model, ref_fit, None, options, manual_angles=manual, canvas_size=canvas, labels=["manual pose"])
+        result = predict(model, ref_fit, None, options, manual_angles=manual, canvas_size=canvas,
+                         labels=["manual pose"])
         result.warnings[:0] = warnings
         return result
     if drive is None:
@@ -297,7 +300,7 @@ def draw_prediction(model: MorphableModel, prediction: Prediction,
     out_h, out_w = landmarks.canvas_sizes[0]
     renders = [render_shaded(verts, model.triangles, out_h, out_w) for verts in prediction.vertices]
     backgrounds = [(r.numpy()[..., None] * 255).astype(np.uint8).repeat(3, 2) if photo is None else photo
-                   for r, photo in zip(renders, landmarks.backgrounds)]
+                   for r, photo in zip(renders, landmarks.backgrounds, strict=True)]
     with_backgrounds = LandmarkSet(landmarks.points, landmarks.canvas_sizes, backgrounds)
     controls, overlays = render_landmarks(with_backgrounds, style=style)
     return controls, renders, overlays

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..errors import InvalidInputError, ModelFileError
 from ..common.file_checks import first_nonfinite
-from ..face_analysis.landmarks72 import extras_from_ibug68
 from ..common.file_errors import safe_reason
+from ..errors import InvalidInputError, ModelFileError
+from ..face_analysis.landmarks72 import extras_from_ibug68
 
 if TYPE_CHECKING:
     from .deca_encoder import DecaEncoder
@@ -137,7 +137,8 @@ class MorphableModel:
         pts = self.lmk_mean.unsqueeze(0) + torch.einsum("bk,kuc->buc", alpha, self.lmk_id_basis[: alpha.shape[1]])
         return pts + torch.einsum("be,euc->buc", beta, self.lmk_exp_basis[: beta.shape[1]])
 
-    def landmark_index(self, space_points: torch.Tensor, rotation: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def landmark_index(self, space_points: torch.Tensor,
+                       rotation: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices (B, 68, 3) into the landmark space and weights (B, 68, 3) for a pose.
 
         With ``rotation`` (B, 3, 3), each jaw point takes the candidate furthest out along its outward direction
@@ -150,7 +151,8 @@ class MorphableModel:
             return index, weights
         cand = space_points[:, self._contour_index]  # (B, 17, C, 3)
         rotated = torch.einsum("bij,bkcj->bkci", rotation, cand)[..., :2]
-        direction = torch.nn.functional.normalize(torch.einsum("bij,kj->bki", rotation, self._contour_outward)[..., :2], dim=-1)
+        direction = torch.nn.functional.normalize(torch.einsum("bij,kj->bki", rotation, self._contour_outward)[..., :2],
+                                                  dim=-1)
         score = (rotated * direction.unsqueeze(2)).sum(-1).masked_fill(~self._contour_valid, -torch.inf)
         best = self._contour_index.unsqueeze(0).expand(batch, -1, -1).gather(2, score.argmax(-1, keepdim=True))
         index[:, JAW] = best.expand(-1, -1, 3)
@@ -304,7 +306,8 @@ def _read_obj(path: pathlib.Path, with_faces: bool) -> tuple[np.ndarray, list[li
     return np.asarray(verts, np.float32), faces
 
 
-def convert_ict_facekit(facexmodel_dir: str | pathlib.Path, out_path: str | pathlib.Path, progress: bool = True) -> pathlib.Path:
+def convert_ict_facekit(facexmodel_dir: str | pathlib.Path, out_path: str | pathlib.Path,
+                        progress: bool = True) -> pathlib.Path:
     """Convert the upstream ICT-FaceKit ``FaceXModel/`` OBJs into the compact npz the pack loads, then verify it.
 
     Keeps the narrow face area (vertices 0-6705), triangulates its polygons and stores identity and expression
@@ -315,7 +318,8 @@ def convert_ict_facekit(facexmodel_dir: str | pathlib.Path, out_path: str | path
     src = pathlib.Path(facexmodel_dir)
     neutral_obj = src / "generic_neutral_mesh.obj"
     if not neutral_obj.is_file():
-        raise ModelFileError(f"{neutral_obj} not found", f"point the converter at the FaceXModel folder of {ICT_UPSTREAM}")
+        raise ModelFileError(f"{neutral_obj} not found",
+                             f"point the converter at the FaceXModel folder of {ICT_UPSTREAM}")
     identities = sorted(src.glob("identity*.obj"))
     expressions = sorted(set(src.glob("*.obj")) - set(identities) - {neutral_obj})
     if len(identities) != 100 or len(expressions) < 50:

@@ -42,7 +42,8 @@ def load_analyzer(backend: str = "dlib", insightface_root: str | os.PathLike | S
     raise InvalidInputError(f"unknown face backend {backend!r}", f"use one of {', '.join(BACKENDS)}")
 
 
-def analyzer_files(backend: str, insightface_root: Sequence[str | os.PathLike] = (), detector: str = "hog") -> list[str]:
+def analyzer_files(backend: str, insightface_root: Sequence[str | os.PathLike] = (),
+                   detector: str = "hog") -> list[str]:
     """The weight files ``load_analyzer`` would read for these settings (those that exist), so that a cache can
     notice an edited or replaced file. Never raises: a missing file or package is reported by ``load_analyzer``."""
     import pathlib

@@ -12,9 +12,9 @@ import pathlib
 import numpy as np
 
 from ..errors import InvalidInputError, MissingDependencyError, ModelFileError
-from .landmarks72 import from_ibug68
 from .detections import largest_first, rgb_uint8, too_small
 from .keypoints5 import kps5_from_ibug68
+from .landmarks72 import from_ibug68
 from .record import FaceRecord
 
 DLIB_FILES = {
@@ -84,7 +84,7 @@ class DlibAnalyzer:
         else:
             detections = self._detector(small, int(max(small.shape[:2]) < CNN_UPSAMPLE_BELOW_SIDE))
             rects, scores = [d.rect for d in detections], [d.confidence for d in detections]
-        for rect, score in zip(rects, scores):
+        for rect, score in zip(rects, scores, strict=True):
             box = np.array([rect.left() * sx, rect.top() * sy, (rect.right() + 1) * sx, (rect.bottom() + 1) * sy],
                            np.float32)
             boxes.append((box, float(score)))

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InvalidInputError, ModelFileError
 from ..common.operations import TORCH_OPS, resolve_operations
 from ..common.safetensors_files import check_values, read_header, read_tensors
 from ..common.torch_pickle import load_weights_only
+from ..errors import InvalidInputError, ModelFileError
 
 LABELS = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r", "nose",
           "mouth", "u_lip", "l_lip", "neck", "neck_l", "cloth", "hair", "hat")

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InvalidInputError, MissingDependencyError, ModelFileError
-from .landmarks72 import from_ibug68
-from .onnxruntime_setup import cuda_unavailable_hint, insightface_install_fix
 from .align import arcface_crop
 from .detections import largest_first, rgb_uint8, too_small
+from .landmarks72 import from_ibug68
+from .onnxruntime_setup import cuda_unavailable_hint, insightface_install_fix
 from .record import FaceRecord
 
 PACK_NAME = "antelopev2"
@@ -118,7 +118,7 @@ class InsightFaceAnalyzer:
         bgr = np.ascontiguousarray(rgb_uint8(image)[..., ::-1])  # insightface's models take BGR, like cv2.imread gives
         boxes, kpss = self.models["detection"].detect(bgr, input_size=DET_SIZE)
         records = []
-        for det, kps in zip(boxes, kpss):
+        for det, kps in zip(boxes, kpss, strict=True):
             bbox = det[:4].astype(np.float32)
             if too_small(bbox):
                 continue

@@ -72,6 +72,6 @@ def draw_kps(kps: np.ndarray, height: int, width: int, canvas: np.ndarray | None
         centre = (int((x0 + x1) / 2), int((y0 + y1) / 2))
         polygon = cv2.ellipse2Poly(centre, (half_length, STICK_WIDTH), angle, 0, 360, 1)
         cv2.fillConvexPoly(image, polygon, tuple(int(c * LIMB_SCALE) for c in KPS_COLORS[outer]))
-    for (x, y), color in zip(points, KPS_COLORS):
+    for (x, y), color in zip(points, KPS_COLORS, strict=True):
         cv2.circle(image, (int(x), int(y)), POINT_RADIUS, color, -1)
     return image

@@ -39,7 +39,7 @@ def faces_to_points(faces: FaceSet, frame: str = "crop", point_set: PointSet = L
         return CanvasPoints(points, [image.shape[:2] for image in faces.images], list(faces.images))
     size = faces.crop_size
     points, backgrounds = [], []
-    for record, image, box in zip(faces.records, faces.images, faces.crop_boxes):
+    for record, image, box in zip(faces.records, faces.images, faces.crop_boxes, strict=True):
         points.append(transform_points(point_set.from_record(record), box_to_crop_matrix(box, size)))
         backgrounds.append(crop_square(image, box, size))
     return CanvasPoints(np.stack(points), [(size, size)] * len(points), backgrounds)
@@ -88,7 +88,7 @@ def render(view: CanvasPoints | LandmarkSet, drawing: Drawing, width: int = 0,
     ``output_size``. ``view`` holds the drawing's points; they are scaled from each item's canvas to the output."""
     out_h, out_w = output_size(view, width, height)
     controls, overlays = [], []
-    for points, (canvas_h, canvas_w), background in zip(view.points, view.canvas_sizes, view.backgrounds):
+    for points, (canvas_h, canvas_w), background in zip(view.points, view.canvas_sizes, view.backgrounds, strict=True):
         scaled = points * np.array([out_w / canvas_w, out_h / canvas_h], np.float32)
         controls.append(drawing.draw(scaled, out_h, out_w))
         overlays.append(drawing.draw(scaled, out_h, out_w, canvas=_photo(background, out_h, out_w)))

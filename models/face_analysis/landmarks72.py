@@ -142,7 +142,8 @@ class LandmarkSet:
     (used only for overlay previews).
     """
 
-    def __init__(self, points: np.ndarray, canvas_sizes: list[tuple[int, int]], backgrounds: list[np.ndarray | None] | None = None):
+    def __init__(self, points: np.ndarray, canvas_sizes: list[tuple[int, int]],
+                 backgrounds: list[np.ndarray | None] | None = None):
         pts = np.asarray(points, dtype=np.float32)
         if pts.ndim != 3 or pts.shape[1:] != (NUM_POINTS, 2):
             raise ValueError(f"expected (B, {NUM_POINTS}, 2) landmarks, got {pts.shape}")

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InvalidInputError, NoFaceError
-from .landmarks72 import NUM_POINTS
 from .align import crop_square, square_box
+from .landmarks72 import NUM_POINTS
 from .record import FaceRecord, FaceSet
 
 SELECTIONS = ("largest", "index", "left_to_right", "all")
@@ -113,7 +113,7 @@ def plan_crops(analyzer, images: Sequence[np.ndarray], selection: str = "largest
 
 def cut_crops(plan: CropPlan) -> tuple[list[np.ndarray], FaceSet]:
     """The square crops of a plan (parts past the image border are black) and the FaceSet describing them."""
-    crops = [crop_square(image, box, plan.size) for image, box in zip(plan.images, plan.boxes)]
+    crops = [crop_square(image, box, plan.size) for image, box in zip(plan.images, plan.boxes, strict=True)]
     return crops, FaceSet(records=list(plan.records), images=list(plan.images), crop_boxes=list(plan.boxes),
                           crop_size=plan.size)
 

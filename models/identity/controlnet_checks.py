@@ -34,7 +34,7 @@ def controlnet_fields(values: ConfigValues, data: dict, defaults: dict, diffuser
     types = data.get("down_block_types", defaults["down_block_types"])
     if not isinstance(types, (list, tuple)) or len(types) != levels or any(t not in DOWN_BLOCKS for t in types):
         values.fail("down_block_types", f"a list of {levels} of {', '.join(DOWN_BLOCKS)}")
-    for level, (width, heads) in enumerate(zip(channels, checked["attention_head_dim"])):
+    for level, (width, heads) in enumerate(zip(channels, checked["attention_head_dim"], strict=True)):
         if width % groups:
             values.refuse(f"block_out_channels[{level}] = {width} does not split into {groups} norm groups")
         if types[level] == "CrossAttnDownBlock2D" and width % heads:
@@ -78,7 +78,8 @@ def controlnet_parameters(c: ControlNetConfig) -> int:
     total = (conv_parameters(c.in_channels, first, 3) + linear_parameters(first, temb) + linear_parameters(temb, temb)
              + linear_parameters(c.projection_class_embeddings_input_dim, temb) + linear_parameters(temb, temb)
              + conv_parameters(c.conditioning_channels, embed[0], 3) + conv_parameters(embed[-1], first, 3)
-             + sum(conv_parameters(a, a, 3) + conv_parameters(a, b, 3) for a, b in zip(embed[:-1], embed[1:])))
+             + sum(conv_parameters(a, a, 3) + conv_parameters(a, b, 3)
+                   for a, b in zip(embed[:-1], embed[1:], strict=True)))
     inputs = first
     for level, width in enumerate(c.block_out_channels):
         total += sum(_resnet(inputs if i == 0 else width, width, temb) for i in range(c.layers_per_block))

@@ -15,14 +15,21 @@ import os
 import torch
 from torch import nn
 
-from ..common.file_checks import (Interrupt, check_finite, check_parameter_budget, declared_parameters, parse_config,
-                                  read_config_file)
+from ..common.file_checks import (
+    Interrupt,
+    check_finite,
+    check_parameter_budget,
+    declared_parameters,
+    parse_config,
+    read_config_file,
+)
 from ..common.safetensors_files import read_header, read_tensors
 from ..errors import ModelFileError
 from .controlnet_checks import checked_controlnet_config, controlnet_parameters
 from .sdxl_controlnet import ControlNetConfig, SDXLControlNet
 
-CONTROLNET_FIX = "use an unmodified diffusers SDXL ControlNet (config.json beside its weights, or a single .safetensors)"
+CONTROLNET_FIX = ("use an unmodified diffusers SDXL ControlNet (config.json beside its weights, or a single "
+                  ".safetensors)")
 DIFFUSERS_WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
 
 
@@ -105,10 +112,12 @@ def load_diffusers_controlnet(path: str, operations=None, interrupt: Interrupt =
     if os.path.isdir(path):
         config_path = os.path.join(path, "config.json")
         config_name = os.path.join(name, "config.json")
-        weights = next((os.path.join(path, n) for n in DIFFUSERS_WEIGHT_NAMES if os.path.isfile(os.path.join(path, n))), None)
+        weights = next((os.path.join(path, n) for n in DIFFUSERS_WEIGHT_NAMES
+                        if os.path.isfile(os.path.join(path, n))), None)
         if weights is None or not os.path.isfile(config_path):
             raise ModelFileError(f"{path} is not a diffusers ControlNet folder (config.json + "
-                                 f"{DIFFUSERS_WEIGHT_NAMES[0]})", "point to a diffusers ControlNet folder or .safetensors")
+                                 f"{DIFFUSERS_WEIGHT_NAMES[0]})",
+                                 "point to a diffusers ControlNet folder or .safetensors")
         config = read_config_file(config_path, CONTROLNET_FIX)
         shapes, _ = read_header(weights)
     else:
@@ -123,7 +132,8 @@ def load_diffusers_controlnet(path: str, operations=None, interrupt: Interrupt =
         config = (parse_config(metadata["config"], "its config metadata", name, CONTROLNET_FIX)
                   if "config" in metadata else infer_diffusers_config(shapes, name))
     base = header_base(shapes)
-    if config.get("projection_class_embeddings_input_dim") != 2816 or config.get("addition_embed_type", "text_time") != "text_time":
+    if (config.get("projection_class_embeddings_input_dim") != 2816
+            or config.get("addition_embed_type", "text_time") != "text_time"):
         raise ModelFileError(f"{name} is a ControlNet for {base}, not SDXL",
                              "FFRNet and IdentityNet are SDXL ControlNets; use an SDXL (diffusers) ControlNet")
     cfg = checked_controlnet_config(config, config_name, CONTROLNET_FIX)
@@ -151,7 +161,7 @@ def _inferred_config(shapes: dict[str, tuple]) -> dict:
     channels = [shapes[f"down_blocks.{i}.resnets.0.conv1.weight"][0] for i in levels]
     layers = len({k.split(".")[3] for k in shapes if k.startswith("down_blocks.0.resnets.")})
     types, depth, heads = [], [], []
-    for i, ch in zip(levels, channels):
+    for i, ch in zip(levels, channels, strict=True):
         has_attn = any(k.startswith(f"down_blocks.{i}.attentions.") for k in shapes)
         types.append("CrossAttnDownBlock2D" if has_attn else "DownBlock2D")
         blocks = {k.split(".")[5] for k in shapes if k.startswith(f"down_blocks.{i}.attentions.0.transformer_blocks.")}

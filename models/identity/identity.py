@@ -19,9 +19,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..errors import InvalidInputError, ModelFileError
 from ..common.file_checks import check_finite
 from ..common.safetensors_files import read_header, read_tensors
+from ..errors import InvalidInputError, ModelFileError
 
 FORMAT_VERSION = "1"
 FACESNAP_MIXER = "facesnap-mixer"
@@ -39,8 +39,9 @@ class Identity:
 
     cond / uncond: (1, T, D) tokens for the positive pass and the identity-free tokens for the negative pass.
     encoder: what made them (``FACESNAP_MIXER``, ``INSTANTID_RESAMPLER``, ...); model_key: which weights of it
-    (``weights_key``); model_name: the weights file's name, for messages ("" when not recorded). num_references: how many photos went in. id_embedding: for encoders fed by ArcFace (InstantID), the averaged
-    embedding the tokens were made from, so that blends can be re-encoded in embedding space.
+    (``weights_key``); model_name: the weights file's name, for messages ("" when not recorded). num_references: how
+    many photos went in. id_embedding: for encoders fed by ArcFace (InstantID), the averaged embedding the tokens
+    were made from, so that blends can be re-encoded in embedding space.
     """
 
     cond: torch.Tensor
@@ -153,7 +154,8 @@ def blend_identities(first: Identity, second: Identity, second_weight: float) ->
     embedding = None
     if first.id_embedding is not None and second.id_embedding is not None:
         embedding = torch.lerp(first.id_embedding, second.id_embedding.to(first.id_embedding), w)
-    return replace(first, cond=torch.lerp(first.cond, second_cond, w), uncond=torch.lerp(first.uncond, second_uncond, w),
+    return replace(first, cond=torch.lerp(first.cond, second_cond, w),
+                   uncond=torch.lerp(first.uncond, second_uncond, w),
                    num_references=first.num_references + second.num_references, id_embedding=embedding)
 
 
@@ -177,7 +179,8 @@ def load_identity(path: str) -> tuple[Identity, dict[str, str]]:
     name = os.path.basename(path)
     shapes, metadata = read_header(path)
     if metadata.get("facesnap_identity") != FORMAT_VERSION:
-        found = f"format {metadata['facesnap_identity']!r}" if "facesnap_identity" in metadata else "no identity metadata"
+        found = (f"format {metadata['facesnap_identity']!r}" if "facesnap_identity" in metadata
+                 else "no identity metadata")
         raise ModelFileError(f"{name} is not a FaceSnap identity file ({found}; {len(shapes)} tensors)", LOAD_FIX)
     try:
         tokens, width, refs = (int(metadata[k]) for k in ("tokens", "width", "num_references"))
@@ -197,7 +200,8 @@ def load_identity(path: str) -> tuple[Identity, dict[str, str]]:
     data = read_tensors(path)
     for tensor, value in data.items():
         if not value.is_floating_point():
-            raise ModelFileError(f"tensor {tensor!r} in {name} holds {value.dtype} values, not floating point", LOAD_FIX)
+            raise ModelFileError(f"tensor {tensor!r} in {name} holds {value.dtype} values, not floating point",
+                                 LOAD_FIX)
     check_finite(data, name, LOAD_FIX)
     try:
         identity = Identity(cond=data["cond"], uncond=data["uncond"], encoder=encoder,

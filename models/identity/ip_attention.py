@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InvalidInputError
 from ..common.layer_counts import linear_parameters
 from ..common.operations import TORCH_OPS
+from ..errors import InvalidInputError
 from .unet_sites import CrossAttentionSite, ip_adapter_layer_sites
 
 

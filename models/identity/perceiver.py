@@ -49,7 +49,8 @@ class PerceiverAttention(nn.Module):
         context = torch.cat([self.norm1(features), latents], dim=1)
         key, value = self.to_kv(context).chunk(2, dim=-1)
         batch = latents.shape[0]
-        q, k, v = (t.reshape(batch, t.shape[1], self.heads, -1).transpose(1, 2) for t in (self.to_q(latents), key, value))
+        q, k, v = (t.reshape(batch, t.shape[1], self.heads, -1).transpose(1, 2)
+                   for t in (self.to_q(latents), key, value))
         out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).reshape(batch, latents.shape[1], -1))
 

@@ -15,7 +15,8 @@ from .identity import ARCFACE_DIM
 CLIP_INPUT = 224  # CLIP-ViT-H/14 input side; the crop is resized by CLIPVisionEncode's preprocessing anyway
 
 
-def arcface_embeddings(faces: FaceSet, raw: bool = False, purpose: str = "FaceSnap's identity features") -> torch.Tensor:
+def arcface_embeddings(faces: FaceSet, raw: bool = False,
+                       purpose: str = "FaceSnap's identity features") -> torch.Tensor:
     """(N, 512) for the real faces; only the insightface backend computes ArcFace embeddings.
 
     ``raw``: insightface's unnormalised ``Face.embedding`` (what InstantID's Resampler reads) instead of the

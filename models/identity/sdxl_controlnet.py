@@ -293,7 +293,7 @@ class ConditioningEmbedding(nn.Module):
         chans = cfg.conditioning_embedding_out_channels
         self.conv_in = ops.Conv2d(cfg.conditioning_channels, chans[0], 3, padding=1)
         blocks = []
-        for a, b in zip(chans[:-1], chans[1:]):
+        for a, b in zip(chans[:-1], chans[1:], strict=True):
             blocks += [ops.Conv2d(a, a, 3, padding=1), ops.Conv2d(a, b, 3, padding=1, stride=2)]
         self.blocks = nn.ModuleList(blocks)
         self.conv_out = ops.Conv2d(chans[-1], cfg.block_out_channels[0], 3, padding=1)
@@ -360,7 +360,8 @@ class SDXLControlNet(nn.Module):
 
     def zero_init_controls(self) -> None:
         """Zero the output convs (ControlNet's zero convolutions)."""
-        for module in [*self.controlnet_down_blocks, self.controlnet_mid_block, self.controlnet_cond_embedding.conv_out]:
+        for module in [*self.controlnet_down_blocks, self.controlnet_mid_block,
+                       self.controlnet_cond_embedding.conv_out]:
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
 
@@ -377,5 +378,5 @@ class SDXLControlNet(nn.Module):
             h, outs = block(h, emb, context)
             features += outs
         h = self.mid_block(h, emb, context)
-        output = [conv(f) for conv, f in zip(self.controlnet_down_blocks, features)]
+        output = [conv(f) for conv, f in zip(self.controlnet_down_blocks, features, strict=True)]
         return {"middle": [self.controlnet_mid_block(h)], "output": output}

@@ -5,8 +5,18 @@ import hashlib
 from comfy_api.latest import ComfyExtension, io
 
 from .dynamic_vram import simulated_dynamic
-from .tiny_models import (TinyClip, foreign_attn2, foreign_patch, rect_mask, tiny_clip_vision, tiny_conditioning,
-                          tiny_face_features, tiny_stock_controlnet, tiny_unet_patcher, tiny_vae)
+from .tiny_models import (
+    TinyClip,
+    foreign_attn2,
+    foreign_patch,
+    rect_mask,
+    tiny_clip_vision,
+    tiny_conditioning,
+    tiny_face_features,
+    tiny_stock_controlnet,
+    tiny_unet_patcher,
+    tiny_vae,
+)
 
 
 class FaceSnapTestTinySDXL(io.ComfyNode):

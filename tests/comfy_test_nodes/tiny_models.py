@@ -200,9 +200,9 @@ def tiny_instantid_files(folder, seed: int = 0, ip_std: float = 0.2, output_dim:
     from safetensors.torch import save_file
 
     from comfyui_facesnap.models.identity.instantid.resampler import ResamplerConfig
+    from comfyui_facesnap.models.identity.instantid.weights import InstantIDAdapter
     from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig, SDXLControlNet
     from comfyui_facesnap.models.identity.unet_sites import REQUIRED
-    from comfyui_facesnap.models.identity.instantid.weights import InstantIDAdapter
 
     config = ResamplerConfig.tiny(output_dim=output_dim)
     unet = {k: TINY_UNET[k] for k in REQUIRED}

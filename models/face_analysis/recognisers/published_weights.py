@@ -17,10 +17,10 @@ from collections.abc import Mapping
 
 import torch
 
-from ...errors import ModelFileError
 from ...common.file_checks import check_finite
 from ...common.safetensors_files import read_header, read_tensors
 from ...common.torch_pickle import load_weights_only
+from ...errors import ModelFileError
 from .specs import JudgeSpec
 
 WRAPPER_PREFIXES = ("model.", "module.")  # Lightning's LightningModule attribute, DataParallel

@@ -23,9 +23,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ...common.operations import (
+    MultiheadAttention,
+    TransformerDecoder,
+    TransformerDecoderLayer,
+    cast_to_input,
+    resolve_operations,
+)
 from ...errors import InvalidInputError
-from ...common.operations import (MultiheadAttention, TransformerDecoder, TransformerDecoderLayer, cast_to_input,
-                                  resolve_operations)
 
 
 @dataclass
@@ -52,7 +57,8 @@ class MixerConfig:
 
     @classmethod
     def tiny(cls, dim: int = 64) -> "MixerConfig":
-        return cls(id_dim=512, clip_dim=32, clip_tokens=5, dim=dim, id_tokens=4, mix_tokens=16, heads=4, decoder_layers=1)
+        return cls(id_dim=512, clip_dim=32, clip_tokens=5, dim=dim, id_tokens=4, mix_tokens=16, heads=4,
+                   decoder_layers=1)
 
 
 class FacialAttributeMixer(nn.Module):

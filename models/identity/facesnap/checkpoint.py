@@ -22,12 +22,17 @@ from dataclasses import replace
 
 import torch
 
-from ...errors import ModelFileError
 from ...common.file_checks import Interrupt, check_finite, check_parameter_budget, declared_parameters, parse_config
 from ...common.safetensors_files import read_header, read_tensors
+from ...errors import ModelFileError
 from ..controlnet_checks import controlnet_parameters
-from ..diffusers_controlnet import (build_from_tensors, config_base, header_base, load_diffusers_controlnet,
-                                   validate_tensors)
+from ..diffusers_controlnet import (
+    build_from_tensors,
+    config_base,
+    header_base,
+    load_diffusers_controlnet,
+    validate_tensors,
+)
 from ..sdxl_controlnet import ControlNetConfig
 from .attribute_mixer import FacialAttributeMixer
 from .ffrnet import FFRNet, FFRNetConfig
@@ -82,7 +87,8 @@ def load_facesnap(path: str, controlnet_path: str | None = None, operations=None
     name = os.path.basename(path)
     if metadata.get("facesnap_format") != FORMAT_VERSION or "mixer_config" not in metadata:
         raise ModelFileError(
-            f"{name} is not a FaceSnap weights file (no FaceSnap metadata); it looks like {header_base(shapes)} weights",
+            f"{name} is not a FaceSnap weights file (no FaceSnap metadata); it looks like {header_base(shapes)} "
+            "weights",
             "put a FaceSnap .safetensors in models/facesnap; ControlNets belong in models/controlnet",
         )
     mixer_cfg = checked_mixer_config(_config(metadata, "mixer_config", name), name, REEXPORT_FIX)
@@ -122,7 +128,8 @@ def load_facesnap(path: str, controlnet_path: str | None = None, operations=None
             _attach_injector(ffrnet, ffr_cfg.injector_kernel_size, shapes, tensors, path, operations)
     if ffrnet is not None and ffrnet.config.cross_attention_dim != mixer_cfg.dim:
         raise ModelFileError(
-            f"the FFRNet cross-attention width {ffrnet.config.cross_attention_dim} differs from the mixer width {mixer_cfg.dim}",
+            f"the FFRNet cross-attention width {ffrnet.config.cross_attention_dim} differs from the mixer width "
+            f"{mixer_cfg.dim}",
             "use the ControlNet that was trained together with this FaceSnap file",
         )
     user_metadata = {k: v for k, v in metadata.items() if k not in ("mixer_config", "ffrnet_config")}
@@ -149,7 +156,8 @@ def _attach_injector(ffrnet: FFRNet, kernel_size: int, shapes: dict, tensors: di
 def _with_injector(tensors: dict) -> dict:
     """View the file's ``injector.*`` tensors under the FFRNet's ``id_injector.*`` names."""
     out = dict(tensors)
-    out.update({"ffrnet.id_injector." + k[len("injector."):]: v for k, v in tensors.items() if k.startswith("injector.")})
+    out.update({"ffrnet.id_injector." + k[len("injector."):]: v
+                for k, v in tensors.items() if k.startswith("injector.")})
     return out
 
 

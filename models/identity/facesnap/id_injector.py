@@ -40,10 +40,10 @@ class IDInjector(nn.Module):
         self.layout = layout
         k = layout.kernel_size
         self.phi = nn.ModuleList(
-            [conv(s, t, k, padding=k // 2) for s, t in zip(layout.source_channels, layout.target_channels)]
+            [conv(s, t, k, padding=k // 2) for s, t in zip(layout.source_channels, layout.target_channels, strict=True)]
         )
         self.mu = nn.ModuleList(
-            [conv(s, t, k, padding=k // 2) for s, t in zip(layout.source_channels, layout.target_channels)]
+            [conv(s, t, k, padding=k // 2) for s, t in zip(layout.source_channels, layout.target_channels, strict=True)]
         )
         self.zero_init()
 
@@ -59,7 +59,7 @@ class IDInjector(nn.Module):
         """
         residuals = control["output"]
         params = []
-        for phi, mu, src in zip(self.phi, self.mu, self.layout.source_indices):
+        for phi, mu, src in zip(self.phi, self.mu, self.layout.source_indices, strict=True):
             c_id = residuals[src]
             params.append((phi(c_id), mu(c_id)))
         return params

@@ -52,4 +52,4 @@ def mixer_parameters(c: MixerConfig) -> int:
 def injector_parameters(layout: InjectorLayout) -> int:
     """Diff-PC's ID-Injector heads: phi and mu per injection point."""
     return sum(2 * conv_parameters(s, t, layout.kernel_size)
-               for s, t in zip(layout.source_channels, layout.target_channels))
+               for s, t in zip(layout.source_channels, layout.target_channels, strict=True))

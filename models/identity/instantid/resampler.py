@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ...errors import InvalidInputError
 from ...common.config_values import MAX_WIDTH, ConfigValues, config_defaults
 from ...common.layer_counts import linear_parameters, norm_parameters
 from ...common.operations import TORCH_OPS
+from ...errors import InvalidInputError
 from ..perceiver import PerceiverConfig, perceiver_layer_parameters, perceiver_layers
 
 

@@ -21,17 +21,18 @@ import os
 import torch
 from torch import nn
 
-from ...errors import InvalidInputError, ModelFileError
 from ...common.file_checks import Interrupt, check_parameter_budget, declared_parameters, parse_config, poll
-from ..identity import INSTANTID_RESAMPLER, Identity, legacy_weights_key, weights_key
 from ...common.safetensors_files import check_shapes, check_values, read_header, read_tensors
 from ...common.torch_pickle import read_torch_weights
+from ...errors import InvalidInputError, ModelFileError
+from ..identity import INSTANTID_RESAMPLER, Identity, legacy_weights_key, weights_key
 from ..ip_attention import IPAttentionLayers, ip_layer_parameters
-from .resampler import Resampler, ResamplerConfig, checked_resampler_config, resampler_parameters
 from ..unet_sites import SDXL_UNET_CONFIG, checked_unet_config, context_base, ip_adapter_layer_sites
+from .resampler import Resampler, ResamplerConfig, checked_resampler_config, resampler_parameters
 
 PARTS = ("image_proj", "ip_adapter")
 FILE_FIX = "download ip-adapter.bin from InstantX/InstantID (Hugging Face) into ComfyUI/models/instantid"
+INSTANTID_LAYOUT = ResamplerConfig.instantid()
 PULID_PREFIXES = ("id_adapter.", "id_adapter_attn_layers.", "image_proj.body.", "image_proj.id_embedding_mapping.")
 
 
@@ -40,7 +41,7 @@ class InstantIDAdapter(nn.Module):
     ``ip_adapter.1.to_k_ip.weight``, ...). ``operations``: layer classes (default torch.nn; ComfyUI: comfy.ops);
     ``compute_dtype``: what both parts compute in when their layers cast stored weights (see ``Resampler``)."""
 
-    def __init__(self, config: ResamplerConfig = ResamplerConfig.instantid(), unet_config: dict = SDXL_UNET_CONFIG,
+    def __init__(self, config: ResamplerConfig = INSTANTID_LAYOUT, unet_config: dict = SDXL_UNET_CONFIG,
                  operations=None, compute_dtype: torch.dtype | None = None):
         super().__init__()
         self.config, self.unet_config = config, unet_config
@@ -100,8 +101,8 @@ def _describe_foreign(shapes: dict[str, tuple], name: str, expected: dict[str, t
     if k_ip is not None and len(k_ip) == 2 and k_ip[1] != want:
         layers = sum(k.endswith(".to_k_ip.weight") for k in shapes)
         raise ModelFileError(
-            f"{name} is an IP-Adapter for {context_base(k_ip[1])} (tensor 'ip_adapter.1.to_k_ip.weight' is {list(k_ip)}, "
-            f"{layers} layers); InstantID needs {context_base(want)} ({want}-wide cross-attention)",
+            f"{name} is an IP-Adapter for {context_base(k_ip[1])} (tensor 'ip_adapter.1.to_k_ip.weight' is "
+            f"{list(k_ip)}, {layers} layers); InstantID needs {context_base(want)} ({want}-wide cross-attention)",
             "use InstantID's SDXL ip-adapter.bin with an SDXL checkpoint")
     if not any(k.startswith("image_proj.") for k in shapes):
         raise ModelFileError(f"{name} has no image_proj tensors (InstantID's Resampler): the file is incomplete",
@@ -182,7 +183,8 @@ def expected_shapes(config: ResamplerConfig, unet_config: dict) -> dict[str, tup
 
 def load_instantid(path: str, operations=None, config: ResamplerConfig | None = None,
                    unet_config: dict | None = None, dtype: torch.dtype | None = None) -> InstantIDAdapter:
-    """Read, check and build in one step. ``config`` / ``unet_config`` default to the file's layout (``file_layout``)."""
+    """Read, check and build in one step. ``config`` / ``unet_config`` default to the file's layout
+    (``file_layout``)."""
     if config is None or unet_config is None:
         file_config, file_unet = file_layout(path)
         config, unet_config = config or file_config, unet_config or file_unet

@@ -85,7 +85,7 @@ class PuLIDAdapter(nn.Module):
             return torch.zeros_like(features), [torch.zeros_like(h) for h in hidden_states]
         g = torch.Generator().manual_seed(int(seed))
         draw = [torch.rand(t.shape, generator=g) * noise for t in (features, *hidden_states)]
-        return draw[0].to(features), [d.to(h) for d, h in zip(draw[1:], hidden_states)]
+        return draw[0].to(features), [d.to(h) for d, h in zip(draw[1:], hidden_states, strict=True)]
 
     @torch.no_grad()
     def encode_identity(self, arcface: torch.Tensor, eva_cls: torch.Tensor, eva_hidden, uncond_noise: float = 0.0,

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import InvalidInputError
 from ...common.operations import cast_to_input, resolve_operations
+from ...errors import InvalidInputError
 
 # OpenAI CLIP's normalisation: eva_clip's default, which PuLID's pipeline reads from the tower.
 EVA_MEAN = (0.48145466, 0.4578275, 0.40821073)

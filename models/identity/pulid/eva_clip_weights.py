@@ -21,17 +21,18 @@ from dataclasses import asdict
 
 import torch
 
-from ...errors import ModelFileError
-from ...common.file_checks import parse_config
 from ...common.config_values import ConfigValues
+from ...common.file_checks import parse_config
 from ...common.safetensors_files import check_values, read_header, read_tensors
 from ...common.torch_pickle import load_weights_only
+from ...errors import ModelFileError
 from .eva_clip_vision import EVAVisionConfig, EVAVisionTower
 
 FILE_NAME = "EVA02_CLIP_L_336_psz14_s6B.pt"
 FILE_FIX = f"download {FILE_NAME} (QuanSun/EVA-CLIP on Hugging Face, 856 MB), or a .safetensors conversion of it"
 WRAPPER_KEYS = ("model", "module", "state_dict")  # in eva_clip's order
 TOWER_PREFIX = "visual."
+EVA02_CLIP_L = EVAVisionConfig()  # the tower of FILE_NAME
 ROPE_BUFFER = re.compile(r"^(blocks\.\d+\.attn\.)?rope\.freqs_(cos|sin)$")
 KNOWN_TOWERS = {  # (width, blocks, patch, image size) -> name
     (768, 12, 16, 224): "EVA02-CLIP-B-16",
@@ -92,13 +93,13 @@ def _describe_tower(tower: dict[str, tuple], name: str, config: EVAVisionConfig)
     return f"{name} holds {kind}; PuLID needs EVA02-CLIP-L-14-336 (1024 wide, 24 blocks, 14 px patches at 336 px)"
 
 
-def expected_shapes(config: EVAVisionConfig = EVAVisionConfig()) -> dict[str, tuple]:
+def expected_shapes(config: EVAVisionConfig = EVA02_CLIP_L) -> dict[str, tuple]:
     """The tower's tensors as the file names them without the ``visual.`` prefix (RoPE tables excluded)."""
     with torch.device("meta"):
         return {k: tuple(v.shape) for k, v in EVAVisionTower(config).state_dict().items()}
 
 
-def check_tower_shapes(shapes: dict[str, tuple], name: str, config: EVAVisionConfig = EVAVisionConfig()) -> list[str]:
+def check_tower_shapes(shapes: dict[str, tuple], name: str, config: EVAVisionConfig = EVA02_CLIP_L) -> list[str]:
     """Check a file's tensor shapes; -> the file's names of the tower tensors to read (RoPE tables excluded).
     Errors name the kind of file, or the tensor."""
     prefix = _tower_prefix(shapes)
@@ -130,7 +131,7 @@ def check_tower_shapes(shapes: dict[str, tuple], name: str, config: EVAVisionCon
     return [prefix + key for key in expected]
 
 
-def read_tower_tensors(path: str, config: EVAVisionConfig = EVAVisionConfig()) -> dict[str, torch.Tensor]:
+def read_tower_tensors(path: str, config: EVAVisionConfig = EVA02_CLIP_L) -> dict[str, torch.Tensor]:
     """The tower's tensors under the tower's own names, checked before anything is built."""
     name = os.path.basename(path)
     if not os.path.isfile(path):
@@ -155,7 +156,7 @@ def read_tower_tensors(path: str, config: EVAVisionConfig = EVAVisionConfig()) -
     return tower
 
 
-def build_tower(tensors: dict[str, torch.Tensor], config: EVAVisionConfig = EVAVisionConfig(), operations=None,
+def build_tower(tensors: dict[str, torch.Tensor], config: EVAVisionConfig = EVA02_CLIP_L, operations=None,
                 dtype: torch.dtype | None = None, compute_dtype: torch.dtype | None = None) -> EVAVisionTower:
     """The tower built on the meta device from ``operations`` and filled with ``tensors`` (from
     ``read_tower_tensors``), stored in ``dtype`` (default: the file's)."""

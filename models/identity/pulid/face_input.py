@@ -43,7 +43,7 @@ def aligned_faces(images, keypoints, size: int = ALIGNED_SIZE) -> torch.Tensor:
         raise InvalidInputError(f"expected one set of keypoints per photo, got {len(keypoints)} for {len(images)}",
                                 "connect at least one detected face")
     crops = []
-    for image, kps in zip(images, keypoints):
+    for image, kps in zip(images, keypoints, strict=True):
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InvalidInputError(f"expected RGB uint8 photos, got {image.dtype} {list(image.shape)}",

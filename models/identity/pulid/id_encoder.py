@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ...errors import InvalidInputError
 from ...common.operations import resolve_operations
+from ...errors import InvalidInputError
 from ..identity import ARCFACE_DIM
 
 EVA_CLS_DIM = 768

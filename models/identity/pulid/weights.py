@@ -25,11 +25,11 @@ import re
 
 import torch
 
+from ...common.safetensors_files import check_shapes, check_values, read_header, read_tensors
+from ...common.torch_pickle import read_torch_weights
 from ...errors import InvalidInputError, ModelFileError
 from ..unet_sites import REQUIRED as UNET_FIELDS
 from ..unet_sites import SDXL_UNET_CONFIG, context_base
-from ...common.safetensors_files import check_shapes, check_values, read_header, read_tensors
-from ...common.torch_pickle import read_torch_weights
 from .adapter import CONFIGS, V1, V1_1, PuLIDAdapter, default_config
 
 FILE_FIX = ("download pulid_v1.bin or pulid_v1.1.safetensors (guozinan/PuLID on Hugging Face), or the conversion "
