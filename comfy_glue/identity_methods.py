@@ -17,7 +17,7 @@ every other argument keyword-only:
   output) of one person into an identity;
 - ``apply(bundle, identity, *, request: ApplyRequest) -> Applied``: the identity on the MODEL and/or the
   conditioning;
-- ``weights_key(bundle) -> str``: the key the identities it makes carry (``Identity.model_key``), and which its
+- ``weights_key(bundle) -> str``: the key the identities it makes carry (``Identity.weights_key``), and which its
   apply accepts.
 """
 
@@ -154,7 +154,7 @@ def check_identity(identity: Identity, *, method: IdentityMethod, keys: tuple[st
         raise InvalidInputError(f"the identity's tokens are {identity.width} wide, {target} reads {width}-wide tokens "
                                 f"(the identity was made with {identity.made_with})",
                                 "encode the person with the same model you apply")
-    if identity.model_key in keys:
+    if identity.weights_key in keys:
         return
     if not allow_other_weights:
         raise InvalidInputError(

@@ -82,7 +82,7 @@ def load_teacher(cfg: Config, unet_config: dict, mixer: MixerConfig) -> tuple[Re
     except ModelFileError as err:
         raise ModelFileError(f"model.instantid_ip_adapter: {err.message}", err.fix) from err
     teacher = adapter.image_proj.float().requires_grad_(False).eval()
-    return teacher, adapter.model_key
+    return teacher, adapter.weights_key
 
 
 def distill_weight(d: DistillConfig, step: int) -> float:

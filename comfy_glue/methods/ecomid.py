@@ -107,7 +107,7 @@ def load(*, instantid: str, pulid: str, controlnet: str, name: str = "", dtype: 
                              "pick InstantID's ip-adapter.bin, PuLID v1 for SDXL and SDXL-EcomID's "
                              "diffusion_pytorch_model.safetensors")
     pulid_bundle = PuLIDBundle(pulid_adapter, os.path.basename(pulid), dtype)
-    return EcomIDBundle(adapter.image_proj, adapter.model_key, identitynet, pulid_bundle, name, dtype)
+    return EcomIDBundle(adapter.image_proj, adapter.weights_key, identitynet, pulid_bundle, name, dtype)
 
 
 def weights_key(bundle: EcomIDBundle) -> str:

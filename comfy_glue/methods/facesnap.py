@@ -127,7 +127,7 @@ def weights_key(bundle: FaceSnapBundle) -> str:
 def encode_features(bundle: FaceSnapBundle, *, features: FaceFeatures) -> Identity:
     """FaceSnap Eq. 1-2 over all references of one person; the negative is the mixer's output for zeroed features."""
     return Identity(cond=bundle.run_mixer(*features.batched()), uncond=bundle.uncond_tokens(),
-                    encoder=FACESNAP.encoder, model_key=bundle.weights_key, num_references=len(features),
+                    encoder=FACESNAP.encoder, weights_key=bundle.weights_key, num_references=len(features),
                     model_name=bundle.name)
 
 

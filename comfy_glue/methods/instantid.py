@@ -51,7 +51,7 @@ class InstantIDBundle:
         self.dtypes = choose_weight_dtypes(dtype, device, file_dtype(adapter, identitynet))
         self.adapter = build_managed(lambda ops, compute: InstantIDAdapter(adapter.config, adapter.unet_config, ops,
                                                                            compute), adapter, self.dtypes)
-        self.adapter.model_key, self.adapter.legacy_model_key = adapter.model_key, adapter.legacy_model_key
+        self.adapter.weights_key, self.adapter.legacy_weights_key = adapter.weights_key, adapter.legacy_weights_key
         self.identitynet = build_managed(lambda ops, compute: SDXLControlNet(identitynet.config, ops, compute),
                                          identitynet, self.dtypes)
         self.name = name
@@ -62,12 +62,12 @@ class InstantIDBundle:
 
     @property
     def weights_key(self) -> str:
-        return self.adapter.model_key
+        return self.adapter.weights_key
 
     @property
     def accepted_keys(self) -> tuple[str, str]:
         """The weights keys of identities this file's apply takes (the current one, and the one saved before)."""
-        return self.adapter.model_key, self.adapter.legacy_model_key
+        return self.adapter.weights_key, self.adapter.legacy_weights_key
 
     @property
     def ip_layers(self):

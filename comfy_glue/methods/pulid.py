@@ -103,7 +103,7 @@ class PuLIDBundle:
         self.adapter = build_managed(lambda ops, compute: PuLIDAdapter(adapter.version, adapter.encoder_config,
                                                                        adapter.unet_config, ops, compute),
                                      adapter, self.dtypes)
-        self.adapter.model_key = adapter.model_key  # of the file's tensors, whatever the storage dtype
+        self.adapter.weights_key = adapter.weights_key  # of the file's tensors, whatever the storage dtype
         self.name = name
         self.models_key = f"facesnap_pulid#{uuid.uuid4().hex}"  # this load's additional-models key on a MODEL
         self.encoder_patcher = managed_patcher(self.adapter.image_proj)
@@ -119,7 +119,7 @@ class PuLIDBundle:
 
     @property
     def weights_key(self) -> str:
-        return self.adapter.model_key
+        return self.adapter.weights_key
 
     @property
     def ip_layers(self):

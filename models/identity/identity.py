@@ -1,12 +1,12 @@
 """An identity as data: the tokens one person's reference photos were encoded into, ready for a ControlNet and
 the UNet's cross-attention, and portable without the photos or the face models.
 
-An identity records which encoder made its tokens (``encoder``: the kind, ``model_key``: which weights,
+An identity records which encoder made its tokens (``encoder``: the kind, ``weights_key``: which weights,
 ``model_name``: the file they came from), because tokens of two encoders live in different spaces: they may be blended
 only when both match, and the apply nodes take only tokens of the weights they load (``weights_key``).
 
 File format (``.safetensors``, no pickle): tensors ``cond`` and ``uncond`` (1, T, D) and optionally
-``id_embedding`` (512,); metadata ``facesnap_identity`` (format version), ``encoder``, ``model_key``,
+``id_embedding`` (512,); metadata ``facesnap_identity`` (format version), ``encoder``, ``model_key`` (the weights key),
 ``num_references``, ``tokens``, ``width``, optionally ``model_name`` (files saved before it existed load without
 it), plus free-form string entries.
 """
@@ -38,7 +38,7 @@ class Identity:
     """One person's identity tokens.
 
     cond / uncond: (1, T, D) tokens for the positive pass and the identity-free tokens for the negative pass.
-    encoder: what made them (``FACESNAP_MIXER``, ``INSTANTID_RESAMPLER``, ...); model_key: which weights of it
+    encoder: what made them (``FACESNAP_MIXER``, ``INSTANTID_RESAMPLER``, ...); weights_key: which weights of it
     (``weights_key``); model_name: the weights file's name, for messages ("" when not recorded). num_references: how
     many photos went in. id_embedding: for encoders fed by ArcFace (InstantID), the averaged embedding the tokens
     were made from, so that blends can be re-encoded in embedding space.
@@ -47,7 +47,7 @@ class Identity:
     cond: torch.Tensor
     uncond: torch.Tensor
     encoder: str
-    model_key: str = ""
+    weights_key: str = ""
     num_references: int = 1
     id_embedding: torch.Tensor | None = None
     model_name: str = ""
@@ -68,8 +68,8 @@ class Identity:
         if not self.encoder or not isinstance(self.encoder, str):
             raise InvalidInputError("an identity needs the name of the encoder that made it",
                                     f"use e.g. {FACESNAP_MIXER!r} or {INSTANTID_RESAMPLER!r}")
-        if not isinstance(self.model_key, str) or not isinstance(self.model_name, str):
-            raise InvalidInputError("an identity's model_key and model_name must be text",
+        if not isinstance(self.weights_key, str) or not isinstance(self.model_name, str):
+            raise InvalidInputError("an identity's weights_key and model_name must be text",
                                     "build identities with an identity encoder node")
         if not isinstance(self.num_references, int) or self.num_references < 1:
             raise InvalidInputError(f"an identity needs at least one reference, got {self.num_references!r}",
@@ -88,12 +88,12 @@ class Identity:
 
     @property
     def source(self) -> str:
-        return f"{self.encoder} [{self.model_key}]" if self.model_key else self.encoder
+        return f"{self.encoder} [{self.weights_key}]" if self.weights_key else self.encoder
 
     @property
     def made_with(self) -> str:
         """The weights that made the tokens, for messages: the file's name when recorded, and the key."""
-        key = f"weights key {self.model_key}" if self.model_key else "no weights key"
+        key = f"weights key {self.weights_key}" if self.weights_key else "no weights key"
         return f"{self.model_name} ({key})" if self.model_name else f"a file whose name was not recorded ({key})"
 
     def describe(self) -> str:
@@ -143,7 +143,7 @@ def blend_identities(first: Identity, second: Identity, second_weight: float) ->
     w = float(second_weight)
     if not 0.0 <= w <= 1.0:
         raise InvalidInputError(f"blend weight {w} is outside 0..1", "use 0 for the first identity, 1 for the second")
-    if (first.encoder, first.model_key) != (second.encoder, second.model_key):
+    if (first.encoder, first.weights_key) != (second.encoder, second.weights_key):
         raise InvalidInputError(
             f"cannot blend an identity from {first.source} with one from {second.source}: their tokens live in "
             "different spaces", "encode both people with the same model (the same loader and encoder node)")
@@ -167,7 +167,7 @@ def save_identity(path: str, identity: Identity, extra_metadata: dict | None = N
         tensors["id_embedding"] = identity.id_embedding
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in tensors.items()}
     metadata = {str(k): str(v) for k, v in (extra_metadata or {}).items() if k not in RESERVED_METADATA}
-    metadata.update(facesnap_identity=FORMAT_VERSION, encoder=identity.encoder, model_key=identity.model_key,
+    metadata.update(facesnap_identity=FORMAT_VERSION, encoder=identity.encoder, model_key=identity.weights_key,
                     model_name=identity.model_name, num_references=str(identity.num_references),
                     tokens=str(identity.num_tokens), width=str(identity.width))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -205,7 +205,7 @@ def load_identity(path: str) -> tuple[Identity, dict[str, str]]:
     check_finite(data, name, LOAD_FIX)
     try:
         identity = Identity(cond=data["cond"], uncond=data["uncond"], encoder=encoder,
-                            model_key=metadata.get("model_key", ""), num_references=refs,
+                            weights_key=metadata.get("model_key", ""), num_references=refs,
                             id_embedding=data.get("id_embedding"), model_name=metadata.get("model_name", ""))
     except InvalidInputError as err:
         raise ModelFileError(f"{name} holds an invalid identity: {err.message}", LOAD_FIX) from err

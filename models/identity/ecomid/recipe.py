@@ -49,7 +49,7 @@ class EcomIDIdentity:
     control: Identity
     attention: Identity
 
-    def joined(self, model_key: str, model_name: str = "") -> Identity:
+    def joined(self, weights_key: str, model_name: str = "") -> Identity:
         """Both token sets as one identity (``ECOMID_ENCODER``): cond and uncond are the control tokens followed by
         the attention tokens, (1, 16 + 10, 2048), so Save, Load and Blend Identity treat it as any other identity
         (a blend mixes both sets alike). ``split_identity`` takes it apart."""
@@ -60,7 +60,7 @@ class EcomIDIdentity:
                                     "load InstantID's and PuLID v1's SDXL files (both 2048 wide)")
         joined = [torch.cat([a, b.to(a)], dim=1) for a, b in ((control.cond, attention.cond),
                                                             (control.uncond, attention.uncond))]
-        return Identity(cond=joined[0], uncond=joined[1], encoder=ECOMID_ENCODER, model_key=model_key,
+        return Identity(cond=joined[0], uncond=joined[1], encoder=ECOMID_ENCODER, weights_key=weights_key,
                         num_references=control.num_references, id_embedding=control.id_embedding,
                         model_name=model_name)
 

@@ -48,18 +48,18 @@ class InstantIDAdapter(nn.Module):
         self.image_proj = Resampler(config, operations, compute_dtype)
         self.ip_adapter = IPAttentionLayers(ip_adapter_layer_sites(unet_config), config.output_dim, operations,
                                             compute_dtype)
-        self.model_key = ""  # weights_key of the Resampler's file tensors (set by build_instantid)
-        self.legacy_model_key = ""  # the key identities saved by earlier versions carry
+        self.weights_key = ""  # weights_key of the Resampler's file tensors (set by build_instantid)
+        self.legacy_weights_key = ""  # the key identities saved by earlier versions carry
 
     def encode_identity(self, embeddings: torch.Tensor, uncond_noise: float = 0.0, seed: int = 0,
                         device: torch.device | None = None) -> Identity:
         """``resampler_identity`` with this file's Resampler and weights key."""
-        return resampler_identity(self.image_proj, embeddings, uncond_noise, seed, device, self.model_key)
+        return resampler_identity(self.image_proj, embeddings, uncond_noise, seed, device, self.weights_key)
 
 
 @torch.no_grad()
 def resampler_identity(resampler: Resampler, embeddings: torch.Tensor, uncond_noise: float = 0.0, seed: int = 0,
-                       device: torch.device | None = None, model_key: str = "") -> Identity:
+                       device: torch.device | None = None, weights_key: str = "") -> Identity:
     """One identity from the ArcFace embeddings (N, 512) of one person's photos through InstantID's Resampler.
 
     ``embeddings`` are insightface's ``Face.embedding``, which InstantID's pipeline and cubiq's node both feed
@@ -77,7 +77,7 @@ def resampler_identity(resampler: Resampler, embeddings: torch.Tensor, uncond_no
         negative = uncond_noise * torch.rand(mean.shape, generator=torch.Generator().manual_seed(seed))
     inputs = torch.stack([mean, negative])[:, None].to(device or resampler.latents.device)
     cond, uncond = resampler(inputs).chunk(2)
-    return Identity(cond=cond, uncond=uncond, encoder=INSTANTID_RESAMPLER, model_key=model_key,
+    return Identity(cond=cond, uncond=uncond, encoder=INSTANTID_RESAMPLER, weights_key=weights_key,
                     num_references=embeddings.shape[0], id_embedding=mean)
 
 
@@ -172,7 +172,7 @@ def build_instantid(tensors: dict[str, torch.Tensor], config: ResamplerConfig, u
         adapter = InstantIDAdapter(config, unet_config, operations)
     adapter.load_state_dict({k: v if dtype is None else v.to(dtype) for k, v in tensors.items()}, assign=True)
     resampler = {k: v for k, v in tensors.items() if k.startswith("image_proj.")}
-    adapter.model_key, adapter.legacy_model_key = weights_key(resampler), legacy_weights_key(resampler)
+    adapter.weights_key, adapter.legacy_weights_key = weights_key(resampler), legacy_weights_key(resampler)
     return adapter.eval()
 
 

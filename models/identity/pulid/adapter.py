@@ -63,7 +63,7 @@ class PuLIDAdapter(nn.Module):
         self.unet_config = unet_config
         self.ip_adapter = IPAttentionLayers(ip_adapter_layer_sites(unet_config), self.context_dim, operations,
                                             compute_dtype)
-        self.model_key = ""
+        self.weights_key = ""
 
     @property
     def context_dim(self) -> int:
@@ -109,9 +109,9 @@ class PuLIDAdapter(nn.Module):
             uncond_features, uncond_hidden = self._uncond_inputs(features, joint, uncond_noise, seed)
             cond = self.image_proj(features[None], joint)
             uncond = self.image_proj(uncond_features, uncond_hidden)
-        return Identity(cond=cond, uncond=uncond, encoder=self.encoder_name, model_key=self.model_key,
+        return Identity(cond=cond, uncond=uncond, encoder=self.encoder_name, weights_key=self.weights_key,
                         num_references=features.shape[0], id_embedding=arcface.float().mean(dim=0).cpu())
 
     def fingerprint(self) -> str:
-        """``model_key``: which weights made an identity (the encoder's; the attention layers do not change it)."""
+        """``weights_key``: which weights made an identity (the encoder's; the attention layers do not change it)."""
         return weights_key(self.image_proj.state_dict())

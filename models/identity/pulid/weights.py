@@ -189,7 +189,7 @@ def build_pulid(version: str, config, unet_config: dict, tensors: dict[str, torc
     with torch.device("meta"):
         adapter = PuLIDAdapter(version, config, unet_config, operations, compute_dtype)
     adapter.load_state_dict({k: v if dtype is None else v.to(dtype) for k, v in tensors.items()}, assign=True)
-    adapter.model_key = adapter.fingerprint()
+    adapter.weights_key = adapter.fingerprint()
     return adapter.eval()
 
 
