@@ -22,7 +22,7 @@ from comfyui_facesnap.evaluation.identification import (
     wilson_interval,
 )
 
-BENCHMARK = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "learning_evidence.py"
+BENCHMARK = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "learning_evidence.py"
 
 
 @pytest.fixture(scope="module")

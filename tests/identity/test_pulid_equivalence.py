@@ -27,7 +27,7 @@ from comfyui_facesnap.models.identity.pulid.id_attention import (
 from comfyui_facesnap.models.identity.pulid.weights import official_name, pack_name
 from comfyui_facesnap.models.identity.unet_sites import ip_adapter_layer_sites
 
-FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "pulid_reference.safetensors"
+FIXTURE = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "pulid_reference.safetensors"
 TINY_UNET = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1], "transformer_depth": [0, 1],
              "transformer_depth_middle": 1, "transformer_depth_output": [0, 0, 1, 1]}
 # largest difference allowed, relative to the largest reference value (fp32, different attention kernels)

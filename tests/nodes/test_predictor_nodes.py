@@ -12,7 +12,7 @@ import torch
 
 pytestmark = pytest.mark.comfy
 
-WORKFLOW = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "facesnap_landmark_predictor.json"
+WORKFLOW = pathlib.Path(__file__).resolve().parents[2] / "workflows" / "facesnap_landmark_predictor.json"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from comfyui_facesnap.models.face_analysis import FaceSet
 from comfyui_facesnap.models.face_analysis.select import no_face_record
 from test_flame_loader import flame_files, flame_model  # noqa: F401  (the FLAME-layout fixture model)
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def faces(rng, with_face: list[bool], crop_size: int = 128) -> FaceSet:

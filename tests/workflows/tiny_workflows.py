@@ -16,7 +16,7 @@ from identity_graphs import register_facesnap_folder, setup_face_pipeline
 from instantid_graphs import CN_FILE, IP_FILE, register_instantid_folders
 from pulid_graphs import ECOMID_CN, ECOMID_IP, EVA_FILE, V1_1_FILE, V1_FILE, register_pulid_folders
 
-WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows"
+WORKFLOWS = pathlib.Path(__file__).resolve().parents[2] / "workflows"
 SIDE = 128  # the tiny graphs' longest image side, in pixels
 FACE_MODEL = "ict_face_narrow.npz"
 TINY_PULID = {"pulid_v1.1.safetensors": V1_1_FILE, "ip-adapter_pulid_sdxl_fp16.safetensors": V1_FILE}

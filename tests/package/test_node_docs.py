@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.comfy
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "gen_node_docs.py"
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "gen_node_docs.py"
 
 
 def _generator():

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEEPSPEED_YAML = ROOT / "training" / "configs" / "accelerate_deepspeed_zero2.yaml"
 
 

@@ -8,11 +8,13 @@ import re
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 # top-level modules of a ComfyUI checkout that a pack could import
 COMFYUI_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "comfy_config", "folder_paths", "nodes",
                    "execution", "server", "latent_preview", "node_helpers", "main", "app", "utils"}
-TEST_MODULES = {"tests", "conftest", "training_fixtures", "comfy_test_nodes"} | {p.stem for p in (ROOT / "tests").glob("test_*.py")}
+# tests/ and every module in it that a test imports by name (test modules, helpers, conftest)
+TEST_MODULES = {"tests", "comfy_test_nodes"} | {p.stem for p in (ROOT / "tests").rglob("*.py")
+                                                 if not {"comfy_test_nodes", "browser"} & set(p.relative_to(ROOT).parts)}
 
 
 def python_files(*folders: str) -> list[pathlib.Path]:

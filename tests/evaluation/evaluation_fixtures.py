@@ -8,7 +8,7 @@ import importlib.util
 import json
 import pathlib
 
-EVAL_SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "facesnap_eval.py"
+EVAL_SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "facesnap_eval.py"
 
 TINY_CLIP = {"embed_dim": 32,
              "vision_cfg": {"image_size": 64, "layers": 1, "width": 64, "patch_size": 16, "head_width": 32},

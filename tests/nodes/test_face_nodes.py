@@ -16,7 +16,7 @@ from comfyui_facesnap.devkit.workflow_format import ui_to_api
 
 pytestmark = pytest.mark.comfy
 
-WORKFLOW = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "facesnap_landmarks.json"
+WORKFLOW = pathlib.Path(__file__).resolve().parents[2] / "workflows" / "facesnap_landmarks.json"
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from evaluation_fixtures import load_eval_cli, write_random_inception, write_tin
 
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 eval_cli = load_eval_cli()
 
 

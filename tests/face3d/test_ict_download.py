@@ -17,7 +17,7 @@ from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.models.face3d.ict_download import ICT_OBJ_FILES, download_ict_facekit
 from comfyui_facesnap.models.face3d.morphable_model import ICT_NARROW_FACE_VERTICES, load_ict_npz
 
-CLI = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "convert_ict_facekit.py"
+CLI = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "convert_ict_facekit.py"
 FAST = {"retries": 1, "timeout": 5.0, "retry_wait": 0.0, "progress": False, "total_bytes": None}
 
 

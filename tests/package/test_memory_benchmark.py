@@ -9,7 +9,7 @@ import torch
 
 from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "memory.py"
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "memory.py"
 
 
 @pytest.fixture(scope="module")

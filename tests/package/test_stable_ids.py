@@ -7,7 +7,7 @@ import pytest
 
 pytestmark = pytest.mark.comfy
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "pin_node_ids.py"
+SCRIPT = pathlib.Path(__file__).resolve().parents[2] / "scripts" / "pin_node_ids.py"
 
 
 @pytest.fixture(scope="module")

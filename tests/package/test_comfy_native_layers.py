@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-PACK_ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACK_ROOT = pathlib.Path(__file__).resolve().parents[2]
 LAYERS = {"Linear", "Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "LayerNorm", "GroupNorm",
           "Embedding"}
 # Files that still build torch.nn layers inside ComfyUI: file -> layer calls. None since the DECA encoder takes

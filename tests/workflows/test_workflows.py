@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.comfy
 
-WORKFLOWS = sorted((pathlib.Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+WORKFLOWS = sorted((pathlib.Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 PACK_PREFIXES = ("FaceSnap", "ApplyFaceSnap", "DiffPC")
 

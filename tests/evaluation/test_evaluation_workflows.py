@@ -15,7 +15,7 @@ from comfyui_facesnap.models.errors import InvalidInputError
 
 pytestmark = pytest.mark.comfy
 
-WORKFLOWS = pathlib.Path(__file__).resolve().parents[1] / "workflows"
+WORKFLOWS = pathlib.Path(__file__).resolve().parents[2] / "workflows"
 GENERATION = ["facesnap_portrait", "facesnap_pose_from_drive", "facesnap_manual_pose", "facesnap_diffpc_render",
               "facesnap_multi_reference"]
 INSTANTID = ["instantid_portrait", "instantid_pose_from_drive", "instantid_manual_pose"]

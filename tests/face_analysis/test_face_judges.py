@@ -27,7 +27,7 @@ from comfyui_facesnap.devkit.random_judge_weights import (
 from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.models.face_analysis.recognisers import JUDGES, judge_file, judge_status, load_judge
 
-FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "judges"
+FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "judges"
 FILES = {"FaceNet": "facenet", "AdaFace": "adaface", "CurricularFace": "curricularface"}
 
 

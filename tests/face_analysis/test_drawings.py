@@ -12,7 +12,7 @@ from comfyui_facesnap.models.face_analysis.landmark_views import render_landmark
 from comfyui_facesnap.models.face_analysis.landmarks72 import LandmarkSet
 from face_points import mean_face
 
-DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs" / "nodes.md"
+DOCS = pathlib.Path(__file__).resolve().parents[2] / "docs" / "nodes.md"
 
 
 def style_input(node):
