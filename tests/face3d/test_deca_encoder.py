@@ -16,7 +16,6 @@ from comfyui_facesnap.models.face3d.deca_encoder import (
 )
 from comfyui_facesnap.models.face3d.face_fitting import axis_angle_to_matrix, project
 from comfyui_facesnap.models.face3d.flame_loader import flame_morphable_model
-from test_flame_loader import flame_files, flame_model  # noqa: F401  (the FLAME-layout fixture model)
 
 # from DECA's ResnetEncoder (encoder = resnet.ResNet(Bottleneck, [3, 4, 6, 3]), layers = Linear-ReLU-Linear)
 DECA_KEYS = {"encoder.conv1.weight": (64, 3, 7, 7), "encoder.bn1.running_mean": (64,),

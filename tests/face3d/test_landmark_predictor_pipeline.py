@@ -14,7 +14,6 @@ from comfyui_facesnap.models.errors import InvalidInputError, NoFaceError
 from comfyui_facesnap.models.face3d.landmark_predictor import PredictorSettings, draw_prediction, predict_from_faces
 from comfyui_facesnap.models.face_analysis import FaceSet
 from comfyui_facesnap.models.face_analysis.select import no_face_record
-from test_flame_loader import flame_files, flame_model  # noqa: F401  (the FLAME-layout fixture model)
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ import torch
 from comfyui_facesnap.models.errors import InvalidInputError, ModelFileError
 from comfyui_facesnap.models.face_analysis.face_parsing import BiSeNet, load_face_parser, parse_faces
 from reference_fixtures import load_reference
-from test_instantid_weights import _Payload, write_sparse_safetensors, zero_views
+from weight_files import Payload, random_parser, write_sparse_safetensors, zero_views
 
 FILE = "parsing_bisenet.pth"
 COUNTER = "num_batches_tracked"
@@ -23,18 +23,6 @@ def published() -> dict[str, tuple]:
 def _counters(shapes: dict) -> dict[str, torch.Tensor]:
     """The counters facexlib's BatchNorm layers save, one per running mean."""
     return {k.replace("running_mean", COUNTER): torch.tensor(7) for k in shapes if k.endswith("running_mean")}
-
-
-def _random_parser(seed: int = 0) -> BiSeNet:
-    torch.manual_seed(seed)
-    parser = BiSeNet()
-    with torch.no_grad():
-        for name, value in parser.state_dict().items():
-            if name.endswith("running_var"):
-                value.uniform_(0.5, 1.5)
-            elif value.is_floating_point():
-                value.normal_(0.0, 0.1)
-    return parser.eval()
 
 
 @pytest.mark.parametrize("counters", [True, False])
@@ -54,7 +42,7 @@ def test_the_published_layout_loads(tmp_path, published, counters):
 def test_round_trip_gives_the_same_logits(tmp_path, suffix):
     from safetensors.torch import save_file
 
-    source = _random_parser()
+    source = random_parser()
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
     path = tmp_path / f"parsing_bisenet{suffix}"
     torch.save(state, path) if suffix == ".pth" else save_file(state, str(path))
@@ -104,7 +92,7 @@ def test_damaged_files_name_the_tensor(tmp_path, published, case):
 
 
 def test_corrupt_truncated_and_hostile_files(tmp_path):
-    state = _random_parser().state_dict()
+    state = random_parser().state_dict()
     state["ffm.conv1.weight"][0, 0] = float("nan")
     path = tmp_path / FILE
     torch.save(state, path)
@@ -115,7 +103,7 @@ def test_corrupt_truncated_and_hostile_files(tmp_path):
     with pytest.raises(ModelFileError, match="truncated"):
         load_face_parser(str(path))
     marker = tmp_path / "pwned"
-    torch.save({"cp.resnet.conv1.weight": _Payload(marker)}, path)
+    torch.save({"cp.resnet.conv1.weight": Payload(marker)}, path)
     with pytest.raises(ModelFileError, match="refused"):
         load_face_parser(str(path))
     assert not marker.exists()

@@ -14,7 +14,6 @@ import torch
 
 from identity_graphs import add_apply, add_injector, add_loader, add_model_node, base_graph, latent, pack_module
 from instantid_graphs import add_apply_instantid, add_encode, add_instantid_loader
-from test_identity_nodes import host as identity_host  # noqa: F401  (the FaceSnap + InstantID host fixture)
 
 pytestmark = pytest.mark.comfy
 
@@ -33,7 +32,7 @@ ARTIST_NODES = {
 
 
 @pytest.fixture(scope="module")
-def host(identity_host, tmp_path_factory):  # noqa: F811
+def host(identity_host, tmp_path_factory):
     from safetensors.torch import save_file
 
     import folder_paths

@@ -17,9 +17,15 @@ from comfy_test_nodes.tiny_models import tiny_conditioning, tiny_face_features
 from comfyui_facesnap.devkit.comfy_host import cached_output
 from identity_graphs import add_apply, add_loader, add_stock_controlnet, base_graph, cached, pack_module
 from instantid_graphs import add_apply_instantid, add_encode, add_instantid_loader
-from test_identity_nodes import host  # noqa: F401  (the same FaceSnap + InstantID host fixture)
 
 pytestmark = pytest.mark.comfy
+
+
+@pytest.fixture(scope="module")
+def host(identity_host):
+    """The FaceSnap + InstantID host (tests/conftest.py)."""
+    return identity_host
+
 
 SIZE = 128  # the tiny graph's image size (latent 16 x 16): drawings at this size reach the ControlNets unresampled
 

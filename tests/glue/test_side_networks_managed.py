@@ -14,9 +14,15 @@ import torch
 
 from identity_graphs import add_apply, add_injector, add_loader, base_graph, cached
 from instantid_graphs import add_apply_instantid, add_encode, add_instantid_loader
-from test_identity_nodes import host  # noqa: F401  (the FaceSnap + InstantID host fixture)
 
 pytestmark = pytest.mark.comfy
+
+
+@pytest.fixture(scope="module")
+def host(identity_host):
+    """The FaceSnap + InstantID host (tests/conftest.py)."""
+    return identity_host
+
 
 POINTS = 5  # ID-Injector points of the tiny SDXL
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from comfyui_facesnap.devkit.comfy_host import cached_output, streamable_layers
-from test_operations import LAYER_TYPES, layers_and_raw_parameters
+from operation_helpers import LAYER_TYPES, layers_and_raw_parameters
 
 STORAGE = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "fp8_e4m3fn": torch.float8_e4m3fn}
 # raw parameters (outside any layer) that the networks cast to the input's device and dtype at use

@@ -20,7 +20,7 @@ from pulid_graphs import (
     add_pulid_loader,
     register_pulid_folders,
 )
-from test_instantid_comfy import TINY_SITES, layer_calls, per_unet_call  # noqa: F401  (layer_calls: a fixture)
+from unet_calls import TINY_SITES, per_unet_call
 
 pytestmark = pytest.mark.comfy
 
@@ -185,9 +185,9 @@ def test_full_size_published_files_load_through_the_loader_node(host, tmp_path):
 
     import folder_paths
 
-    from test_instantid_models import identitynet_config
-    from test_instantid_weights import published_shapes, write_sparse_safetensors, zero_views
-    from test_pulid_weights import write_published
+    from instantid_files import identitynet_config, published_shapes
+    from pulid_files import write_published
+    from weight_files import write_sparse_safetensors, zero_views
 
     for folder in ("instantid", "pulid", "controlnet"):
         (tmp_path / folder).mkdir()

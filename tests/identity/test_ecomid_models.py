@@ -22,8 +22,9 @@ from comfyui_facesnap.models.identity.instantid.weights import InstantIDAdapter
 from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1
 from comfyui_facesnap.models.identity.pulid.id_attention import METHODS, SHARE_CUBIQ
 from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig
-from test_instantid_weights import TINY_UNET_CONFIG, write_sparse_safetensors
-from test_pulid_weights import tiny_adapter, tiny_features
+from instantid_files import TINY_UNET_CONFIG
+from pulid_files import tiny_adapter, tiny_features
+from weight_files import write_sparse_safetensors
 
 diffusers = pytest.importorskip("diffusers")
 

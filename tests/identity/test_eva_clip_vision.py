@@ -19,8 +19,8 @@ from comfyui_facesnap.models.identity.pulid.eva_clip_vision import (
     rope_tables,
 )
 from comfyui_facesnap.models.identity.pulid.eva_clip_weights import build_tower, expected_shapes
+from operation_helpers import STORAGE_TOLERANCE, layers_and_raw_parameters, relative_error, to_storage
 from reference_fixtures import load_reference
-from test_operations import STORAGE_TOLERANCE, layers_and_raw_parameters, relative_error, to_storage
 
 EVA_FIXTURE = "pulid_eva_clip_reference.safetensors"
 # Largest |pack - official| allowed: about ten times the differences measured (printed by the first test), where the

@@ -14,7 +14,7 @@ from comfyui_facesnap.models.identity.pulid.eva_clip_weights import (
     load_eva_clip_vision,
 )
 from reference_fixtures import load_reference
-from test_instantid_weights import _Payload, write_sparse_safetensors, zero_views
+from weight_files import Payload, write_sparse_safetensors, zeros
 
 FILE = "EVA02_CLIP_L_336_psz14_s6B.pt"
 TINY = EVAVisionConfig.tiny()
@@ -34,10 +34,6 @@ def refuse_building(monkeypatch):
 
     monkeypatch.setattr(eva_clip_weights, "build_tower", forbidden)
     monkeypatch.setattr(eva_clip_weights, "read_tensors", forbidden)
-
-
-def zeros(shapes: dict[str, tuple], dtype=torch.float16) -> dict[str, torch.Tensor]:
-    return zero_views({"all": shapes}, dtype)["all"]
 
 
 def visual(layout: dict) -> dict[str, tuple]:
@@ -182,7 +178,7 @@ def test_truncated_unreadable_and_missing_files(tmp_path):
 def test_a_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / FILE
-    torch.save({"visual.pos_embed": _Payload(marker)}, path)
+    torch.save({"visual.pos_embed": Payload(marker)}, path)
     with pytest.raises(ModelFileError, match="refused") as err:
         load_eva_clip_vision(str(path))
     assert not marker.exists(), "nothing in the file may run"

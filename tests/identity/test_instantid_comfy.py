@@ -23,10 +23,9 @@ from instantid_graphs import (
     register_instantid_folders,
     use_identity_folder,
 )
+from unet_calls import TINY_SITES, per_unet_call
 
 pytestmark = pytest.mark.comfy
-
-TINY_SITES = [("input", 3, 0), ("middle", 0, 0), ("output", 0, 0), ("output", 1, 0)]
 
 
 @pytest.fixture(scope="module")
@@ -41,37 +40,6 @@ def instantid_graph(weight=0.8, steps=2, **apply):
     loader = add_instantid_loader(g)
     add_apply_instantid(g, loader, add_encode(g, loader), weight=weight, node="apply", **apply)
     return g
-
-
-@pytest.fixture()
-def layer_calls(host, monkeypatch):
-    """Every UNet call ("unet", None) and every IP-attention patch call ("ip", (block, id, index)), in order."""
-    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    events = []
-    unet_forward = UNetModel._forward
-    monkeypatch.setattr(UNetModel, "_forward",
-                        lambda self, *a, **k: events.append(("unet", None)) or unet_forward(self, *a, **k))
-    patch = pack_module(host, "FaceSnapApplyInstantID", "comfy_glue.ip_attention_patch").IPAttentionPatch
-    call = patch.__call__
-
-    def recording(self, q, k, v, extra_options):
-        block = extra_options["block"]
-        events.append(("ip", (block[0], block[1], extra_options.get("block_index", 0))))
-        return call(self, q, k, v, extra_options)
-
-    monkeypatch.setattr(patch, "__call__", recording)
-    return events
-
-
-def per_unet_call(events) -> list[list]:
-    calls = []
-    for kind, key in events:
-        if kind == "unet":
-            calls.append([])
-        else:
-            calls[-1].append(key)
-    return calls
 
 
 def test_every_ip_layer_is_hit_once_per_unet_call(host, layer_calls):
@@ -300,7 +268,8 @@ def test_a_facesnap_identity_is_refused_by_instantid(host, tmp_path):
 def test_loader_and_apply_errors_name_the_node(host, tmp_path, case):
     import folder_paths
 
-    from test_instantid_weights import _Payload, sd15_ip_adapter_shapes, zero_views
+    from instantid_files import sd15_ip_adapter_shapes
+    from weight_files import Payload, zero_views
 
     g = instantid_graph()
     folder = tmp_path / "instantid"
@@ -312,7 +281,7 @@ def test_loader_and_apply_errors_name_the_node(host, tmp_path, case):
         g["instantid"]["inputs"]["instantid_file"] = "ip-adapter_sd15.bin"
         expected = ["[FaceSnapInstantIDLoader]", "SD1.5", "needs SDXL"]
     elif case == "pickle":
-        torch.save({"image_proj": {"latents": _Payload(marker)}, "ip_adapter": {}}, folder / "hostile.bin")
+        torch.save({"image_proj": {"latents": Payload(marker)}, "ip_adapter": {}}, folder / "hostile.bin")
         g["instantid"]["inputs"]["instantid_file"] = "hostile.bin"
         expected = ["[FaceSnapInstantIDLoader]", "refused", "Nothing in it was run"]
     elif case == "not_identitynet":  # a ControlNet reading 64-wide tokens, not the Resampler's 48
@@ -358,8 +327,8 @@ def test_full_size_published_files_load_through_the_loader_node(host, tmp_path, 
 
     import folder_paths
 
-    from test_instantid_models import identitynet_config
-    from test_instantid_weights import published_shapes, write_sparse_safetensors, zero_views
+    from instantid_files import identitynet_config, published_shapes
+    from weight_files import write_sparse_safetensors, zero_views
 
     instantid, controlnet = tmp_path / "instantid", tmp_path / "controlnet"
     (controlnet / "InstantID").mkdir(parents=True)

@@ -37,7 +37,7 @@ from managed_weights_helpers import (
     storage_sample_errors,
     streamed_layers,
 )
-from test_operations import ffrnet_inputs
+from operation_helpers import ffrnet_inputs
 
 pytestmark = pytest.mark.comfy
 

@@ -19,6 +19,7 @@ from comfyui_facesnap.models.identity.ip_attention import (
 )
 from comfyui_facesnap.models.identity.sdxl_controlnet import ControlNetConfig, SDXLControlNet
 from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG, cross_attention_sites, ip_adapter_layer_sites
+from instantid_files import diffusers_name_to_patch_key, identitynet_config
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -227,18 +228,6 @@ def test_sdxl_layer_numbering():
     assert layers.for_patch_key(("input", 4, 0)) is layers["1"] and len(layers.patch_keys) == 70
 
 
-def _diffusers_name_to_patch_key(name: str, layers_per_block: int) -> tuple[str, int, int]:
-    """diffusers ``down_blocks.b.attentions.a.transformer_blocks.t.attn2.processor`` -> ComfyUI's key: down block b,
-    attention a is input block 1 + b * (layers + 1) + a; up block b is output block b * (layers + 2) + a."""
-    parts = name.split(".")
-    if parts[0] == "mid_block":
-        return "middle", 0, int(parts[4])
-    block, attention, t = int(parts[1]), int(parts[3]), int(parts[5])
-    if parts[0] == "down_blocks":
-        return "input", 1 + block * (layers_per_block + 1) + attention, t
-    return "output", block * (layers_per_block + 1) + attention, t
-
-
 def test_numbering_is_diffusers_attn_processor_order():
     """InstantID loads ip_adapter into ModuleList(unet.attn_processors.values()): check that order on diffusers'
     real SDXL UNet (built on the meta device from the SDXL base config)."""
@@ -248,7 +237,7 @@ def test_numbering_is_diffusers_attn_processor_order():
     cross = names[1::2]
     assert all(n.endswith("attn2.processor") for n in cross)
     sites = ip_adapter_layer_sites()
-    assert [_diffusers_name_to_patch_key(n, 2) for n in cross] == [sites[2 * k + 1].patch_key for k in range(70)]
+    assert [diffusers_name_to_patch_key(n, 2) for n in cross] == [sites[2 * k + 1].patch_key for k in range(70)]
     channels = [unet.get_submodule(n.rsplit(".", 1)[0]).to_q.in_features for n in cross]
     assert channels == [sites[2 * k + 1].channels for k in range(70)]
 
@@ -289,11 +278,6 @@ def test_layout_matches_comfyuis_sdxl_unet():
 
 
 # --- IdentityNet -------------------------------------------------------------------------------------------------
-
-def identitynet_config() -> dict:
-    """A diffusers SDXL ControlNetModel config whose cross-attention reads 2048-wide identity tokens (InstantID's
-    pipeline passes ``encoder_hidden_states=prompt_image_emb``, the Resampler's 16 x 2048 output)."""
-    return dict(ControlNetConfig.sdxl().diffusers_kwargs(), cross_attention_dim=2048)
 
 
 def test_identitynet_full_size_layout_is_an_sdxl_controlnet():
@@ -346,7 +330,6 @@ def test_identitynet_tiny_loads_and_reads_identity_tokens(tmp_path, layout):
     for a, b in zip(down, out["output"]):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out["middle"][0], mid, atol=1e-5, rtol=1e-4)
-
 
 
 @pytest.mark.comfy

@@ -1,9 +1,7 @@
 """InstantID's ip-adapter file: the published layout at full size (synthetic files, exact names and shapes), the
 .bin and .safetensors forms, refusing pickles that run code, and errors that name the tensor or the base model."""
 
-import json
 import pickle
-import struct
 
 import pytest
 import torch
@@ -12,74 +10,14 @@ from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.models.identity.identity import INSTANTID_RESAMPLER
 from comfyui_facesnap.models.identity.instantid.resampler import ResamplerConfig
 from comfyui_facesnap.models.identity.instantid.weights import InstantIDAdapter, load_instantid
-
-# The published ip-adapter.bin, written out from the specification (InstantID's pipeline builds
-# Resampler(dim=1280, depth=4, dim_head=64, heads=20, num_queries=16, embedding_dim=512, output_dim=2048, ff_mult=4)
-# and one IPAttnProcessor per diffusers attn_processors entry: down blocks, up blocks, mid block).
-SDXL_IP_WIDTHS = [640] * 4 + [1280] * 20 + [1280] * 30 + [640] * 6 + [1280] * 10
-# SD1.5's 16 cross-attentions in the same order (down 320,320,640,640,1280,1280; up 1280x3,640x3,320x3; mid 1280)
-SD15_IP_WIDTHS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 1280]
-TINY_UNET_CONFIG = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1],
-                    "transformer_depth": [0, 1], "transformer_depth_middle": 1, "transformer_depth_output": [0, 0, 1, 1]}
-
-
-def published_shapes() -> dict[str, dict[str, tuple]]:
-    proj = {"latents": (1, 16, 1280), "proj_in.weight": (1280, 512), "proj_in.bias": (1280,),
-            "proj_out.weight": (2048, 1280), "proj_out.bias": (2048,), "norm_out.weight": (2048,),
-            "norm_out.bias": (2048,)}
-    for i in range(4):
-        for norm in ("norm1", "norm2"):
-            proj[f"layers.{i}.0.{norm}.weight"] = proj[f"layers.{i}.0.{norm}.bias"] = (1280,)
-        proj.update({f"layers.{i}.0.to_q.weight": (1280, 1280), f"layers.{i}.0.to_kv.weight": (2560, 1280),
-                     f"layers.{i}.0.to_out.weight": (1280, 1280), f"layers.{i}.1.0.weight": (1280,),
-                     f"layers.{i}.1.0.bias": (1280,), f"layers.{i}.1.1.weight": (5120, 1280),
-                     f"layers.{i}.1.3.weight": (1280, 5120)})
-    return {"image_proj": proj, "ip_adapter": _ip_shapes(SDXL_IP_WIDTHS, 2048)}
-
-
-def _ip_shapes(widths, context):
-    return {f"{2 * k + 1}.{name}.weight": (c, context) for k, c in enumerate(widths) for name in ("to_k_ip", "to_v_ip")}
-
-
-def sd15_ip_adapter_shapes() -> dict[str, dict[str, tuple]]:
-    """h94's ip-adapter_sd15.bin layout: ImageProjModel (4 tokens of 768 from CLIP-H 1024) + 16 layers."""
-    proj = {"proj.weight": (3072, 1024), "proj.bias": (3072,), "norm.weight": (768,), "norm.bias": (768,)}
-    return {"image_proj": proj, "ip_adapter": _ip_shapes(SD15_IP_WIDTHS, 768)}
-
-
-def zero_views(shapes: dict[str, dict[str, tuple]], dtype=torch.float16) -> dict[str, dict[str, torch.Tensor]]:
-    """Full-size tensors that are all views of one zero storage: torch.save writes the storage once, so a 423 M
-    parameter file takes ~13 MB on disk and in memory when loaded."""
-    biggest = max(torch.Size(s).numel() for part in shapes.values() for s in part.values())
-    storage = torch.zeros(biggest, dtype=dtype)
-    return {part: {k: storage[:torch.Size(s).numel()].view(s) for k, s in d.items()} for part, d in shapes.items()}
-
-
-def write_sparse_safetensors(path, shapes: dict[str, tuple], dtype: str = "F16", metadata=None) -> None:
-    """A full-size .safetensors of zeros written lazily: the header, then a hole the file system fills with zeros."""
-    itemsize = {"F16": 2, "BF16": 2, "F32": 4}[dtype]
-    header, offset = {}, 0
-    for name, shape in shapes.items():
-        size = torch.Size(shape).numel() * itemsize
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + size]}
-        offset += size
-    if metadata:
-        header["__metadata__"] = metadata
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
-        f.truncate(8 + len(blob) + offset)
-
-
-def _flat(nested: dict) -> dict:
-    return {f"{part}.{k}": v for part, d in nested.items() for k, v in d.items()}
+from instantid_files import TINY_UNET_CONFIG, published_shapes, sd15_ip_adapter_shapes
+from weight_files import Payload, flat, write_sparse_safetensors, zero_views
 
 
 def test_full_size_model_has_the_published_names_and_shapes():
     with torch.device("meta"):
         adapter = InstantIDAdapter()
-    assert {k: tuple(v.shape) for k, v in adapter.state_dict().items()} == _flat(published_shapes())
+    assert {k: tuple(v.shape) for k, v in adapter.state_dict().items()} == flat(published_shapes())
     counts = {part: sum(p.numel() for p in getattr(adapter, part).parameters()) for part in ("image_proj", "ip_adapter")}
     print(f"\nInstantID ip-adapter parameters: image_proj {counts['image_proj']:,}  ip_adapter {counts['ip_adapter']:,}"
           f"  total {sum(counts.values()):,} ({sum(counts.values()) * 4 / 1e9:.2f} GB in fp32)")
@@ -100,7 +38,7 @@ def test_full_size_bin_loads_through_torch_load_weights_only(tmp_path):
 
 def test_full_size_safetensors_loads(tmp_path):
     path = tmp_path / "ip-adapter.safetensors"
-    write_sparse_safetensors(path, _flat(published_shapes()), "F16")
+    write_sparse_safetensors(path, flat(published_shapes()), "F16")
     adapter = load_instantid(str(path))
     assert sum(p.numel() for p in adapter.parameters()) == 422_765_824
     assert adapter.ip_adapter["139"].to_v_ip.weight.shape == (1280, 2048)
@@ -114,7 +52,7 @@ def test_sd15_ip_adapter_needs_sdxl(tmp_path):
         load_instantid(str(path))
     assert "ip_adapter.1.to_k_ip.weight" in str(err.value) and "16 layers" in str(err.value)
     st = tmp_path / "ip-adapter_sd15.safetensors"
-    write_sparse_safetensors(st, _flat(sd15_ip_adapter_shapes()))
+    write_sparse_safetensors(st, flat(sd15_ip_adapter_shapes()))
     with pytest.raises(ModelFileError, match="needs SDXL"):
         load_instantid(str(st))
 
@@ -123,19 +61,19 @@ def test_clip_ip_adapter_plus_is_named(tmp_path):
     shapes = published_shapes()
     shapes["image_proj"]["proj_in.weight"] = (1280, 1280)  # ip-adapter-plus_sdxl: CLIP-H hidden states in
     path = tmp_path / "ip-adapter-plus_sdxl_vit-h.safetensors"
-    write_sparse_safetensors(path, _flat(shapes))
+    write_sparse_safetensors(path, flat(shapes))
     with pytest.raises(ModelFileError, match="CLIP image features.*image_proj.proj_in.weight.*1280, 1280"):
         load_instantid(str(path))
     plain = {"image_proj": {"proj.weight": (8192, 1280), "proj.bias": (8192,), "norm.weight": (2048,),
                             "norm.bias": (2048,)}, "ip_adapter": shapes["ip_adapter"]}  # ip-adapter_sdxl: 4 tokens
-    write_sparse_safetensors(tmp_path / "ip-adapter_sdxl.safetensors", _flat(plain))
+    write_sparse_safetensors(tmp_path / "ip-adapter_sdxl.safetensors", flat(plain))
     with pytest.raises(ModelFileError, match="CLIP image embeddings, not InstantID's"):
         load_instantid(str(tmp_path / "ip-adapter_sdxl.safetensors"))
 
 
 @pytest.mark.parametrize("case", ["wrong_shape", "missing", "unexpected", "stray_prefix"])
 def test_shape_errors_name_the_tensor(tmp_path, case):
-    shapes = _flat(published_shapes())
+    shapes = flat(published_shapes())
     tensor = {"wrong_shape": "ip_adapter.77.to_v_ip.weight", "missing": "image_proj.layers.3.1.3.weight",
               "unexpected": "ip_adapter.141.to_k_ip.weight", "stray_prefix": "unet.conv_in.weight"}[case]
     if case == "wrong_shape":
@@ -173,20 +111,10 @@ def test_other_files_are_named(tmp_path):
         load_instantid(str(tmp_path / "missing.bin"))
 
 
-class _Payload:
-    """Unpickling this calls open(marker, "w"): a stand-in for any code a hostile .bin could run."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return open, (self.marker, "w")
-
-
 def test_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "ip-adapter.bin"
-    torch.save({"image_proj": {"latents": _Payload(marker)}, "ip_adapter": {}}, path)
+    torch.save({"image_proj": {"latents": Payload(marker)}, "ip_adapter": {}}, path)
     with pytest.raises(ModelFileError, match="refused") as err:
         load_instantid(str(path))
     assert not marker.exists(), "nothing in the file may run"
@@ -194,7 +122,7 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
     assert "open" in message and not any(w in message for w in ("weights_only", "trust", "safe_globals", "allowlist"))
     # the payload is live: a plain pickle load does run it (checked on a copy of the payload alone)
     live = tmp_path / "live"
-    pickle.loads(pickle.dumps(_Payload(live))).close()
+    pickle.loads(pickle.dumps(Payload(live))).close()
     assert live.exists()
 
 

@@ -26,7 +26,7 @@ from managed_weights_helpers import (
     record_forwards,
     storage_sample_errors,
 )
-from test_operations import LAYER_TYPES, ffrnet_outputs, layers_and_raw_parameters
+from operation_helpers import LAYER_TYPES, ffrnet_outputs, layers_and_raw_parameters
 
 pytestmark = pytest.mark.comfy
 

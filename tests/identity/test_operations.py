@@ -14,8 +14,8 @@ from comfyui_facesnap.devkit.comfy_host import streamable_layers
 from comfyui_facesnap.models.common.operations import TORCH_OPS, MultiheadAttention, resolve_operations
 from comfyui_facesnap.models.identity.facesnap.attribute_mixer import FacialAttributeMixer, MixerConfig
 from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
+from operation_helpers import STORAGE_TOLERANCE, ffrnet_outputs, layers_and_raw_parameters, relative_error, to_storage
 
-LAYER_TYPES = (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.GroupNorm)
 # raw parameters (not inside a layer) that the forward casts to the input's device and dtype
 RAW_PARAMETERS = ("queries", "in_proj_weight", "in_proj_bias")
 
@@ -70,13 +70,6 @@ def mixer_inputs(c: MixerConfig, seed=1):
     return ids, clips, torch.tensor([[True, False, True], [True, True, True]])
 
 
-def ffrnet_inputs(cfg: FFRNetConfig, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    return dict(x=torch.randn(2, 4, 16, 16, generator=g), hint=torch.rand(2, 3, 128, 128, generator=g),
-                timesteps=torch.tensor([10.0, 700.0]), context=torch.randn(2, 16, cfg.cross_attention_dim, generator=g),
-                y=torch.randn(2, 2816, generator=g))
-
-
 def trained_ffrnet(operations=None, seed=0) -> FFRNet:
     """Tiny FFRNet with random non-zero weights everywhere (zero convs and injector heads included)."""
     ffrnet = FFRNet(FFRNetConfig.tiny(), operations)
@@ -85,13 +78,6 @@ def trained_ffrnet(operations=None, seed=0) -> FFRNet:
         for p in ffrnet.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if p.ndim == 1 and p.shape[0] > 1 else 0.0))
     return ffrnet.eval()
-
-
-def ffrnet_outputs(ffrnet: FFRNet) -> list[torch.Tensor]:
-    with torch.no_grad():
-        out = ffrnet(**ffrnet_inputs(ffrnet.config))
-        params = ffrnet.injector_params(out)
-    return [*out["output"], *out["middle"], *[t for pair in params for t in pair]]
 
 
 def trained_mixer(operations=None, seed=0) -> FacialAttributeMixer:
@@ -146,13 +132,6 @@ def test_resolve_operations_rejects_incomplete_namespaces():
         MultiheadAttention(10, 3)
 
 
-def layers_and_raw_parameters(module: nn.Module):
-    layers = [(n, m) for n, m in module.named_modules() if isinstance(m, LAYER_TYPES)]
-    in_layers = {f"{n}.{p}" for n, m in layers for p, _ in m.named_parameters(recurse=False)}
-    raw = [n for n, _ in module.named_parameters() if n not in in_layers]
-    return layers, raw
-
-
 @pytest.mark.comfy
 @pytest.mark.parametrize("kind", ["manual_cast", "disable_weight_init"])
 def test_comfy_operations_build_every_layer(kind):
@@ -172,21 +151,6 @@ def test_comfy_operations_build_every_layer(kind):
     with torch.device("meta"):
         ffrnet = FFRNet(FFRNetConfig.tiny(), ops)
     assert [type(h) for h in ffrnet.id_injector.phi] == [ops.Conv2d] * len(ffrnet.id_injector.phi)
-
-
-def to_storage(module: nn.Module, dtype: torch.dtype) -> nn.Module:
-    with torch.no_grad():
-        for p in module.parameters():
-            p.data = p.data.to(dtype)
-    return module
-
-
-# relative L2 error of the outputs vs fp32 storage, compute in fp32 (storage rounding only)
-STORAGE_TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2, torch.float8_e4m3fn: 1e-1}
-
-
-def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).norm() / b.float().norm().clamp_min(1e-12))
 
 
 @pytest.mark.comfy

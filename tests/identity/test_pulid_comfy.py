@@ -37,7 +37,7 @@ from pulid_graphs import (
     add_pulid_loader,
     register_pulid_folders,
 )
-from test_instantid_comfy import TINY_SITES, layer_calls, per_unet_call  # noqa: F401  (layer_calls: a fixture)
+from unet_calls import TINY_SITES, per_unet_call
 
 pytestmark = pytest.mark.comfy
 VERSIONS = {"v1": V1_FILE, "v1.1": V1_1_FILE}
@@ -358,14 +358,15 @@ def test_other_weights_apply_with_the_advanced_option(host):
 def test_wrong_files_are_named_by_the_loaders(host, tmp_path, case):
     import folder_paths
 
-    from test_instantid_weights import _flat, _Payload, published_shapes, write_sparse_safetensors
+    from instantid_files import published_shapes
+    from weight_files import Payload, flat, write_sparse_safetensors
 
     g = pulid_graph()
     marker = tmp_path / "pwned"
     (tmp_path / "pulid").mkdir()
     folder_paths.add_model_folder_path("pulid", str(tmp_path / "pulid"))
     if case == "instantid as pulid":
-        write_sparse_safetensors(tmp_path / "pulid" / "ip-adapter.safetensors", _flat(published_shapes()))
+        write_sparse_safetensors(tmp_path / "pulid" / "ip-adapter.safetensors", flat(published_shapes()))
         g["pulid"]["inputs"]["pulid_file"] = "ip-adapter.safetensors"
         expected = ["[FaceSnapPuLIDLoader]", "InstantID's ip-adapter", "models/instantid"]
     elif case == "pulid as eva":
@@ -377,7 +378,7 @@ def test_wrong_files_are_named_by_the_loaders(host, tmp_path, case):
         folder_paths.add_model_folder_path("facexlib", folder_paths.get_folder_paths("text_encoders")[0])
         expected = ["[FaceSnapFaceParserLoader]", "not facexlib's BiSeNet face parser"]
     else:
-        torch.save({"id_adapter": {"body.0.weight": _Payload(marker)}}, tmp_path / "pulid" / "hostile.bin")
+        torch.save({"id_adapter": {"body.0.weight": Payload(marker)}}, tmp_path / "pulid" / "hostile.bin")
         g["pulid"]["inputs"]["pulid_file"] = "hostile.bin"
         expected = ["[FaceSnapPuLIDLoader]", "refused"]
     message = _error(host, g)
@@ -412,9 +413,9 @@ def test_full_size_published_files_load_through_the_loader_nodes(host, tmp_path,
     three loader nodes."""
     import folder_paths
 
+    from pulid_files import write_published
     from reference_fixtures import load_reference
-    from test_eva_clip_weights import zeros
-    from test_pulid_weights import write_published
+    from weight_files import zeros
 
     version, official, parameters = FULL_SIZE[name]
     for folder in ("pulid", "clip", "facexlib"):

@@ -216,13 +216,13 @@ def test_the_two_ortho_v2_shares_differ_beyond_the_tolerance(layer, attention_ca
 def test_official_layer_numbering_is_the_pack_sites(reference):
     """The numbers of the official ``id_adapter_attn_layers`` (``hack_unet_attn_layers`` on diffusers' SDXL UNet)
     and their widths are the pack's sites; their diffusers names map to the sites' ComfyUI attn2 keys."""
-    from test_instantid_models import _diffusers_name_to_patch_key
+    from instantid_files import diffusers_name_to_patch_key
 
     numbering = json.loads(reference[1]["official_numbering"])
     sites = ip_adapter_layer_sites()
     assert [n for n, _, _ in numbering] == list(sites)
     assert [width for _, _, width in numbering] == [s.channels for s in sites.values()]
-    assert [_diffusers_name_to_patch_key(name, 2) for _, name, _ in numbering] == [s.patch_key for s in sites.values()]
+    assert [diffusers_name_to_patch_key(name, 2) for _, name, _ in numbering] == [s.patch_key for s in sites.values()]
     assert sites[cases.LAYER].patch_key == ("output", 0, 7) and sites[cases.NEIGHBOUR_LAYER].patch_key == ("output", 0, 8)
 
 

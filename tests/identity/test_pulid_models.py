@@ -19,7 +19,7 @@ from comfyui_facesnap.models.identity.pulid.id_attention import (
 )
 from comfyui_facesnap.models.identity.pulid.id_encoder import IDEncoder, IDEncoderConfig
 from comfyui_facesnap.models.identity.pulid.id_former import IDFormer, IDFormerConfig
-from test_pulid_weights import TINY, tiny_adapter, tiny_features
+from pulid_files import TINY, tiny_adapter, tiny_features
 
 HEADS = 4
 

@@ -14,38 +14,18 @@ from comfyui_facesnap.models.identity.pulid.adapter import (
     PULID_V1_ENCODER,
     V1,
     V1_1,
-    PuLIDAdapter,
     default_config,
 )
-from comfyui_facesnap.models.identity.pulid.id_encoder import IDEncoderConfig
-from comfyui_facesnap.models.identity.pulid.id_former import IDFormerConfig
 from comfyui_facesnap.models.identity.pulid.weights import (
     check_pulid_file,
-    expected_shapes,
     load_pulid,
     official_name,
     read_pulid,
 )
 from comfyui_facesnap.models.identity.unet_sites import SDXL_UNET_CONFIG
-from test_instantid_weights import (
-    _flat,
-    _Payload,
-    published_shapes,
-    sd15_ip_adapter_shapes,
-    write_sparse_safetensors,
-    zero_views,
-)
-
-TINY_UNET = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1], "transformer_depth": [0, 1],
-             "transformer_depth_middle": 1, "transformer_depth_output": [0, 0, 1, 1]}
-TINY = {V1: IDEncoderConfig.tiny(), V1_1: IDFormerConfig.tiny()}
-
-
-def published(version: str, official: bool) -> dict[str, tuple]:
-    """The full-size file's names and shapes: ``id_adapter.*`` / ``id_adapter_attn_layers.*`` (guozinan/PuLID) or
-    ``image_proj.*`` / ``ip_adapter.*`` (the IP-Adapter-style conversions)."""
-    shapes = expected_shapes(version, default_config(version), SDXL_UNET_CONFIG)
-    return {official_name(k): v for k, v in shapes.items()} if official else shapes
+from instantid_files import published_shapes, sd15_ip_adapter_shapes
+from pulid_files import TINY, TINY_UNET, published, save_tiny, tiny_adapter, tiny_features, write_published
+from weight_files import Payload, flat, write_sparse_safetensors, zero_views
 
 
 def test_full_size_layouts_match_the_published_files():
@@ -64,15 +44,6 @@ def test_full_size_layouts_match_the_published_files():
 
 LAYOUTS = {"pulid_v1.bin": (V1, True), "ip-adapter_pulid_sdxl_fp16.safetensors": (V1, False),
            "pulid_v1.1.safetensors": (V1_1, True), "ip-adapter_pulidv1.1_sdxl_fp16.safetensors": (V1_1, False)}
-
-
-def write_published(path, version: str, official: bool) -> None:
-    """A full-size file of zeros: a .bin whose tensors share one storage (13 MB), or a sparse .safetensors."""
-    shapes = published(version, official)
-    if path.suffix == ".bin":
-        torch.save(zero_views({"flat": shapes}, torch.float32)["flat"], path)
-    else:
-        write_sparse_safetensors(path, shapes)
 
 
 @pytest.mark.parametrize("name", LAYOUTS)
@@ -99,28 +70,6 @@ def test_full_size_files_load(tmp_path, name):
 
 
 # --- tiny files: the layout in the metadata ---------------------------------------------------------------------------
-
-def tiny_adapter(version: str, seed: int = 0) -> PuLIDAdapter:
-    torch.manual_seed(seed)
-    adapter = PuLIDAdapter(version, TINY[version], TINY_UNET)
-    with torch.no_grad():
-        for p in adapter.parameters():
-            p.add_(0.05 * torch.randn(p.shape))
-    return adapter.eval()
-
-
-def save_tiny(path, adapter: PuLIDAdapter, official: bool, dtype=torch.float32) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {(official_name(k) if official else k): v.to(dtype).contiguous() for k, v in adapter.state_dict().items()}
-    metadata = {"pulid_config": json.dumps(adapter.encoder_config.to_dict()), "unet_config": json.dumps(TINY_UNET)}
-    save_file(tensors, str(path), metadata=metadata)
-
-
-def tiny_features(images: int, vit_dim: int = 32, tokens: int = 9):
-    g = torch.Generator().manual_seed(images)
-    return (torch.randn(images, 512, generator=g), torch.randn(images, 768, generator=g),
-            [torch.randn(images, tokens, vit_dim, generator=g) for _ in range(5)])
 
 
 @pytest.mark.parametrize("version", [V1, V1_1])
@@ -152,13 +101,13 @@ def refused(path, pattern: str) -> str:
 
 def test_instantid_and_other_ip_adapters_are_named(tmp_path):
     instantid = tmp_path / "ip-adapter.safetensors"
-    write_sparse_safetensors(instantid, _flat(published_shapes()))
+    write_sparse_safetensors(instantid, flat(published_shapes()))
     assert "models/instantid" in refused(instantid, "InstantID's ip-adapter")
     binary = tmp_path / "ip-adapter.bin"
     torch.save(zero_views(published_shapes()), binary)
     refused(binary, "InstantID's ip-adapter")
     clip = tmp_path / "ip-adapter_sdxl.safetensors"
-    layers = {k: v for k, v in _flat(published_shapes()).items() if k.startswith("ip_adapter.")}
+    layers = {k: v for k, v in flat(published_shapes()).items() if k.startswith("ip_adapter.")}
     write_sparse_safetensors(clip, {"image_proj.proj.weight": (8192, 1280), "image_proj.norm.weight": (2048,), **layers})
     refused(clip, "IP-Adapter for CLIP image embeddings")
     faceid = tmp_path / "ip-adapter-faceid-plusv2_sdxl.safetensors"
@@ -272,12 +221,12 @@ def test_nan_in_a_full_size_bin_is_named(tmp_path):
 def test_pickle_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "pulid_v1.bin"
-    torch.save({"id_adapter.body.0.weight": _Payload(marker)}, path)
+    torch.save({"id_adapter.body.0.weight": Payload(marker)}, path)
     message = refused(path, "refused")
     assert not marker.exists(), "nothing in the file may run"
     assert "open" in message and "Nothing in it was run" in message
     live = tmp_path / "live"  # the payload is live: a plain pickle load runs it (checked on the payload alone)
-    pickle.loads(pickle.dumps(_Payload(live))).close()
+    pickle.loads(pickle.dumps(Payload(live))).close()
     assert live.exists()
 
 

@@ -1,5 +1,6 @@
 """Test-only ComfyUI nodes that make the hostile inputs a real graph can carry: an empty IMAGE batch and non-finite
-pixels, a 2-channel image. Loaded with ``nodes.load_custom_node`` by tests/test_hostile_inputs.py (not a test module itself)."""
+pixels, a 2-channel image. Loaded with ``nodes.load_custom_node`` by
+tests/nodes/conftest.py and test_hostile_files.py (not a test module itself)."""
 
 
 class FaceSnapTestBadImage:

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from comfy_test_nodes.tiny_models import tiny_facesnap_models, tiny_instantid_files
+from hostile_prompts import loader_prompt, write_ict_npz
 from identity_graphs import add_loader, base_graph, cached, pack_module, register_facesnap_folder, setup_face_pipeline
 from instantid_graphs import (
     CN_FILE,
@@ -31,8 +32,6 @@ from instantid_graphs import (
     register_instantid_folders,
     use_identity_folder,
 )
-from test_flame_loader import flame_files  # noqa: F401  (the FLAME-layout fixture model)
-from test_hostile_inputs import folders, loader_prompt  # noqa: F401  (the 3DMM folder fixture)
 
 pytestmark = pytest.mark.comfy
 
@@ -366,11 +365,10 @@ def test_non_finite_weights_are_refused_naming_the_tensor(host, models, case):
     refused(host, g, node, *parts, "NaN or infinite")
 
 
-def test_non_finite_3dmm_arrays_are_refused_naming_the_array(host, folders, flame_files):  # noqa: F811
+def test_non_finite_3dmm_arrays_are_refused_naming_the_array(host, folders, flame_files):
     """FLAME's shapedirs, DECA's encoder weights and the ICT-FaceKit conversion: a NaN is named, not loaded."""
     from comfyui_facesnap.models.face3d.deca_encoder import DecaEncoder
     from comfyui_facesnap.models.face3d.flame_loader import load_flame_pkl
-    from test_hostile_inputs import write_ict_npz
 
     models_dir, _ = folders
     flame = load_flame_pkl(models_dir / "generic_model.pkl")

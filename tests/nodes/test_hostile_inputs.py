@@ -5,13 +5,11 @@ error type ComfyUI's dialog shows."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import os
 import pathlib
 import pickle
-import shutil
 import sys
 
 import numpy as np
@@ -19,7 +17,7 @@ import pytest
 import torch
 
 from comfyui_facesnap.devkit.comfy_host import cached_output
-from test_flame_loader import flame_files  # noqa: F401  (the FLAME-layout fixture model)
+from hostile_prompts import Session, loader_prompt, write_ict_npz
 
 pytestmark = pytest.mark.comfy
 
@@ -28,92 +26,10 @@ PHOTO = "Tom_Hanks_54745.png"
 UNSAFE_ADVICE = ("unsafe", "allow_pickle", "weights_only", "trust", "safe_globals", "--download")
 
 
-# ---- fixtures ---------------------------------------------------------------------------------------------------
+# ---- fixtures (hostile_host and folders: conftest.py) ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def host(comfy_host, insightface_images):
-    """The session's ComfyUI host, plus ComfyUI's own Preview Any node and the test-only bad-image node."""
-    import folder_paths
-    import nodes
-
-    for name in (PHOTO, "mask_black.jpg", "t1.jpg"):
-        shutil.copy(insightface_images / name, comfy_host.input_dir / name)
-    preview_any = pathlib.Path(folder_paths.base_path) / "comfy_extras" / "nodes_preview_any.py"
-    for pack in (preview_any, HERE / "comfy_hostile_nodes.py"):
-        if not asyncio.run(nodes.load_custom_node(str(pack))):
-            raise RuntimeError(f"could not load {pack}")
-    return comfy_host
-
-
-def write_ict_npz(path: pathlib.Path, seed: int = 0) -> pathlib.Path:
-    """A stand-in with the converted ICT-FaceKit layout (random shapes): enough for the loader's checks."""
-    from comfyui_facesnap.models.face3d.ict_download import ICT_EXPRESSIONS
-    from comfyui_facesnap.models.face3d.morphable_model import ICT_NARROW_FACE_VERTICES
-
-    rng = np.random.default_rng(seed)
-    shape = (ICT_NARROW_FACE_VERTICES, 3)
-    np.savez(path, neutral=rng.normal(size=shape).astype(np.float32), tris=np.array([[0, 1, 2], [2, 3, 4]], np.int32),
-             id_basis=rng.normal(scale=0.01, size=(100, *shape)).astype(np.float16),
-             exp_basis=rng.normal(scale=0.01, size=(len(ICT_EXPRESSIONS), *shape)).astype(np.float16),
-             exp_names=np.array(ICT_EXPRESSIONS))
-    return path
-
-
-@pytest.fixture
-def folders(tmp_path, flame_files):  # noqa: F811
-    """tmp/models/3dmm registered as ComfyUI's default 3dmm folder (ICT stand-in, FLAME fixture files), and
-    tmp/outside with valid model files that no workflow may reach."""
-    from comfyui_facesnap.devkit.workflow_files import model_folders_restored
-
-    models, outside = tmp_path / "models" / "3dmm", tmp_path / "outside"
-    models.mkdir(parents=True)
-    outside.mkdir()
-    write_ict_npz(models / "ict_face_narrow.npz")
-    write_ict_npz(outside / "secret.npz")
-    for name, secret in (("generic_model.pkl", "secret.pkl"), ("landmark_embedding.npy", "secret.npy")):
-        shutil.copy(flame_files[0] / name, models / name)
-        shutil.copy(flame_files[0] / name, outside / secret)
-    torch.save({"E_flame": {}}, outside / "secret.tar")
-    with model_folders_restored() as folder_paths:
-        folder_paths.add_model_folder_path("3dmm", str(models), is_default=True)
-        yield models, outside
-
-
-class Session:
-    """One persistent PromptExecutor, as a server keeps it."""
-
-    def __init__(self, host):
-        from comfyui_facesnap.devkit.comfy_host import _StubServer, new_executor
-
-        self.host, self.server = host, _StubServer()
-        self.executor = new_executor(self.server)
-
-    def run(self, prompt: dict) -> tuple[bool, dict]:
-        """(success, error): validation errors come back as {'validation': node_errors}. Like a server, each run
-        gets its own copy of the prompt (the executor writes fingerprints into it)."""
-        import copy
-        import uuid
-
-        prompt = copy.deepcopy(prompt)
-        valid = self.host.validate(prompt)
-        if not valid[0] or valid[3]:
-            return False, {"validation": valid[3], "message": str(valid[1])}
-        self.executor.execute(prompt, str(uuid.uuid4()), {}, valid[2])
-        errors = [data for event, data in self.executor.status_messages if event == "execution_error"]
-        return self.executor.success, (errors[0] if errors else {})
-
-    def ui(self, node_id: str) -> dict:
-        return self.executor.history_result["outputs"].get(node_id, {})
-
-
-def loader_prompt(model="ICT-FaceKit", ict_file="ict_face_narrow.npz", flame_file="generic_model.pkl",
-                  flame_landmarks="landmark_embedding.npy", deca_file="none", download_if_missing=False) -> dict:
-    return {
-        "1": {"class_type": "FaceSnap3DMMLoader",
-              "inputs": {"model": model, "ict_file": ict_file, "flame_file": flame_file,
-                         "flame_landmarks": flame_landmarks, "download_if_missing": download_if_missing,
-                         "deca_file": deca_file}},
-        "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}},
-    }
+def host(hostile_host):
+    return hostile_host
 
 
 def face_prompt(photo=PHOTO, size=128, selection="largest", if_no_face="error") -> dict:

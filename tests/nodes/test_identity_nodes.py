@@ -16,14 +16,11 @@ from identity_graphs import (
     cached,
     latent,
     pack_module,
-    register_facesnap_folder,
-    setup_face_pipeline,
 )
 from instantid_graphs import (
     add_apply_instantid,
     add_encode,
     add_instantid_loader,
-    register_instantid_folders,
     use_identity_folder,
 )
 
@@ -31,11 +28,8 @@ pytestmark = pytest.mark.comfy
 
 
 @pytest.fixture(scope="module")
-def host(comfy_host, insightface_images, tmp_path_factory):
-    register_facesnap_folder(tmp_path_factory.mktemp("facesnap"))
-    setup_face_pipeline(comfy_host, insightface_images, tmp_path_factory.mktemp("insightface"))
-    register_instantid_folders(comfy_host, insightface_images, tmp_path_factory.mktemp("instantid"))
-    return comfy_host
+def host(identity_host):
+    return identity_host
 
 
 @pytest.fixture()

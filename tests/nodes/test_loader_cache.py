@@ -11,12 +11,18 @@ import weakref
 import pytest
 
 from comfyui_facesnap.devkit.comfy_host import cached_output
-from test_hostile_inputs import Session, host, loader_prompt, write_ict_npz  # noqa: F401  (shared fixtures)
+from hostile_prompts import Session, loader_prompt, write_ict_npz
 
 pytestmark = pytest.mark.comfy
 
 
-def pack_module(host, node_id: str):  # noqa: F811
+@pytest.fixture(scope="module")
+def host(hostile_host):
+    """The host of the hostile-input tests (conftest.py): Preview Any for loader-only prompts."""
+    return hostile_host
+
+
+def pack_module(host, node_id: str):
     """The node's module as ComfyUI imported it (under its own module name, not comfyui_facesnap)."""
     return sys.modules[host.node_classes[node_id].__module__]
 

@@ -1,15 +1,18 @@
 """The user-facing CLI (scripts/facesnap_train.py) run as users run it: train a tiny model, then export it."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
 import pytest
 
-from conftest import COMFY, PACK_ROOT
+from comfyui_facesnap.comfy_glue.boot import find_comfyui
 from training_fixtures import write_synthetic_shards, write_tiny_identitynet, write_tiny_ip_adapter
 
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
+PACK_ROOT = pathlib.Path(__file__).resolve().parents[2]
+COMFY = find_comfyui()  # the host tests/conftest.py booted
 SCRIPT = PACK_ROOT / "scripts" / "facesnap_train.py"
 
 

@@ -14,7 +14,9 @@ from comfyui_facesnap.training.identity_verification import (
     verify_shards,
 )
 from comfyui_facesnap.training.shards import SHARD_PATTERN, ShardWriter, index_shard, read_sample
-from training_fixtures import single_thread, write_synthetic_shards  # noqa: F401 (autouse fixture)
+from training_fixtures import write_synthetic_shards
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _near(centre: np.ndarray, count: int, spread: float, rng) -> list[np.ndarray]:

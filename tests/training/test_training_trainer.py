@@ -7,15 +7,20 @@ import torch
 
 from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.training.losses import masked_diffusion_loss
-from test_identity_workflow import graph, host  # noqa: F401  (the identity workflow's host fixture, reused)
-from training_fixtures import (  # noqa: F401 (autouse fixture)
-    single_thread,
+from identity_graphs import identity_workflow_graph
+from training_fixtures import (
     tiny_config,
     train_killed_then_resumed,
     write_synthetic_shards,
 )
 
-pytestmark = pytest.mark.comfy
+pytestmark = [pytest.mark.comfy, pytest.mark.usefixtures("single_thread")]
+
+
+@pytest.fixture(scope="module")
+def host(identity_workflow_host):
+    """The identity workflow's host (tests/conftest.py), for the exported weights."""
+    return identity_workflow_host
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +217,7 @@ def test_exported_weights_sample_through_ksampler(trained, host, tmp_path):
     _, _, _, out = trained
     export(str(out), str(tmp_path / "trained_tiny.safetensors"))
     folder_paths.add_model_folder_path("facesnap", str(tmp_path))
-    executor = host.run(graph(facesnap_name="trained_tiny.safetensors"))
+    executor = host.run(identity_workflow_graph(facesnap_name="trained_tiny.safetensors"))
     images = executor.history_result["outputs"]["15"]["images"]
     picture = np.asarray(Image.open(host.output_dir / images[0]["subfolder"] / images[0]["filename"]))
     assert picture.shape == (128, 128, 3) and picture.std() > 0

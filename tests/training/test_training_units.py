@@ -8,7 +8,9 @@ import torch
 
 from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.training.config import load_config
-from training_fixtures import single_thread, write_synthetic_shards  # noqa: F401 (autouse fixture)
+from training_fixtures import write_synthetic_shards
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_config_presets_overrides_and_typos(tmp_path):

@@ -9,8 +9,7 @@ import torch
 from comfyui_facesnap.models.errors import ModelFileError
 from comfyui_facesnap.training.config import CONFIG_DIR, DistillConfig, load_config
 from comfyui_facesnap.training.warm_start import distill_weight, distillation_loss, raw_arcface
-from training_fixtures import (  # noqa: F401 (autouse fixture)
-    single_thread,
+from training_fixtures import (
     tiny_config,
     train_killed_then_resumed,
     write_synthetic_shards,
@@ -18,7 +17,7 @@ from training_fixtures import (  # noqa: F401 (autouse fixture)
     write_tiny_ip_adapter,
 )
 
-pytestmark = pytest.mark.comfy
+pytestmark = [pytest.mark.comfy, pytest.mark.usefixtures("single_thread")]
 
 SYNTHETIC_NORMS = (20.0, 23.0)  # devkit/synthetic_shards.py: person k's raw ArcFace norm is 20 + 3k
 

@@ -1,4 +1,5 @@
-"""The tiny trainer config and the single-thread fixture shared by the training tests (shards: devkit)."""
+"""The tiny trainer config and models shared by the training tests (shards: devkit; the single-thread fixture:
+conftest.py)."""
 
 from __future__ import annotations
 
@@ -31,15 +32,6 @@ def train_killed_then_resumed(make_trainer, monkeypatch, kill_at: int = 3) -> li
     with pytest.raises(KeyboardInterrupt):
         crashing.train()
     return make_trainer().train()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The tiny models are dominated by per-op overhead: one torch thread is several times faster on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_tiny_identitynet(folder: pathlib.Path, seed: int = 0, **config) -> pathlib.Path:
