@@ -76,7 +76,8 @@ def comfy_host(tmp_path_factory):
         pytest.skip(f"ComfyUI not found at {COMFY}")
     from comfyui_facesnap.devkit.comfy_host import ComfyHost
 
-    return ComfyHost(PACK_ROOT, tmp_path_factory.mktemp("comfy"), extra_packs=[PACK_ROOT / "tests" / "comfy_test_nodes"])
+    return ComfyHost(PACK_ROOT, tmp_path_factory.mktemp("comfy"),
+                     extra_packs=[PACK_ROOT / "tests" / "comfy_test_nodes"])
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -56,7 +56,10 @@ def write_flame_files(root: pathlib.Path) -> tuple[pathlib.Path, dict, np.ndarra
     rng = np.random.default_rng(0)
     verts, faces = grid_mesh()
     nv = len(verts)
-    smooth = lambda k: np.stack([np.sin((k + 1) * verts[:, 0] + c) * np.cos((k % 5 + 1) * verts[:, 1]) for c in range(3)], 1)
+
+    def smooth(k):
+        return np.stack([np.sin((k + 1) * verts[:, 0] + c) * np.cos((k % 5 + 1) * verts[:, 1]) for c in range(3)], 1)
+
     shapedirs = np.stack([0.02 * smooth(k) for k in range(310)], -1)  # 300 shape + 10 expression
     # FLAME-like skinning: the lower face follows the jaw, the rest splits between root and neck; eyes own nothing
     weights = np.zeros((nv, 5))
@@ -68,7 +71,8 @@ def write_flame_files(root: pathlib.Path) -> tuple[pathlib.Path, dict, np.ndarra
     posedirs = 0.01 * rng.normal(size=(nv, 3, 36)) * owner[:, None, :]
     with FakeChumpyModule() as Ch:
         model = {"f": faces, "v_template": Ch(verts), "shapedirs": Ch(shapedirs), "posedirs": posedirs,
-                 "J_regressor": regressor, "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], np.int64),
+                 "J_regressor": regressor, "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]],
+                                                                     np.int64),
                  "weights": weights, "J": Ch(rng.normal(size=(5, 3))), "bs_style": "lbs"}
         (root / "generic_model.pkl").write_bytes(pickle.dumps(model, protocol=2))
     # 68 landmarks on a plausible layout: a grid of face centres
@@ -78,8 +82,10 @@ def write_flame_files(root: pathlib.Path) -> tuple[pathlib.Path, dict, np.ndarra
     targets[36], targets[45] = [-0.5, 0.4], [0.5, 0.4]
     lmk_faces = np.array([np.argmin(((centres[:, :2] - t) ** 2).sum(1)) for t in targets])
     bary = rng.dirichlet(np.ones(3), 68).astype(np.float32)
-    embedding = {"static_lmk_faces_idx": torch.from_numpy(lmk_faces[17:]), "static_lmk_bary_coords": torch.from_numpy(bary[17:]),
-                 "full_lmk_faces_idx": torch.from_numpy(lmk_faces[None]), "full_lmk_bary_coords": torch.from_numpy(bary[None]),
+    embedding = {"static_lmk_faces_idx": torch.from_numpy(lmk_faces[17:]),
+                 "static_lmk_bary_coords": torch.from_numpy(bary[17:]),
+                 "full_lmk_faces_idx": torch.from_numpy(lmk_faces[None]),
+                 "full_lmk_bary_coords": torch.from_numpy(bary[None]),
                  "dynamic_lmk_faces_idx": torch.zeros(79, 17, dtype=torch.long)}
     np.save(root / "landmark_embedding.npy", embedding, allow_pickle=True)
     return root, model, shapedirs

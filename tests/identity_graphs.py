@@ -99,7 +99,8 @@ def add_rect_mask(g: dict, node: str, mask: tuple | None, inputs: dict) -> None:
     None."""
     if mask is not None:
         g[f"{node}_mask"] = {"class_type": "FaceSnapTestRectMask",
-                             "inputs": dict(zip(("width", "height", "x", "y", "w", "h"), (128, 128, *mask)))}
+                             "inputs": dict(zip(("width", "height", "x", "y", "w", "h"), (128, 128, *mask),
+                                                strict=True))}
         inputs["mask"] = [f"{node}_mask", 0]
 
 
@@ -188,8 +189,9 @@ def identity_workflow_graph(facesnap_name="tiny_facesnap.safetensors", sd15=Fals
         "1": {"class_type": "LoadImage", "inputs": {"image": "Tom_Hanks_54745.png"}},
         "2": {"class_type": "FaceSnapFaceAnalyzerLoader",
               "inputs": {"backend": "insightface", "provider": "CPU", "dlib_detector": "hog"}},
-        "3": {"class_type": "FaceSnapFaceCrop", "inputs": {"analyzer": ["2", 0], "image": ["1", 0], "selection": "largest",
-                                                         "index": 0, "size": 128, "margin": 0.5, "if_no_face": "error"}},
+        "3": {"class_type": "FaceSnapFaceCrop",
+              "inputs": {"analyzer": ["2", 0], "image": ["1", 0], "selection": "largest", "index": 0, "size": 128,
+                         "margin": 0.5, "if_no_face": "error"}},
         "4": {"class_type": "FaceSnapDrawLandmarks", "inputs": {"faces": ["3", 1]}},
         "5": {"class_type": "FaceSnapTestTinyCLIPVision", "inputs": {"seed": 0}},
         "6": {"class_type": "FaceSnapFaceEncode", "inputs": {"faces": ["3", 1], "clip_vision": ["5", 0]}},

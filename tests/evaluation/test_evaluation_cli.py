@@ -154,7 +154,8 @@ def test_cli_generates_scores_and_resumes(setup, monkeypatch):
     assert len(rows) == 8 and {r["person"] for r in rows} == {"ann", "ben"}
     import cv2
 
-    ours, baseline = (cv2.imread(str(out / "images" / mode / "ann" / "p00_s7.png")) for mode in ("tiny_workflow", "sdxl"))
+    ours, baseline = (cv2.imread(str(out / "images" / mode / "ann" / "p00_s7.png"))
+                      for mode in ("tiny_workflow", "sdxl"))
     assert ours.shape == (128, 128, 3) and np.abs(ours.astype(int) - baseline).max() > 0  # the identity path acts
     sheet = cv2.imread(str(out / "contact_sheet.png"))
     assert sheet.shape[:2] == (4 * (192 + 22), 3 * 192)  # (mode, person) rows x (reference + 2 prompts)
@@ -200,7 +201,8 @@ def test_two_servers_share_the_prompts_and_one_dying_loses_nothing(setup, monkey
     with comfy_servers(COMFY, bases, [tmp / "a.log", tmp / "b.log"], say=lambda _: None) as (first, second):
         command = [sys.executable, str(SCRIPT), "--server", first.url, "--server", second.url, "--benchmark",
                    str(benchmark), "--seeds", "1", "2", "3", "--workflow", str(setup["workflow"]),
-                   "--face-backend", "dlib", "--judge", "dlib", "--no-clip", "--no-fid", "--no-3dmm", "--device", "cpu", "--queue-depth", "2",
+                   "--face-backend", "dlib", "--judge", "dlib", "--no-clip", "--no-fid", "--no-3dmm", "--device", "cpu",
+                   "--queue-depth", "2",
                    "--dead-after", "2", "--out", str(out), "--no-progress"]
         run = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 150

@@ -129,7 +129,8 @@ def test_each_workflow_says_what_pose_it_asks_for(host_info):
     assert control["facesnap_portrait"].kind == "reference"
     assert control["facesnap_multi_reference"].kind == "reference"
     assert control["facesnap_pose_from_drive"].kind == "drive"
-    assert control["facesnap_manual_pose"].kind == "manual" and control["facesnap_manual_pose"].angles == (30.0, -5.0, 0.0)
+    manual = control["facesnap_manual_pose"]
+    assert manual.kind == "manual" and manual.angles == (30.0, -5.0, 0.0)
     assert MODES["workflow"].needs_drive(MODES["workflow"].template(api("facesnap_pose_from_drive", info)))
     with pytest.raises(InvalidInputError, match="drive photo"):
         MODES["workflow"].patch(MODES["workflow"].template(api("facesnap_pose_from_drive", info)), job(drive=None), "x")
@@ -274,7 +275,7 @@ def test_face_similarity_offers_the_installed_judges_and_scores_with_the_one_pic
                                  "embedding to 1 reference face(s)")
         judge = load_judge("FaceNet", path=str(facenet_file))
         faces = [analyzer.detect(img)[0] for img in to_uint8(images)]
-        expected = judge.features(list(zip(to_uint8(images), faces))) @ judge.features(
+        expected = judge.features(list(zip(to_uint8(images), faces, strict=True))) @ judge.features(
             [(reference.images[0], reference.records[0])])[0]
         assert np.allclose(scores, expected, atol=1e-6) and scores != default[0]
         arcface = FaceSnapFaceSimilarity.execute(analyzer, images, reference, "ArcFace").result[1]

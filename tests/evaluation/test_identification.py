@@ -114,7 +114,8 @@ def test_split_held_out_shares_no_crop(learning, tmp_path):
     train, held = samples(tmp_path / "train"), samples(tmp_path / "held")
     assert not {s["__key__"] for s in train} & {s["__key__"] for s in held}
     assert not {s["image.jpg"].tobytes() for s in train} & {s["image.jpg"].tobytes() for s in held}
-    assert json.dumps(sorted(s["json"]["identity"] for s in held)) == json.dumps(["id0", "id0", "id1", "id1", "id2", "id2"])
+    assert json.dumps(sorted(s["json"]["identity"] for s in held)) == json.dumps(["id0", "id0", "id1", "id1", "id2",
+                                                                                  "id2"])
 
 
 @pytest.mark.slow

@@ -112,7 +112,8 @@ def test_regression_needs_flame(deca_file, synthetic_face_model_path):
     from comfyui_facesnap.models.face3d.morphable_model import load_ict_npz
 
     with pytest.raises(InvalidInputError, match="set model to FLAME"):
-        regress_faces(load_ict_npz(synthetic_face_model_path), load_deca_encoder(deca_file), [np.zeros((64, 64, 3), np.uint8)],
+        regress_faces(load_ict_npz(synthetic_face_model_path), load_deca_encoder(deca_file),
+                      [np.zeros((64, 64, 3), np.uint8)],
                       np.random.default_rng(0).uniform(10, 50, (1, 68, 2)))
 
 
@@ -123,7 +124,8 @@ def _face_set(rng, count, crop_size=0):
     records, images, boxes = [], [], []
     for _ in range(count):
         lmk = np.concatenate([rng.uniform([60, 80], [200, 240], (68, 2)), rng.uniform([60, 80], [200, 240], (4, 2))])
-        records.append(FaceRecord(bbox=np.array([60, 80, 200, 240], np.float32), score=1.0, kps5=lmk[:5].astype(np.float32),
+        records.append(FaceRecord(bbox=np.array([60, 80, 200, 240], np.float32), score=1.0,
+                                  kps5=lmk[:5].astype(np.float32),
                                   landmarks=lmk.astype(np.float32), backend="dlib"))
         images.append(rng.integers(0, 255, (300, 260, 3), dtype=np.uint8))
         boxes.append(np.array([40.0, 60.0, 220.0, 240.0], np.float32))
@@ -139,7 +141,8 @@ def test_prediction_takes_the_drives_jaw(deca_file, flame_model):
     ref_fit = drv_fit.select(slice(1, 2))
     sizes = [(300, 260)] * 2
     with_jaw = predict(flame_model, ref_fit, drv_fit, PredictOptions(), drive_sizes=sizes)
-    assert with_jaw.landmarks.points.shape == (2, 72, 2) and with_jaw.vertices.shape[:2] == (2, flame_model.neutral.shape[0])
+    assert with_jaw.landmarks.points.shape == (2, 72, 2)
+    assert with_jaw.vertices.shape[:2] == (2, flame_model.neutral.shape[0])
     drv_fit.joint_pose = torch.zeros_like(drv_fit.joint_pose)
     closed = predict(flame_model, ref_fit, drv_fit, PredictOptions(), drive_sizes=sizes)
     moved = (with_jaw.vertices - closed.vertices)[..., :2].norm(dim=-1)
@@ -160,7 +163,8 @@ def test_loader_and_predictor_nodes_use_deca(comfy_host, deca_file, flame_files)
     with model_folders_restored() as folder_paths:
         folder_paths.add_model_folder_path("3dmm", str(folder), is_default=True)
         loader = predictor_nodes.FaceSnap3DMMLoader
-        model = loader.execute("FLAME", "", "generic_model.pkl", "landmark_embedding.npy", deca_file="deca_model.tar")[0]
+        model = loader.execute("FLAME", "", "generic_model.pkl", "landmark_embedding.npy",
+                               deca_file="deca_model.tar")[0]
         assert model.face_regressor is not None and model.articulation is not None
         with pytest.raises(FaceSnapNodeError, match=str(folder / "missing_deca.tar")):
             loader.execute("FLAME", "", "generic_model.pkl", "landmark_embedding.npy", deca_file="missing_deca.tar")

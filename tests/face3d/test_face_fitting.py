@@ -31,7 +31,8 @@ def sample(model, n, seed, yaw_range=45.0, exp_scale=1.0):
     """Faces at 512^2 scale: outer-eye-corner distance 100-120 px."""
     gen = torch.Generator().manual_seed(seed)
     alpha = torch.randn(n, model.num_id, generator=gen)
-    beta = (torch.rand(n, model.num_exp, generator=gen) < 0.15) * torch.rand(n, model.num_exp, generator=gen) * exp_scale
+    beta = ((torch.rand(n, model.num_exp, generator=gen) < 0.15)
+            * torch.rand(n, model.num_exp, generator=gen) * exp_scale)
     yaw = (torch.rand(n, generator=gen) * 2 - 1) * yaw_range
     rotation = euler_to_matrix(yaw, 8 * torch.randn(n, generator=gen), 5 * torch.randn(n, generator=gen))
     return alpha, beta, rotation, 100 + 20 * torch.rand(n, generator=gen), 256 + 10 * torch.randn(n, 2, generator=gen)
@@ -107,8 +108,10 @@ def test_shared_identity_beats_single_photo(ict):
     for yaw in (0.0, 60.0):
         view = euler_to_matrix(torch.tensor(yaw), torch.tensor(0.0), torch.tensor(0.0)).expand(len(observed), 3, 3)
         truth = ict.landmarks68(faces[0], zeros, view) @ view.transpose(1, 2)
-        err_shared += (ict.landmarks68(shared.alpha, zeros, view) @ view.transpose(1, 2) - truth)[..., :2].norm(dim=-1).mean()
-        err_single += (ict.landmarks68(single.alpha, zeros, view) @ view.transpose(1, 2) - truth)[..., :2].norm(dim=-1).mean()
+        err_shared += ((ict.landmarks68(shared.alpha, zeros, view) @ view.transpose(1, 2) - truth)[..., :2]
+                       .norm(dim=-1).mean())
+        err_single += ((ict.landmarks68(single.alpha, zeros, view) @ view.transpose(1, 2) - truth)[..., :2]
+                       .norm(dim=-1).mean())
     print(f"identity landmark error: shared {err_shared:.4f}, single {err_single:.4f}")
     assert err_shared < err_single  # measured: about 3 % lower (identity depth is weakly observable in 2D)
 

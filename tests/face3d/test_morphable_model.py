@@ -40,7 +40,8 @@ def test_jaw_contour_follows_the_silhouette(ict):
     alpha, beta = torch.zeros(1, 100), torch.zeros(1, 47)
     space = ict.landmark_space_points(alpha, beta)
     static, _ = ict.landmark_index(space, None)
-    frontal, _ = ict.landmark_index(space, euler_to_matrix(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0])))
+    frontal, _ = ict.landmark_index(space,
+                                    euler_to_matrix(torch.tensor([0.0]), torch.tensor([0.0]), torch.tensor([0.0])))
     shift = (space[0, frontal[0, :17, 0], :2] - space[0, static[0, :17, 0], :2]).norm(dim=-1)
     assert shift.max() < 0.05  # at most 5 % of the eye-corner distance
     rotation = euler_to_matrix(torch.tensor([50.0]), torch.tensor([0.0]), torch.tensor([0.0]))
@@ -96,7 +97,7 @@ def test_converter_round_trip(tmp_path, face_model_path):
     _write_obj(obj_dir / "generic_neutral_mesh.obj", neutral, [list(t) for t in src["tris"][50:]] + quads)
     for i in range(100):
         _write_obj(obj_dir / f"identity{i:03d}.obj", neutral + src["id_basis"][i].astype(np.float32))
-    for name, delta in zip(src["exp_names"], src["exp_basis"]):
+    for name, delta in zip(src["exp_names"], src["exp_basis"], strict=True):
         _write_obj(obj_dir / f"{name}.obj", neutral + delta.astype(np.float32))
     out = convert_ict_facekit(obj_dir, tmp_path / "3dmm" / "ict_face_narrow.npz", progress=False)
     converted = np.load(out)

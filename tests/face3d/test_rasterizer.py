@@ -37,7 +37,8 @@ def brute_force(verts, faces, height, width, cull_backfaces):
 def test_matches_brute_force_on_tiny_meshes(seed, cull):
     gen = torch.Generator().manual_seed(seed)
     height, width = 13, 17
-    verts = torch.rand(12, 3, generator=gen) * torch.tensor([width + 6.0, height + 6.0, 10.0]) - torch.tensor([3.0, 3.0, 0.0])
+    verts = (torch.rand(12, 3, generator=gen) * torch.tensor([width + 6.0, height + 6.0, 10.0])
+             - torch.tensor([3.0, 3.0, 0.0]))
     faces = torch.randint(0, 12, (10, 3), generator=gen)
     faces = faces[(faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])]
     _, first = torch.unique(faces.sort(1).values, dim=0, return_inverse=True)

@@ -35,7 +35,8 @@ def test_coordinates_take_the_normalised_round_trip():
     the current A1111 and ComfyUI DWPose nodes do, would miss that."""
     height, width = 600, 333
     pts = np.full((72, 2), np.nan)
-    pts[:8] = [[x, y] for x, y in zip([21, 29, 42, 49, 58, 84, 93, 98], [55, 79, 97, 110, 123, 158, 171, 194])]
+    pts[:8] = [[x, y] for x, y in zip([21, 29, 42, 49, 58, 84, 93, 98], [55, 79, 97, 110, 123, 158, 171, 194],
+                                      strict=True)]
     assert [int(x / float(width) * width) for x in pts[:8, 0]] == list(pts[:8, 0].astype(int) - 1)
     drawn = assert_matches_dwpose(pts, height, width)
     for x, y in pts[:8].astype(int):
@@ -47,7 +48,8 @@ def test_only_the_68_face_points_are_drawn():
     pts = mean_face(height, width)
     moved = pts.copy()
     moved[68:] += 23.0  # pupils, glabella, forehead: not DWPose face points
-    np.testing.assert_array_equal(draw_landmarks(moved, height, width, STYLE), draw_landmarks(pts, height, width, STYLE))
+    np.testing.assert_array_equal(draw_landmarks(moved, height, width, STYLE),
+                                  draw_landmarks(pts, height, width, STYLE))
     moved[67] += 9.0
     assert (draw_landmarks(moved, height, width, STYLE) != draw_landmarks(pts, height, width, STYLE)).any()
     pupils = draw_landmarks(pts, height, width, "openpose_face") & ~draw_landmarks(pts, height, width, STYLE)

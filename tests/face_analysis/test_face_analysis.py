@@ -98,7 +98,7 @@ def test_dlib_finds_all_six_faces_of_t1(t1_faces, t1):
 
 def test_dlib_is_deterministic(dlib_analyzer, t1, t1_faces):
     again = dlib_analyzer.detect(t1)
-    for a, b in zip(t1_faces, again):
+    for a, b in zip(t1_faces, again, strict=True):
         np.testing.assert_array_equal(a.bbox, b.bbox)
         np.testing.assert_array_equal(a.landmarks, b.landmarks)
         np.testing.assert_array_equal(a.descriptor, b.descriptor)
@@ -130,7 +130,7 @@ def test_dlib_huge_image_is_downscaled_and_mapped_back(dlib_analyzer, t1, t1_fac
     assert len(faces) == 6
     expected = sorted((f.bbox * 4 + [200, 100, 200, 100] for f in t1_faces), key=lambda b: b[0])
     found = sorted((f.bbox for f in faces), key=lambda b: b[0])
-    for e, f in zip(expected, found):
+    for e, f in zip(expected, found, strict=True):
         assert np.abs(e - f).max() < 0.25 * (e[2] - e[0]), (e, f)
     for face in faces:
         assert_sane_face(face, 8000, 8000)
@@ -198,7 +198,7 @@ def test_landmark_rendering_in_crop_frame(dlib_analyzer, t1):
     assert (face_points > 256 * 0.15).all() and (face_points < 256 * 0.85).all(), "margin 0.5 centres the face"
     controls, overlays = render_landmarks(landmarks)
     again, _ = render_landmarks(faces_to_landmarks(faces, "crop"))
-    for control, overlay, repeat in zip(controls, overlays, again):
+    for control, overlay, repeat in zip(controls, overlays, again, strict=True):
         assert control.shape == overlay.shape == (256, 256, 3)
         np.testing.assert_array_equal(control, repeat)
         assert 0.01 < (control.max(-1) > 0).mean() < 0.3
@@ -211,7 +211,8 @@ def test_landmark_rendering_in_crop_frame(dlib_analyzer, t1):
 # --- insightface on generated ONNX models, offline ----------------------------------------------------------------
 
 def expected_fake_bbox(height, width):
-    """Where the stand-in SCRFD's single firing anchor puts its face, in source pixels (see devkit/onnx_antelopev2.py)."""
+    """Where the stand-in SCRFD's single firing anchor puts its face, in source pixels (see
+    devkit/onnx_antelopev2.py)."""
     new_height = 640 if height > width else int(640 * height / width)  # SCRFD's letterbox into 640x640
     det_scale = new_height / height
     cy, cx = (np.array(FIRING_CELL) * FIRING_STRIDE)

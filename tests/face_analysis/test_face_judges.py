@@ -75,7 +75,7 @@ def test_alignment_and_channel_order_match_adaface_and_curricularface():
     from comfyui_facesnap.models.face_analysis.recognisers.face_crops import adaface_matrix
 
     tensors, _ = reference("AdaFace")
-    for kps, theirs in zip(seeded_keypoints(), tensors["matrices"].numpy()):
+    for kps, theirs in zip(seeded_keypoints(), tensors["matrices"].numpy(), strict=True):
         assert np.allclose(adaface_matrix(kps), theirs, rtol=1e-5, atol=1e-4), (adaface_matrix(kps), theirs)
         assert not np.allclose(arcface_matrix(kps), theirs, atol=1e-3)  # insightface's fit is the other way round
     pixels = seeded_image(4, 4).astype(np.float32)

@@ -70,7 +70,8 @@ def test_draw_kps_colours_and_layers():
     kps = np.array([[40, 40], [88, 40], [64, 64], [44, 90], [84, 90]], np.float32)
     image = draw_kps(kps, 128, 128)
     assert image.dtype == np.uint8 and image.shape == (128, 128, 3)
-    for (x, y), colour in zip(kps.astype(int), [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255)]):
+    for (x, y), colour in zip(kps.astype(int), [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255)],
+                              strict=True):
         assert tuple(image[y, x]) == colour  # circles in full colour, on top
     assert tuple(image[52, 52]) == (153, 0, 0), "the limb from the image-left eye to the nose, at 0.6"
     assert tuple(image[77, 54]) == (153, 153, 0), "the limb from the image-left mouth corner"

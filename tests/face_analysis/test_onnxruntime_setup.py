@@ -34,7 +34,8 @@ def test_a_hidden_gpu_runtime_is_diagnosed(monkeypatch, installed, shadowed):
     fake_installed(monkeypatch, installed)
     assert onnxruntime_setup.gpu_runtime_shadowed() == shadowed
     hint = onnxruntime_setup.cuda_unavailable_hint()
-    assert "`python -m pip uninstall -y onnxruntime onnxruntime-gpu` then `python -m pip install onnxruntime-gpu`" in hint
+    assert ("`python -m pip uninstall -y onnxruntime onnxruntime-gpu` then `python -m pip install onnxruntime-gpu`"
+            in hint)
     assert ("hide CUDA" in hint) == shadowed
 
 

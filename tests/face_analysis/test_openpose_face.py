@@ -33,7 +33,7 @@ def reference_drawing(face, body, height, width, stick_scale=1):
     """draw_poses(draw_body=body is not None, draw_hand=False, draw_face=True) for one person."""
     canvas = np.zeros((height, width, 3), np.uint8)
     if body is not None:
-        for (a, b), color in zip(REF_LIMBS, REF_COLORS):
+        for (a, b), color in zip(REF_LIMBS, REF_COLORS, strict=False):
             k1, k2 = body[a - 1], body[b - 1]
             if k1 is None or k2 is None:
                 continue
@@ -44,7 +44,7 @@ def reference_drawing(face, body, height, width, stick_scale=1):
             polygon = cv2.ellipse2Poly((int(np.mean(Y)), int(np.mean(X))), (int(length / 2), 4 * stick_scale),
                                        int(angle), 0, 360, 1)
             cv2.fillConvexPoly(canvas, polygon, [int(float(c) * 0.6) for c in color])
-        for keypoint, color in zip(body, REF_COLORS):
+        for keypoint, color in zip(body, REF_COLORS, strict=False):
             if keypoint is not None:
                 cv2.circle(canvas, (int(keypoint.x * width), int(keypoint.y * height)), 4, color, thickness=-1)
     for keypoint in face:

@@ -144,7 +144,8 @@ def test_stock_controlnet_in_the_chain_reads_the_prompt(host, monkeypatch, stock
 
     seen = []
     record_contexts(monkeypatch, comfy.cldm.cldm.ControlNet, seen, "stock")
-    record_contexts(monkeypatch, pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet, seen, "ffrnet")
+    record_contexts(monkeypatch, pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet, seen,
+                    "ffrnet")
     g = base_graph(steps=1)
     loader = add_loader(g, node="loader")
     if stock_first:
@@ -162,13 +163,15 @@ def test_stock_controlnet_in_the_chain_reads_the_prompt(host, monkeypatch, stock
         assert contexts, f"the {tag} ControlNet never ran"
         for ctx in contexts:
             assert ctx.shape == (2, *expected["cond"].shape[1:]), f"{tag} got context {tuple(ctx.shape)}"
-            rows = sorted(kind for row in ctx for kind, ref in expected.items() if torch.allclose(row, ref[0], atol=1e-4))
+            rows = sorted(kind for row in ctx for kind, ref in expected.items()
+                          if torch.allclose(row, ref[0], atol=1e-4))
             assert rows == ["cond", "uncond"], f"{tag}: each batch chunk must get its own {list(expected)} tokens"
 
 
 def test_two_people_keep_two_identities_in_ffrnet_and_injector(host, monkeypatch):
     seen = []
-    record_contexts(monkeypatch, pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet, seen, "ffrnet")
+    record_contexts(monkeypatch, pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet, seen,
+                    "ffrnet")
     patches = pack_module(host, "DiffPCIDInjector", "comfy_glue.id_injector_patch")
     checked, phis = [], []
     if hasattr(patches, "IDInjectorPatch"):  # record point 0: the published features and the phi applied
@@ -308,7 +311,8 @@ def test_landmark_image_is_cropped_to_the_conditioning_area(host, monkeypatch, a
     hints = []
     ffrnet = pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet
     forward = ffrnet.forward
-    monkeypatch.setattr(ffrnet, "forward", lambda self, *a, **k: hints.append(k["hint"].clone()) or forward(self, *a, **k))
+    monkeypatch.setattr(ffrnet, "forward",
+                        lambda self, *a, **k: hints.append(k["hint"].clone()) or forward(self, *a, **k))
     g = base_graph(steps=1)
     set_area(g, area)
     g["hint"] = {"class_type": "FaceSnapTestRectImage", "inputs": dict(width=128, height=128, x=64, y=0, w=64, h=128)}
@@ -333,7 +337,8 @@ def test_mask_is_aligned_with_the_conditioning_area(host, calls, monkeypatch, ar
     host.run(g)
     unet_calls = [(shape, control) for kind, shape, control in calls if kind == "unet"]
     assert len(unet_calls) == len(raw)
-    area_calls = [(control, out["output"][0]) for (shape, control), out in zip(unet_calls, raw) if shape[-1] == 8]
+    area_calls = [(control, out["output"][0]) for (shape, control), out in zip(unet_calls, raw, strict=True)
+                  if shape[-1] == 8]
     assert area_calls, "the area conds were sampled on their 16x8 latent crop"
     for merged, residual in area_calls:
         weight = (merged * residual).sum(dim=(0, 1, 2)) / (residual * residual).sum(dim=(0, 1, 2))  # per column

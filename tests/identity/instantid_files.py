@@ -10,7 +10,8 @@ SDXL_IP_WIDTHS = [640] * 4 + [1280] * 20 + [1280] * 30 + [640] * 6 + [1280] * 10
 # SD1.5's 16 cross-attentions in the same order (down 320,320,640,640,1280,1280; up 1280x3,640x3,320x3; mid 1280)
 SD15_IP_WIDTHS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320, 1280]
 TINY_UNET_CONFIG = {"model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": [1, 1],
-                    "transformer_depth": [0, 1], "transformer_depth_middle": 1, "transformer_depth_output": [0, 0, 1, 1]}
+                    "transformer_depth": [0, 1], "transformer_depth_middle": 1,
+                    "transformer_depth_output": [0, 0, 1, 1]}
 
 
 def published_shapes() -> dict[str, dict[str, tuple]]:

@@ -78,7 +78,8 @@ def test_a_truncated_or_foreign_identitynet_is_named(tmp_path, identitynet_shape
     with pytest.raises(ModelFileError, match="truncated: it holds"):
         load_diffusers_controlnet(str(path))
     pulid = tmp_path / "ip-adapter_pulid_sdxl_fp16.safetensors"
-    write_sparse_safetensors(pulid, {"image_proj.body.0.weight": (1024, 1280), "ip_adapter.1.to_k_ip.weight": (640, 2048)})
+    write_sparse_safetensors(pulid,
+                             {"image_proj.body.0.weight": (1024, 1280), "ip_adapter.1.to_k_ip.weight": (640, 2048)})
     with pytest.raises(ModelFileError, match="not a diffusers ControlNet"):
         load_diffusers_controlnet(str(pulid))
 

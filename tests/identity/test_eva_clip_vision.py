@@ -193,7 +193,7 @@ def test_comfy_operations_build_every_layer_and_cast_stored_weights(storage):
     to_storage(tower, storage).compute_dtype = torch.float32
     got = _outputs(tower)
     assert all(t.dtype == torch.float32 for t in got)
-    errors = [relative_error(a, b) for a, b in zip(got, expected)]
+    errors = [relative_error(a, b) for a, b in zip(got, expected, strict=True)]
     assert 0 < max(errors) < TOWER_STORAGE_TOLERANCE[storage], errors
 
 
@@ -225,7 +225,7 @@ def test_hidden_states_are_the_inputs_of_the_named_blocks():
     pixels = torch.randn(1, 3, 56, 56)
     with torch.no_grad():
         out = tower(pixels)
-        for layer, hidden in zip(config.hidden_layers, out.hidden_states):
+        for layer, hidden in zip(config.hidden_layers, out.hidden_states, strict=True):
             assert torch.equal(hidden, tower.run_blocks(tower.embed(pixels), 0, layer)[0])
     assert [h.shape for h in out.hidden_states] == [(1, 17, 64)] * 5
     assert EVAVisionConfig().hidden_layers == (4, 8, 12, 16, 20)

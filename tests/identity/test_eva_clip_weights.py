@@ -220,8 +220,9 @@ def test_tiny_round_trip(tmp_path, suffix):
     pixels = torch.randn(2, 3, 56, 56)
     loaded = load_eva_clip_vision(str(path), config=TINY)
     expected = source(pixels)
-    for ours, theirs in zip(loaded(pixels), expected):
-        for a, b in zip(ours if isinstance(ours, tuple) else [ours], theirs if isinstance(theirs, tuple) else [theirs]):
+    for ours, theirs in zip(loaded(pixels), expected, strict=True):
+        for a, b in zip(ours if isinstance(ours, tuple) else [ours], theirs if isinstance(theirs, tuple) else [theirs],
+                        strict=True):
             assert torch.equal(a, b)
     half = load_eva_clip_vision(str(path), config=TINY, dtype=torch.bfloat16, compute_dtype=torch.bfloat16)
     assert half.blocks[0].mlp.w1.weight.dtype == torch.bfloat16

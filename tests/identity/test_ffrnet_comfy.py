@@ -67,7 +67,8 @@ def sample(model, positive, negative, steps=2):
 
 def test_ffrnet_sees_f_mix_on_cond_and_uncond(fs, bundle, base_model):
     seen = []
-    hook = bundle.ffrnet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["context"].clone()), with_kwargs=True)
+    hook = bundle.ffrnet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["context"].clone()),
+                                                   with_kwargs=True)
     try:
         positive, negative = conditioned(fs, bundle)
         sample(base_model, positive, negative, steps=1)
@@ -115,9 +116,11 @@ def test_zero_heads_are_a_no_op_and_the_input_model_is_untouched(fs, base_model)
     live = make_bundle(fs, injector_std=0.05)
     unet = base_model.model.diffusion_model
     plain = sample(base_model, *conditioned(fs, zero), steps=1)
-    with_zero = sample(fs.patch_model_with_injector(base_model, zero.ffrnet, zero.pairing_key), *conditioned(fs, zero), steps=1)
+    with_zero = sample(fs.patch_model_with_injector(base_model, zero.ffrnet, zero.pairing_key), *conditioned(fs, zero),
+                       steps=1)
     torch.testing.assert_close(with_zero, plain, rtol=0, atol=0)
-    with_live = sample(fs.patch_model_with_injector(base_model, live.ffrnet, live.pairing_key), *conditioned(fs, live), steps=1)
+    with_live = sample(fs.patch_model_with_injector(base_model, live.ffrnet, live.pairing_key), *conditioned(fs, live),
+                       steps=1)
     assert (with_live - plain).abs().max() > 1e-3
     assert torch.equal(sample(base_model, *conditioned(fs, zero), steps=1), plain)
     # nothing is replaced or left behind on the shared UNet
@@ -163,7 +166,8 @@ def test_separate_uncond_strength(fs, bundle, base_model, monkeypatch):
 
 def test_positive_only_runs_the_control_on_the_positive_half(fs, bundle, base_model):
     seen = []
-    hook = bundle.ffrnet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["context"].clone()), with_kwargs=True)
+    hook = bundle.ffrnet.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["context"].clone()),
+                                                   with_kwargs=True)
     try:
         sample(base_model, *conditioned(fs, bundle, positive_only=True), steps=1)
     finally:
@@ -216,7 +220,8 @@ def test_a_shallower_ffrnet_takes_the_first_layers_of_each_unet_block(fs):
     from comfy_test_nodes.tiny_models import CPU, TINY_UNET, init_
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNet, FFRNetConfig
 
-    deeper = dict(TINY_UNET, transformer_depth=[0, 2], transformer_depth_middle=2, transformer_depth_output=[0, 0, 2, 2])
+    deeper = dict(TINY_UNET, transformer_depth=[0, 2], transformer_depth_middle=2,
+                  transformer_depth_output=[0, 0, 2, 2])
     model = init_(comfy.supported_models.SDXL(deeper).get_model({}), seed=3)
     ffrnet = FFRNet(FFRNetConfig.tiny(cross_attention_dim=64)).reset_parameters()
     untouched = fs.init_ffrnet_from_unet(ffrnet, comfy.model_patcher.ModelPatcher(model, CPU, CPU))

@@ -122,9 +122,11 @@ def test_blend_is_weighted_and_needs_one_encoder():
     torch.testing.assert_close(mix.uncond, 0.75 * a.uncond + 0.25 * b.uncond)
     torch.testing.assert_close(mix.id_embedding, 0.75 * a.id_embedding + 0.25 * b.id_embedding)
     assert mix.num_references == 5 and (mix.encoder, mix.model_key) == (a.encoder, a.model_key)
-    assert torch.equal(blend_identities(a, b, 0.0).cond, a.cond) and torch.equal(blend_identities(a, b, 1.0).cond, b.cond)
+    assert torch.equal(blend_identities(a, b, 0.0).cond, a.cond) and torch.equal(blend_identities(a, b, 1.0).cond,
+                                                                                 b.cond)
     assert blend_identities(a, _identity(2, embedding=False), 0.5).id_embedding is None
-    with pytest.raises(InvalidInputError, match="facesnap-mixer.*instantid-resampler|instantid-resampler.*facesnap-mixer"):
+    with pytest.raises(InvalidInputError,
+                       match="facesnap-mixer.*instantid-resampler|instantid-resampler.*facesnap-mixer"):
         blend_identities(_identity(0, encoder=FACESNAP_MIXER), b, 0.5)
     with pytest.raises(InvalidInputError, match=r"\[other\]"):
         blend_identities(a, _identity(1, key="other"), 0.5)

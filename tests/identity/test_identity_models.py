@@ -92,7 +92,8 @@ def _diffusers_call(ref, ours, batch=2):
     text, time_ids = torch.randn(batch, 1280, generator=g), torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]] * batch)
     y = torch.cat([text, Timesteps(256, True, 0)(time_ids.flatten()).reshape(batch, -1)], dim=1)  # ComfyUI's ADM
     with torch.no_grad():
-        down, mid = ref(x, t, ctx, hint, added_cond_kwargs={"text_embeds": text, "time_ids": time_ids}, return_dict=False)
+        down, mid = ref(x, t, ctx, hint, added_cond_kwargs={"text_embeds": text, "time_ids": time_ids},
+                        return_dict=False)
         out = ours(x, hint, t, ctx, y=y)
     return down, mid, out
 
@@ -105,7 +106,8 @@ def test_ffrnet_matches_diffusers_layout_and_outputs():
     assert our_shapes == ref_shapes
     down, mid, out = _diffusers_call(ref, ours)
     assert len(out["output"]) == len(down) == len(cfg.residual_channels())
-    for a, b in zip(down, out["output"]):  # ComfyUI's "output" is diffusers' down_block_res_samples, same order
+    # ComfyUI's "output" is diffusers' down_block_res_samples, same order
+    for a, b in zip(down, out["output"], strict=True):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out["middle"][0], mid, atol=1e-5, rtol=1e-4)
 
@@ -167,14 +169,15 @@ def test_injector_heads_read_the_matching_resolution():
     for p in ffrnet.controlnet_down_blocks.parameters():  # non-zero residuals so the heads see something
         torch.nn.init.normal_(p, std=0.1)
     x = torch.randn(2, 4, 16, 16)
-    out = ffrnet(x, torch.rand(2, 3, 128, 128), torch.tensor([5.0, 5.0]), torch.randn(2, 16, 64), y=torch.randn(2, 2816))
+    out = ffrnet(x, torch.rand(2, 3, 128, 128), torch.tensor([5.0, 5.0]), torch.randn(2, 16, 64),
+                 y=torch.randn(2, 2816))
     params = ffrnet.injector_params(out)
     assert all(float(p.abs().max()) == 0 and float(m.abs().max()) == 0 for p, m in params)  # zero-init
     h = torch.randn(2, 64, 8, 8)
     assert torch.equal(IDInjector.apply(h, *params[0]), h)
     # hidden-state sizes of the tiny UNet at the 5 points: middle, then after each decoder block
     sizes = [(64, 8), (64, 8), (64, 16), (32, 16), (32, 16)]
-    for (phi, mu), (ch, res) in zip(params, sizes):
+    for (phi, mu), (ch, res) in zip(params, sizes, strict=True):
         assert phi.shape == mu.shape == (2, ch, res, res)
     for head in ffrnet.id_injector.phi:
         torch.nn.init.normal_(head.weight, std=0.1)

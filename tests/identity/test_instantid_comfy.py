@@ -94,7 +94,8 @@ def test_patch_output_is_the_pure_ip_attention_math(host):
         for p in layer.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
     cond, uncond = torch.randn(1, 16, 48, generator=g), torch.randn(1, 16, 48, generator=g)
-    q, k, v = torch.randn(4, 64, 64, generator=g), torch.randn(4, 77, 64, generator=g), torch.randn(4, 77, 64, generator=g)
+    q, k, v = (torch.randn(4, 64, 64, generator=g), torch.randn(4, 77, 64, generator=g),
+               torch.randn(4, 77, 64, generator=g))
     mask = torch.rand(1, 128, 128, generator=g)
     options = {"n_heads": 4, "cond_or_uncond": [1, 0], "sigmas": torch.full((4,), 5.0), "uuids": ["a", "b"],
                "original_shape": [4, 4, 16, 16]}  # an 8x8 attention grid of a 16x16 latent

@@ -23,7 +23,8 @@ def host(comfy_host, insightface_images, tmp_path_factory):
 
 
 def test_records_keep_insightfaces_raw_embedding(insightface_images, tmp_path):
-    """InstantID (infer.py) and cubiq's node feed insightface's ``Face.embedding``, the recognition model's raw output."""
+    """InstantID (infer.py) and cubiq's node feed insightface's ``Face.embedding``, the recognition model's raw
+    output."""
     import cv2
     from insightface.app.common import Face
     from insightface.model_zoo import model_zoo
@@ -68,7 +69,8 @@ def test_the_encode_node_averages_raw_embeddings(host, tmp_path):
     raw = np.stack([r.embedding * r.embedding_norm for r in faces.records])
     assert len(raw) == 2 and not np.allclose(raw[0], raw[1])
     torch.testing.assert_close(identity.id_embedding, torch.from_numpy(raw.mean(0)))  # averaged in embedding space
-    torch.testing.assert_close(identity.cond, bundle.encode_embeddings(torch.from_numpy(raw.mean(0, keepdims=True))).cond)
+    torch.testing.assert_close(identity.cond,
+                               bundle.encode_embeddings(torch.from_numpy(raw.mean(0, keepdims=True))).cond)
     assert identity.num_references == 2
     with torch.no_grad():
         zeros = bundle.adapter.image_proj(torch.zeros(1, 512))
@@ -89,7 +91,8 @@ def test_keypoints_from_faces(host, backend, frame):
     g["kps"] = {"class_type": "FaceSnapDrawKeypoints", "inputs": {"faces": [crop, 1], "frame": frame}}
     g["preview"] = {"class_type": "PreviewImage", "inputs": {"images": ["kps", 1]}}
     executor = host.run(g)
-    faces, image, overlay = _node_output(executor, crop, 1), _node_output(executor, "kps"), _node_output(executor, "kps", 1)
+    faces, image, overlay = (_node_output(executor, crop, 1), _node_output(executor, "kps"),
+                             _node_output(executor, "kps", 1))
     record = faces.records[0]
     kps = record.kps5
     if frame == "crop":

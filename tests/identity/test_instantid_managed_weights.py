@@ -77,7 +77,7 @@ def instantid_classes(host) -> dict[str, type]:
             "ip_layer": module("models.identity.ip_attention").IPAttentionLayer}
 
 
-# --- item 1 ------------------------------------------------------------------------------------------------------------
+# --- item 1 -----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", ["auto", "fp8_e4m3fn"])
 def test_the_loader_builds_every_instantid_network_from_comfy_operations(host, dtype):
     import comfy.model_management
@@ -163,7 +163,7 @@ def test_neither_loader_picks_fp8_matmul_layers(host, monkeypatch, tmp_path):
         assert_comfy_layers(name, module, comfy.ops.manual_cast, storage)
 
 
-# --- item 2 ------------------------------------------------------------------------------------------------------------
+# --- item 2 -----------------------------------------------------------------------------------------------------------
 def test_storage_dtypes_sample_close_to_fp32_with_fp32_compute(host):
     import comfy.model_management
 
@@ -175,7 +175,7 @@ def test_storage_dtypes_sample_close_to_fp32_with_fp32_compute(host):
     assert errors["fp16"] < errors["bf16"] < errors["fp8_e4m3fn"], errors
 
 
-# --- item 3 ------------------------------------------------------------------------------------------------------------
+# --- item 3 -----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype,budget", [("auto", "one_byte"), ("auto", "three_quarters"), ("fp8_e4m3fn", "one_byte")])
 def test_partial_load_streams_instantid_with_identical_samples(host, monkeypatch, fresh_model_management, dtype,
                                                                budget):

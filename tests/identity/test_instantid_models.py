@@ -175,7 +175,8 @@ def test_ip_attention_matches_diffusers_processor(masked):
 @torch.no_grad()
 def test_ip_attention_math():
     g = torch.Generator().manual_seed(0)
-    q, key, value = torch.randn(2, 10, 8, generator=g), torch.randn(1, 3, 8, generator=g), torch.randn(1, 3, 8, generator=g)
+    q, key, value = (torch.randn(2, 10, 8, generator=g), torch.randn(1, 3, 8, generator=g),
+                     torch.randn(1, 3, 8, generator=g))
     plain = torch.softmax(q @ key.transpose(1, 2) / 8 ** 0.5, dim=-1) @ value  # one head
     torch.testing.assert_close(ip_attention(q, key, value, heads=1), plain)
     torch.testing.assert_close(ip_attention(q, key, value, 1, weight=0.25), 0.25 * plain)
@@ -303,7 +304,8 @@ def test_identitynet_tiny_loads_and_reads_identity_tokens(tmp_path, layout):
 
     resampler = _tiny_resampler(seed=3)
     # one head per level: a config-less file is read with SDXL's 64-wide heads, the only width it can infer
-    cfg = dataclasses.replace(ControlNetConfig.tiny(cross_attention_dim=resampler.config.output_dim), attention_head_dim=(1, 1))
+    cfg = dataclasses.replace(ControlNetConfig.tiny(cross_attention_dim=resampler.config.output_dim),
+                              attention_head_dim=(1, 1))
     torch.manual_seed(4)
     ref = diffusers.ControlNetModel(**cfg.diffusers_kwargs())
     with torch.no_grad():
@@ -321,13 +323,14 @@ def test_identitynet_tiny_loads_and_reads_identity_tokens(tmp_path, layout):
     g = torch.Generator().manual_seed(6)
     with torch.no_grad():
         tokens = resampler(torch.randn(2, 512, generator=g) * 20)
-        x, hint, t = torch.randn(2, 4, 16, 16, generator=g), torch.rand(2, 3, 128, 128, generator=g), torch.tensor([5.0, 900.0])
+        x, hint, t = (torch.randn(2, 4, 16, 16, generator=g), torch.rand(2, 3, 128, 128, generator=g),
+                      torch.tensor([5.0, 900.0]))
         text, time_ids = torch.randn(2, 1280, generator=g), torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]] * 2)
         y = torch.cat([text, Timesteps(256, True, 0)(time_ids.flatten()).reshape(2, -1)], dim=1)
         down, mid = ref(x, t, encoder_hidden_states=tokens, controlnet_cond=hint,
                         added_cond_kwargs={"text_embeds": text, "time_ids": time_ids}, return_dict=False)
         out = ours(x, hint, t, tokens, y=y)
-    for a, b in zip(down, out["output"]):
+    for a, b in zip(down, out["output"], strict=True):
         torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(out["middle"][0], mid, atol=1e-5, rtol=1e-4)
 

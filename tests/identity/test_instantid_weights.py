@@ -18,7 +18,8 @@ def test_full_size_model_has_the_published_names_and_shapes():
     with torch.device("meta"):
         adapter = InstantIDAdapter()
     assert {k: tuple(v.shape) for k, v in adapter.state_dict().items()} == flat(published_shapes())
-    counts = {part: sum(p.numel() for p in getattr(adapter, part).parameters()) for part in ("image_proj", "ip_adapter")}
+    counts = {part: sum(p.numel() for p in getattr(adapter, part).parameters())
+              for part in ("image_proj", "ip_adapter")}
     print(f"\nInstantID ip-adapter parameters: image_proj {counts['image_proj']:,}  ip_adapter {counts['ip_adapter']:,}"
           f"  total {sum(counts.values()):,} ({sum(counts.values()) * 4 / 1e9:.2f} GB in fp32)")
     assert counts == {"image_proj": 81_978_624, "ip_adapter": 340_787_200}
@@ -154,7 +155,8 @@ def test_tiny_round_trip_both_formats(tmp_path, suffix):
     assert torch.equal(noisy.uncond, loaded.encode_identity(embeds, uncond_noise=0.35).uncond)
     other = InstantIDAdapter(config, TINY_UNET_CONFIG)
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "other.safetensors"))
-    other_key = load_instantid(str(tmp_path / "other.safetensors"), config=config, unet_config=TINY_UNET_CONFIG).model_key
+    other = load_instantid(str(tmp_path / "other.safetensors"), config=config, unet_config=TINY_UNET_CONFIG)
+    other_key = other.model_key
     assert identity.model_key == loaded.model_key != other_key
 
 

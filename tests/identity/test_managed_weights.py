@@ -62,7 +62,7 @@ def networks(bundle) -> dict[str, torch.nn.Module]:
     return {"mixer": bundle.mixer, "ffrnet": bundle.ffrnet, "heads": bundle.ffrnet.id_injector}
 
 
-# --- item 1 ------------------------------------------------------------------------------------------------------------
+# --- item 1 -----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", ["auto", "fp8_e4m3fn"])
 def test_the_loader_builds_every_network_from_comfy_operations(host, dtype):
     import comfy.model_management
@@ -98,7 +98,7 @@ def test_the_loader_builds_every_network_from_comfy_operations(host, dtype):
         torch.testing.assert_close(ffrnet_outputs(bundle.ffrnet), ffrnet_outputs(ffrnet))
 
 
-# --- item 2 ------------------------------------------------------------------------------------------------------------
+# --- item 2 -----------------------------------------------------------------------------------------------------------
 def test_storage_dtypes_sample_close_to_fp32_with_fp32_compute(host):
     import comfy.model_management
 
@@ -111,9 +111,10 @@ def test_storage_dtypes_sample_close_to_fp32_with_fp32_compute(host):
     assert errors["fp16"] < errors["bf16"] < errors["fp8_e4m3fn"], errors
 
 
-# --- item 3 ------------------------------------------------------------------------------------------------------------
+# --- item 3 -----------------------------------------------------------------------------------------------------------
 def facesnap_classes(host) -> dict[str, type]:
-    return {"mixer": pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.attribute_mixer").FacialAttributeMixer,
+    return {"mixer": pack_module(host, "DiffPCIDInjector",
+                                 "models.identity.facesnap.attribute_mixer").FacialAttributeMixer,
             "ffrnet": pack_module(host, "DiffPCIDInjector", "models.identity.facesnap.ffrnet").FFRNet}
 
 

@@ -143,7 +143,8 @@ def test_comfy_operations_build_every_layer(kind):
         with torch.device("meta"):
             comfy_built, torch_built = build(ops), build(None)
         layers, raw = layers_and_raw_parameters(comfy_built)
-        assert layers and all(type(m) in own_classes for _, m in layers), [n for n, m in layers if type(m) not in own_classes]
+        foreign = [n for n, m in layers if type(m) not in own_classes]
+        assert layers and not foreign, foreign
         assert all(n.rsplit(".", 1)[-1] in RAW_PARAMETERS for n in raw), raw
         assert ([(n, p.shape) for n, p in comfy_built.named_parameters()]
                 == [(n, p.shape) for n, p in torch_built.named_parameters()])
@@ -166,12 +167,12 @@ def test_manual_cast_storage_dtypes_compute_in_fp32(storage):
     assert ffrnet.conv_in.weight.dtype == storage and ffrnet.dtype == torch.float32
     got = ffrnet_outputs(ffrnet)
     assert all(t.dtype == torch.float32 for t in got)
-    errors = [relative_error(a, b) for a, b in zip(got, expected)]
+    errors = [relative_error(a, b) for a, b in zip(got, expected, strict=True)]
     assert 0 < max(errors) < STORAGE_TOLERANCE[storage], errors
 
     mixer = trained_mixer(comfy.ops.manual_cast)
     to_storage(mixer, storage).compute_dtype = torch.float32
-    errors = [relative_error(a, b) for a, b in zip(mixer_outputs(mixer), mixer_outputs(trained_mixer()))]
+    errors = [relative_error(a, b) for a, b in zip(mixer_outputs(mixer), mixer_outputs(trained_mixer()), strict=True)]
     assert 0 < max(errors) < STORAGE_TOLERANCE[storage], errors
 
 
@@ -215,7 +216,8 @@ def test_deca_encoder_builds_its_convs_and_linears_from_operations_with_decas_ke
     reference = DecaEncoder().eval()
     ops = comfy.ops.disable_weight_init
     encoder = DecaEncoder(ops)
-    assert [(k, v.shape) for k, v in encoder.state_dict().items()] == [(k, v.shape) for k, v in reference.state_dict().items()]
+    assert ([(k, v.shape) for k, v in encoder.state_dict().items()]
+            == [(k, v.shape) for k, v in reference.state_dict().items()])
     encoder.load_state_dict(reference.state_dict())
     layers = [m for m in encoder.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert len(layers) == 55 and all(type(m) in (ops.Conv2d, ops.Linear) for m in layers)

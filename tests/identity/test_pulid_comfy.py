@@ -392,7 +392,8 @@ def test_wrong_files_are_named_by_the_loaders(host, tmp_path, case):
 def test_both_published_layouts_load_through_the_node_and_encode_alike(host, version):
     g = base_graph(steps=1)
     converted = add_pulid_encode(g, add_pulid_loader(g, VERSIONS[version], node="converted"))
-    official = add_pulid_encode(g, add_pulid_loader(g, VERSIONS[version].replace(".safetensors", "_official.safetensors"),
+    official = add_pulid_encode(g,
+                                add_pulid_loader(g, VERSIONS[version].replace(".safetensors", "_official.safetensors"),
                                                     node="official"))
     add_apply_pulid(g, "converted", converted)
     add_apply_pulid(g, "official", official)

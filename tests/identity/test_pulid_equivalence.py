@@ -205,7 +205,8 @@ def test_the_two_ortho_v2_shares_differ_beyond_the_tolerance(layer, attention_ca
     """The official share (per query, per head) and cubiq's (per image, all heads) are different computations: each
     reference is met only by its own."""
     fidelity, v2 = cases.CUBIQ_MODES[0], cases.OFFICIAL_MODES[1]
-    errors = (relative_error(comfyui_output(layer, attention_call, fidelity, SHARE_OFFICIAL), reference[0][fidelity[0]]),
+    errors = (relative_error(comfyui_output(layer, attention_call, fidelity, SHARE_OFFICIAL),
+                             reference[0][fidelity[0]]),
               relative_error(official_output(layer, attention_call, v2, SHARE_CUBIQ), reference[0][v2[0]]))
     print(f"\nthe other share: {errors[0]:.2e} (cubiq's reference), {errors[1]:.2e} (the official one)")
     assert min(errors) > CAUGHT * TOLERANCE["attention"]
@@ -223,11 +224,13 @@ def test_official_layer_numbering_is_the_pack_sites(reference):
     assert [n for n, _, _ in numbering] == list(sites)
     assert [width for _, _, width in numbering] == [s.channels for s in sites.values()]
     assert [diffusers_name_to_patch_key(name, 2) for _, name, _ in numbering] == [s.patch_key for s in sites.values()]
-    assert sites[cases.LAYER].patch_key == ("output", 0, 7) and sites[cases.NEIGHBOUR_LAYER].patch_key == ("output", 0, 8)
+    assert sites[cases.LAYER].patch_key == ("output", 0, 7)
+    assert sites[cases.NEIGHBOUR_LAYER].patch_key == ("output", 0, 8)
 
 
 def test_the_fixture_records_the_upstream_commits(reference):
     metadata = reference[1]
     assert metadata["pulid_commit"].startswith("1aa2fc7") and metadata["cubiq_commit"].startswith("4e1fd40")
-    assert json.loads(metadata["weight_seeds"]) == cases.WEIGHT_SEEDS and int(metadata["input_seed"]) == cases.INPUT_SEED
+    assert json.loads(metadata["weight_seeds"]) == cases.WEIGHT_SEEDS
+    assert int(metadata["input_seed"]) == cases.INPUT_SEED
     assert FIXTURE.stat().st_size < 300_000

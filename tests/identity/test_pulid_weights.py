@@ -63,7 +63,8 @@ def test_full_size_files_load(tmp_path, name):
     path = tmp_path / name
     write_published(path, version, official)
     adapter = load_pulid(str(path))
-    assert adapter.version == version and adapter.encoder_name == {V1: PULID_V1_ENCODER, V1_1: PULID_V1_1_ENCODER}[version]
+    assert adapter.version == version
+    assert adapter.encoder_name == {V1: PULID_V1_ENCODER, V1_1: PULID_V1_1_ENCODER}[version]
     assert adapter.ip_adapter.for_patch_key(("middle", 0, 9)) is adapter.ip_adapter["139"]
     assert adapter.ip_adapter["63"].to_k_ip.weight.dtype == (torch.float32 if path.suffix == ".bin" else torch.float16)
     assert adapter.model_key
@@ -108,7 +109,8 @@ def test_instantid_and_other_ip_adapters_are_named(tmp_path):
     refused(binary, "InstantID's ip-adapter")
     clip = tmp_path / "ip-adapter_sdxl.safetensors"
     layers = {k: v for k, v in flat(published_shapes()).items() if k.startswith("ip_adapter.")}
-    write_sparse_safetensors(clip, {"image_proj.proj.weight": (8192, 1280), "image_proj.norm.weight": (2048,), **layers})
+    write_sparse_safetensors(clip,
+                             {"image_proj.proj.weight": (8192, 1280), "image_proj.norm.weight": (2048,), **layers})
     refused(clip, "IP-Adapter for CLIP image embeddings")
     faceid = tmp_path / "ip-adapter-faceid-plusv2_sdxl.safetensors"
     write_sparse_safetensors(faceid, {"image_proj.perceiver_resampler.proj_in.weight": (1280, 1280),
@@ -142,7 +144,8 @@ def test_other_models_are_named(tmp_path):
     flux = file("pulid_flux_v0.9.1.safetensors", {"pulid_encoder.latents": (1, 32, 1024),
                                                    "pulid_ca.0.to_q.weight": (2048, 3072)})
     refused(flux, "PuLID for FLUX")
-    controlnet = file("diffusion_pytorch_model.safetensors", {"controlnet_cond_embedding.conv_in.weight": (16, 3, 3, 3)})
+    controlnet = file("diffusion_pytorch_model.safetensors",
+                      {"controlnet_cond_embedding.conv_in.weight": (16, 3, 3, 3)})
     assert "models/controlnet" in refused(controlnet, "ControlNet .EcomID's or InstantID's IdentityNet")
     eva = file("EVA02_CLIP_L_336_psz14_s6B.safetensors", {"visual.cls_token": (1, 1, 1024), "logit_scale": ()})
     refused(eva, "EVA-CLIP")

@@ -58,7 +58,7 @@ def test_landmark_workflow_draws_six_faces(host, landmark_prompt):
     controls = saved_images(executor, "5", host.output_dir)
     overlays = saved_images(executor, "6", host.output_dir)
     assert len(controls) == len(overlays) == 6
-    for control_path, overlay_path in zip(controls, overlays):
+    for control_path, overlay_path in zip(controls, overlays, strict=True):
         control = np.asarray(Image.open(control_path).convert("RGB"))
         overlay = np.asarray(Image.open(overlay_path).convert("RGB"))
         assert control.shape == overlay.shape == (512, 512, 3)

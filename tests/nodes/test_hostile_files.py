@@ -219,7 +219,7 @@ def injector_bomb_kernel(gigabytes: float = 10) -> int:
     from comfyui_facesnap.models.identity.facesnap.ffrnet import FFRNetConfig
 
     layout = FFRNetConfig.tiny().injector_layout()
-    per_tap = 2 * sum(s * t for s, t in zip(layout.source_channels, layout.target_channels))
+    per_tap = 2 * sum(s * t for s, t in zip(layout.source_channels, layout.target_channels, strict=True))
     return math.ceil(math.sqrt(gigabytes * 2**30 / 4 / per_tap))
 
 
@@ -643,7 +643,8 @@ def test_parameter_counts_equal_the_modules_the_loaders_build():
     def size(module):
         return sum(p.numel() for p in module.parameters())
 
-    odd = FFRNetConfig(block_out_channels=(32, 64, 64, 128), layers_per_block=3, transformer_layers_per_block=(1, 0, 2, 3),
+    odd = FFRNetConfig(block_out_channels=(32, 64, 64, 128), layers_per_block=3,
+                       transformer_layers_per_block=(1, 0, 2, 3),
                        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D",
                                          "CrossAttnDownBlock2D"), attention_head_dim=(2, 2, 4, 8),
                        conditioning_embedding_out_channels=(8, 16), injector_kernel_size=3)

@@ -434,8 +434,8 @@ def test_drive_items_without_a_face_take_the_manual_pose(host, folders, node_tex
     assert landmarks.points.shape == (2, 72, 2) and np.isfinite(landmarks.points).all()
     assert landmarks.canvas_sizes == [(160, 160)] * 2 and tuple(control.shape) == (2, 160, 160, 3)
     report = session.ui("32")["text"][0]  # (the FLAME stand-in's random landmarks may also clamp item 0's pose)
-    assert report.splitlines()[0] == ("drive item 1 has no face: the manual pose (yaw 20°, pitch 0°, roll 0°) and the reference's "
-                      "expression were used")
+    assert report.splitlines()[0] == ("drive item 1 has no face: the manual pose (yaw 20°, pitch 0°, roll 0°) and "
+                                      "the reference's expression were used")
     assert ("30", report) in node_texts
     tooltip = next(i for i in host.node_classes["FaceSnapLandmarkPredictor"].define_schema().inputs
                    if i.id == "pose_source").tooltip

@@ -1,7 +1,8 @@
 """The ``style`` input of Draw Landmarks and the Landmark Predictor, through ComfyUI's real executor.
 
 The OpenPose styles must hand out exactly ``draw_openpose_face`` of the node's own landmarks (that function is
-checked against controlnet_aux's convention in face_analysis/test_openpose_face.py), and the default must stay FaceSnap's drawing.
+checked against controlnet_aux's convention in face_analysis/test_openpose_face.py), and the default must stay
+FaceSnap's drawing.
 """
 
 from __future__ import annotations

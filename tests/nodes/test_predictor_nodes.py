@@ -89,7 +89,8 @@ def _fit_ratio_and_angles(ict, points):
 
     fit = fit_landmarks(ict, torch.as_tensor(points))
     frontal = ict.landmarks68(fit.alpha, torch.zeros_like(fit.beta), torch.eye(3).expand(len(points), 3, 3))
-    ratio = (frontal[:, 0, :2] - frontal[:, 16, :2]).norm(dim=-1) / (frontal[:, 36, :2] - frontal[:, 45, :2]).norm(dim=-1)
+    ratio = ((frontal[:, 0, :2] - frontal[:, 16, :2]).norm(dim=-1)
+             / (frontal[:, 36, :2] - frontal[:, 45, :2]).norm(dim=-1))
     return ratio, matrix_to_euler(fit.rotation)
 
 
@@ -107,7 +108,8 @@ def test_real_photos_keep_reference_proportions_and_drive_pose(ict, t1_faces):
         assert (angles[2] - angles[1]).abs().max() < 4.0, angles
         # and it sits where the drive face is
         drive_centre = drive.records[0].landmarks[:68].mean(0)
-        assert np.linalg.norm(landmarks.points[0, :68].mean(0) - drive_centre) < 0.1 * np.ptp(drive.records[0].landmarks[:, 0])
+        drive_width = np.ptp(drive.records[0].landmarks[:, 0])
+        assert np.linalg.norm(landmarks.points[0, :68].mean(0) - drive_centre) < 0.1 * drive_width
 
 
 def test_outputs_and_manual_pose_on_canvas(ict, t1_faces):

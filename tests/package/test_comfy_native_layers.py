@@ -99,11 +99,13 @@ def torch_nn_layer_calls(path: pathlib.Path) -> dict[str, int]:
 
 def test_the_closure_covers_the_identity_networks():
     files = {p.relative_to(PACK_ROOT).as_posix() for p in files_inside_comfyui()}
-    expected = {"models/identity/facesnap/ffrnet.py", "models/identity/facesnap/attribute_mixer.py", "models/identity/facesnap/id_injector.py",
+    expected = {"models/identity/facesnap/ffrnet.py", "models/identity/facesnap/attribute_mixer.py",
+                "models/identity/facesnap/id_injector.py",
                 "models/common/operations.py", "models/face3d/deca_encoder.py", "comfy_glue/control.py",
                 "models/identity/instantid/resampler.py", "models/identity/ip_attention.py",
                 "models/identity/sdxl_controlnet.py", "models/identity/perceiver.py",
-                "models/identity/instantid/weights.py", "comfy_glue/methods/instantid.py", "comfy_glue/weight_dtypes.py"}
+                "models/identity/instantid/weights.py", "comfy_glue/methods/instantid.py",
+                "comfy_glue/weight_dtypes.py"}
     assert expected <= files
     assert not any(f.startswith(("training/", "devkit/", "tests/", "benchmarks/")) for f in files)
 

@@ -13,8 +13,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 COMFYUI_MODULES = {"comfy", "comfy_api", "comfy_extras", "comfy_execution", "comfy_config", "folder_paths", "nodes",
                    "execution", "server", "latent_preview", "node_helpers", "main", "app", "utils"}
 # tests/ and every module in it that a test imports by name (test modules, helpers, conftest)
-TEST_MODULES = {"tests", "comfy_test_nodes"} | {p.stem for p in (ROOT / "tests").rglob("*.py")
-                                                 if not {"comfy_test_nodes", "browser"} & set(p.relative_to(ROOT).parts)}
+TEST_MODULES = {"tests", "comfy_test_nodes"} | {
+    p.stem for p in (ROOT / "tests").rglob("*.py")
+    if not {"comfy_test_nodes", "browser"} & set(p.relative_to(ROOT).parts)}
 
 
 def python_files(*folders: str) -> list[pathlib.Path]:
@@ -151,14 +152,16 @@ def test_comfyui_starts_in_one_place():
 
 def test_the_checker_sees_a_relative_import_of_the_nodes(tmp_path, monkeypatch):
     sample = ROOT / "training" / "_layer_probe.py"
-    monkeypatch.setattr(pathlib.Path, "read_text", lambda self, **kw: "from ..nodes import face_nodes\nimport comfy.sd\n")
+    monkeypatch.setattr(pathlib.Path, "read_text",
+                        lambda self, **kw: "from ..nodes import face_nodes\nimport comfy.sd\n")
     assert imports(sample) == {"nodes", "comfy.sd"}
 
 
 def test_docs_and_code_name_no_tracker_items():
     """Readers outside the project cannot look up "issue 5" or "the issue's criterion"."""
     suffixes = {".py", ".md", ".yaml", ".toml", ".txt", ".sh", ".cjs"}
-    files = [p for p in ROOT.rglob("*") if p.suffix in suffixes and ".git" not in p.parts and "node_modules" not in p.parts]
+    files = [p for p in ROOT.rglob("*")
+             if p.suffix in suffixes and ".git" not in p.parts and "node_modules" not in p.parts]
     files.append(ROOT / "Makefile")
     pattern = re.compile(r"\bissues?\s*#?\d|\bthe issue'?s?\b", re.IGNORECASE)
     bad = [f"{p.relative_to(ROOT)}:{n}" for p in files if p != pathlib.Path(__file__)

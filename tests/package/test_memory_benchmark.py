@@ -43,7 +43,8 @@ def test_meta_accounting_matches_a_real_cpu_forward(memory):
             ffrnet = FFRNet(FFRNetConfig.tiny())
             g = {"device": device}
             inputs = dict(x=torch.zeros(2, 4, 16, 16, **g), hint=torch.zeros(2, 3, 128, 128, **g),
-                          timesteps=torch.ones(2, **g), context=torch.zeros(2, 16, 64, **g), y=torch.zeros(2, 2816, **g))
+                          timesteps=torch.ones(2, **g), context=torch.zeros(2, 16, 64, **g),
+                          y=torch.zeros(2, 2816, **g))
         with torch.no_grad(), memory.fused_attention_mode(), \
                 memory.live_tensor_tracker([*ffrnet.parameters(), *inputs.values()]) as tracker:
             out = ffrnet(**inputs)
@@ -61,8 +62,9 @@ def test_computed_report_on_full_size_modules(memory):
         p.numel() for p in nets["ffrnet_sdxl"].module.id_injector.parameters())  # IdentityNet = FFRNet's backbone
     assert nets["ip_attention"].name.endswith("(70 pairs)") and nets["clip_vit_h"].params == 632_076_800
     assert nets["resampler"].params == 81_978_624 and 1.7e8 < nets["mixer"].params < 1.8e8  # diffusers' count too
-    assert nets["ip_attention"].params == sum(2 * 2048 * m.to_k.out_features  # a 2048->C pair per cross-attention
-                                              for n, m in nets["sdxl_unet"].module.named_modules() if n.endswith("attn2"))
+    cross_attentions = [m for n, m in nets["sdxl_unet"].module.named_modules() if n.endswith("attn2")]
+    # a 2048->C pair per cross-attention
+    assert nets["ip_attention"].params == sum(2 * 2048 * m.to_k.out_features for m in cross_attentions)
 
     assert nets["pulid_v1_attention"].params == nets["pulid_v1.1_attention"].params == nets["ip_attention"].params
     assert (nets["pulid_v1_encoder"].params + nets["pulid_v1_attention"].params,

@@ -18,7 +18,8 @@ SCRIPT = PACK_ROOT / "scripts" / "facesnap_train.py"
 
 def _run(*args, cwd):
     env = dict(os.environ, COMFYUI_PATH=str(COMFY), OMP_NUM_THREADS="1")  # tiny model: one thread is fastest
-    result = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -46,7 +47,8 @@ def test_cli_verifies_identities(tmp_path):
 def test_cli_rejects_a_bad_shard_index(tmp_path):
     env = dict(os.environ, COMFYUI_PATH=str(COMFY))
     result = subprocess.run([sys.executable, str(SCRIPT), "prepare", str(tmp_path), "--output", str(tmp_path / "o"),
-                             "--num-shards", "2", "--shard-index", "2"], env=env, capture_output=True, text=True, timeout=120)
+                             "--num-shards", "2", "--shard-index", "2"],
+                            env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "--shard-index must be in [0, 2)" in result.stderr
 
 

@@ -1,4 +1,5 @@
-"""Dataset preparation on real photos (dlib + a generated ArcFace ONNX): valid shards, drop reasons, resume, full disk."""
+"""Dataset preparation on real photos (dlib + a generated ArcFace ONNX): valid shards, drop reasons, resume, full
+disk."""
 
 import errno
 import json
@@ -31,7 +32,7 @@ def inputs(tmp_path_factory, insightface_images):
 
     root = tmp_path_factory.mktemp("photos")
     t1_bgr = cv2.imread(str(insightface_images / "t1.jpg"))
-    for person, box in zip(["anna", "bert", "carl"], T1_FACES):
+    for person, box in zip(["anna", "bert", "carl"], T1_FACES, strict=True):
         (root / person).mkdir()
         cv2.imwrite(str(root / person / "a.png"), _single_face(t1_bgr, box))
     (root / "anna" / "a.txt").write_text("a smiling woman, studio light")
@@ -178,7 +179,8 @@ def test_rerun_skips_finished_shards(prepared, inputs, arcface_onnx):
 
 def test_machine_split_covers_every_shard_once(inputs, arcface_onnx, tmp_path):
     images, _ = prep.list_inputs(_config(inputs, tmp_path, arcface_onnx))
-    halves = [prep.plan_shards(images, _config(inputs, tmp_path, arcface_onnx, num_shards=2, shard_index=k)) for k in (0, 1)]
+    halves = [prep.plan_shards(images, _config(inputs, tmp_path, arcface_onnx, num_shards=2, shard_index=k))
+              for k in (0, 1)]
     assert sorted([*halves[0], *halves[1]]) == sorted(prep.plan_shards(images, _config(inputs, tmp_path, arcface_onnx)))
     assert not set(halves[0]) & set(halves[1])
 
@@ -204,7 +206,8 @@ def test_full_disk_leaves_no_finished_shard(inputs, arcface_onnx, tmp_path, monk
 
 @pytest.mark.comfy
 def test_clip_tokens_are_precomputed_with_comfyui_clip_vision(inputs, tmp_path):
-    """--clip-vision stores the penultimate CLIP tokens of the face crop (tiny CLIP-vision: 5 x 32 instead of 257 x 1280)."""
+    """--clip-vision stores the penultimate CLIP tokens of the face crop (tiny CLIP-vision: 5 x 32 instead of
+    257 x 1280)."""
     from comfy_test_nodes.tiny_models import tiny_clip_vision
     from comfyui_facesnap.models.face_analysis import load_analyzer
     from comfyui_facesnap.training.clip_tokens import ClipTokenEncoder

@@ -1,4 +1,5 @@
-"""The trainer on a tiny random SDXL: finite loss, frozen base, exact resume, masked loss, non-SDXL rejection, export."""
+"""The trainer on a tiny random SDXL: finite loss, frozen base, exact resume, masked loss, non-SDXL rejection,
+export."""
 
 import math
 
@@ -38,7 +39,8 @@ def trained(shards, tmp_path_factory):
     from comfyui_facesnap.training.train import Trainer
 
     out = tmp_path_factory.mktemp("run")
-    trainer = Trainer(tiny_config(shards, out, "train.ema_decay=0.5", "model.train_id_injector=false", "train.sample_every=3"))
+    trainer = Trainer(tiny_config(shards, out, "train.ema_decay=0.5", "model.train_id_injector=false",
+                                  "train.sample_every=3"))
     before = {"unet": _snapshot(trainer.base.model), "vae": _snapshot(trainer.base.codec),
               "mixer": _snapshot(trainer.mixer), "ffrnet": _snapshot(trainer.ffrnet)}
     losses = trainer.train()
@@ -106,7 +108,8 @@ def test_non_sdxl_base_is_rejected_before_training(shards, tmp_path):
 
     fake = tmp_path / "sd15.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(320, 4, 3, 3),
-               "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.zeros(8, 768)}, str(fake))
+               "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight": torch.zeros(8, 768)},
+              str(fake))
     cfg = tiny_config(shards, tmp_path / "out", "base.kind=checkpoint", f"base.path={fake}")
     with pytest.raises(ModelFileError, match="not an SDXL base model"):
         Trainer(cfg)
@@ -137,7 +140,8 @@ def test_export_writes_what_the_loader_reads(trained, tmp_path):
     for use_ema in (True, False):
         path = export(str(out), str(tmp_path / f"facesnap_tiny_{use_ema}.safetensors"), use_ema=use_ema)
         mixer, ffrnet, metadata = load_facesnap(str(path))
-        source = load_file(str(out / "checkpoints" / "step_00000003" / f"{'ema' if use_ema else 'trainable'}.safetensors"))
+        name = f"{'ema' if use_ema else 'trainable'}.safetensors"
+        source = load_file(str(out / "checkpoints" / "step_00000003" / name))
         assert metadata["weights"] == ("ema" if use_ema else "raw") and metadata["trained_steps"] == "3"
         for k, v in mixer.state_dict().items():
             if f"mixer.{k}" in source:
@@ -154,7 +158,8 @@ def test_id_loss_branches_train(shards, tmp_path, monkeypatch, mode):
     from comfyui_facesnap.training.base_model import build_tiny_base
 
     monkeypatch.setattr(train_module, "load_lightning_unet", lambda path: build_tiny_base(seed=5).model)
-    cfg = tiny_config(shards, tmp_path, f"id_loss.mode={mode}", "id_loss.face_model_arch=tiny", "id_loss.max_timestep=999",
+    cfg = tiny_config(shards, tmp_path, f"id_loss.mode={mode}", "id_loss.face_model_arch=tiny",
+                      "id_loss.max_timestep=999",
                       "id_loss.lightning_steps=2", "train.max_steps=2")
     trainer = train_module.Trainer(cfg)
     seen = []
@@ -170,7 +175,8 @@ def test_id_loss_branches_train(shards, tmp_path, monkeypatch, mode):
     assert all(math.isfinite(x) for x in losses)
     id_terms = [float(logs["loss/id"]) for logs in seen]
     assert len(id_terms) == 2 and all(0.0 <= x <= 2.0 for x in id_terms)
-    assert all(abs(float(l["loss/total"]) - float(l["loss/diffusion"]) - 0.5 * float(l["loss/id"])) < 1e-5 for l in seen)
+    assert all(abs(float(logs["loss/total"]) - float(logs["loss/diffusion"]) - 0.5 * float(logs["loss/id"])) < 1e-5
+               for logs in seen)
 
 
 class CountingDetector:

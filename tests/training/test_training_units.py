@@ -37,7 +37,8 @@ def test_identity_reference_pairs_other_photos_of_the_person(tmp_path):
         assert not torch.equal(mine["ref_face"], paired["ref_face"])  # another photo as reference
         partner = next(j for j in range(len(own)) if torch.equal(own[j]["target_face"], paired["ref_face"]))
         assert partner != i and own[partner]["identity"] == mine["identity"]
-    assert [pairs[i]["ref_face"].sum() for i in range(3)] == [pairs[i]["ref_face"].sum() for i in range(3)]  # reproducible
+    sums = [pairs[i]["ref_face"].sum() for i in range(3)]
+    assert sums == [pairs[i]["ref_face"].sum() for i in range(3)]  # reproducible
 
 
 @pytest.mark.comfy

@@ -150,7 +150,8 @@ def sd15_controlnet(root):
     (lambda f, r: [f"model.instantid_ip_adapter={f['identitynet'] / 'diffusion_pytorch_model.safetensors'}"],
      ModelFileError, "model.instantid_ip_adapter: .* is a ControlNet"),
     (lambda f, r: ["model.mixer={mix_tokens: 8}"], ValueError, "f_mix \\(8 x 64\\)"),
-], ids=["no_controlnet", "typo", "no_ip_adapter", "negative", "sd15", "width", "layout", "ip_width", "swapped", "tokens"])
+], ids=["no_controlnet", "typo", "no_ip_adapter", "negative", "sd15", "width", "layout", "ip_width", "swapped",
+        "tokens"])
 def test_config_errors_are_clear(files, tmp_path, case, error, match):
     from comfyui_facesnap.training.train import Trainer
 

@@ -108,7 +108,7 @@ def test_widget_values(path, host_info):
         values = node["widgets_values"]
         where = f"node {node['id']} {node['type']}"
         assert len(values) == len(slots), f"{where}: {len(values)} widget values for {len(slots)} widgets"
-        for slot, value in zip(slots, values):
+        for slot, value in zip(slots, values, strict=True):
             if slot.kind == "control":
                 assert value in CONTROL_VALUES, f"{where}: control value {value!r}"
             elif slot.kind == "upload":
