@@ -20,6 +20,7 @@ import sys
 import numpy as np
 import pytest
 
+from comfyui_facesnap.comfy_glue.boot import find_comfyui
 from comfyui_facesnap.devkit.random_judge_weights import write_published_judge
 from comfyui_facesnap.evaluation.report import DOWN, UP
 from comfyui_facesnap.models.errors import ModelFileError
@@ -29,6 +30,7 @@ from evaluation_fixtures import load_eval_cli, write_random_inception, write_tin
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+COMFY = find_comfyui()  # the host tests/conftest.py booted
 eval_cli = load_eval_cli()
 
 
@@ -79,7 +81,6 @@ def setup(tmp_path_factory, insightface_images):
     from comfyui_facesnap.devkit.toy_3dmm import write_toy_ict_npz
     from comfyui_facesnap.models.face_analysis import load_analyzer
     from comfyui_facesnap.models.face_analysis.align import crop_square, square_box
-    from conftest import COMFY
 
     tmp = tmp_path_factory.mktemp("eval")
     base = make_base(tmp / "base")
@@ -188,7 +189,6 @@ def test_two_servers_share_the_prompts_and_one_dying_loses_nothing(setup, monkey
     import time
 
     from comfyui_facesnap.devkit.comfy_server import comfy_servers, http_json
-    from conftest import COMFY
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     tmp = setup["tmp"]
