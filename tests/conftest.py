@@ -76,7 +76,8 @@ def comfy_host(tmp_path_factory):
         pytest.skip(f"ComfyUI not found at {COMFY}")
     from comfyui_facesnap.devkit.comfy_host import ComfyHost
 
-    return ComfyHost(PACK_ROOT, tmp_path_factory.mktemp("comfy"), extra_packs=[PACK_ROOT / "tests" / "comfy_test_nodes"])
+    return ComfyHost(PACK_ROOT, tmp_path_factory.mktemp("comfy"),
+                     extra_packs=[PACK_ROOT / "tests" / "comfy_test_nodes"])
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -117,3 +118,47 @@ def conds_without_hooks(request, monkeypatch):
     records = record_cond_hooks(monkeypatch)
     yield records
     assert not unexpected_hooks(records), f"conds with hooks: {unexpected_hooks(records)}"
+
+
+@pytest.fixture(scope="module")
+def identity_host(comfy_host, insightface_images, tmp_path_factory):
+    """The host with the tiny FaceSnap and InstantID files in their model folders and the face pipeline's stand-ins
+    (tests/identity_graphs.py, tests/instantid_graphs.py): the identity nodes and the stacking tests."""
+    from identity_graphs import register_facesnap_folder, setup_face_pipeline
+    from instantid_graphs import register_instantid_folders
+
+    register_facesnap_folder(tmp_path_factory.mktemp("facesnap"))
+    setup_face_pipeline(comfy_host, insightface_images, tmp_path_factory.mktemp("insightface"))
+    register_instantid_folders(comfy_host, insightface_images, tmp_path_factory.mktemp("instantid"))
+    return comfy_host
+
+
+@pytest.fixture(scope="module")
+def identity_workflow_host(comfy_host, insightface_images, tmp_path_factory):
+    """The host for ``identity_graphs.identity_workflow_graph``: the face pipeline's stand-ins and the tiny FaceSnap
+    files, plus a corrupt ``broken.safetensors``."""
+    from identity_graphs import register_facesnap_folder, setup_face_pipeline
+
+    setup_face_pipeline(comfy_host, insightface_images, tmp_path_factory.mktemp("insightface"))
+    facesnap_dir = tmp_path_factory.mktemp("facesnap")
+    (facesnap_dir / "broken.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00garbage!")
+    register_facesnap_folder(facesnap_dir)
+    return comfy_host
+
+
+@pytest.fixture(scope="module")
+def flame_files(tmp_path_factory):
+    """The FLAME-layout stand-in (tests/flame_stand_in.py): (folder, the pickled model dict, its shapedirs)."""
+    from flame_stand_in import write_flame_files
+
+    return write_flame_files(tmp_path_factory.mktemp("flame"))
+
+
+@pytest.fixture(scope="module")
+def flame_model(flame_files):
+    """The stand-in loaded as a morphable model (20 shape and 10 expression components)."""
+    from comfyui_facesnap.models.face3d.flame_loader import flame_morphable_model
+
+    root, _, _ = flame_files
+    return flame_morphable_model(root / "generic_model.pkl", root / "landmark_embedding.npy", num_shape=20,
+                                 num_expression=10)

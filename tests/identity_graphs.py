@@ -99,7 +99,8 @@ def add_rect_mask(g: dict, node: str, mask: tuple | None, inputs: dict) -> None:
     None."""
     if mask is not None:
         g[f"{node}_mask"] = {"class_type": "FaceSnapTestRectMask",
-                             "inputs": dict(zip(("width", "height", "x", "y", "w", "h"), (128, 128, *mask)))}
+                             "inputs": dict(zip(("width", "height", "x", "y", "w", "h"), (128, 128, *mask),
+                                                strict=True))}
         inputs["mask"] = [f"{node}_mask", 0]
 
 
@@ -179,3 +180,36 @@ def sdxl_attn2_keys(model_patcher) -> set:
                                               ("output", unet.output_blocks))
             for i, block in enumerate(blocks) for m in block if isinstance(m, SpatialTransformer)
             for t in range(len(m.transformer_blocks))}
+
+
+def identity_workflow_graph(facesnap_name="tiny_facesnap.safetensors", sd15=False, injector=True):
+    """The whole identity path: photo -> Face Crop -> Draw Landmarks + Face Encode -> Apply FFRNet, ID-Injector on
+    the tiny SDXL -> KSampler -> VAE decode -> SaveImage (node "15")."""
+    g = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "Tom_Hanks_54745.png"}},
+        "2": {"class_type": "FaceSnapFaceAnalyzerLoader",
+              "inputs": {"backend": "insightface", "provider": "CPU", "dlib_detector": "hog"}},
+        "3": {"class_type": "FaceSnapFaceCrop",
+              "inputs": {"analyzer": ["2", 0], "image": ["1", 0], "selection": "largest", "index": 0, "size": 128,
+                         "margin": 0.5, "if_no_face": "error"}},
+        "4": {"class_type": "FaceSnapDrawLandmarks", "inputs": {"faces": ["3", 1]}},
+        "5": {"class_type": "FaceSnapTestTinyCLIPVision", "inputs": {"seed": 0}},
+        "6": {"class_type": "FaceSnapFaceEncode", "inputs": {"faces": ["3", 1], "clip_vision": ["5", 0]}},
+        "7": {"class_type": "FaceSnapModelLoader",
+              "inputs": {"facesnap_name": facesnap_name, "controlnet_name": "(FFRNet inside the FaceSnap file)"}},
+        "8": {"class_type": "FaceSnapTestTinySDXL", "inputs": {"seed": 0, "sd15": sd15}},
+        "9": {"class_type": "FaceSnapTestConditioning", "inputs": {"seed": 1}},
+        "10": {"class_type": "FaceSnapApplyFFRNet",
+               "inputs": {"positive": ["9", 0], "negative": ["9", 1], "facesnap_model": ["7", 0],
+                          "face_features": ["6", 0], "landmark_image": ["4", 0], "strength": 1.0,
+                          "start_percent": 0.0, "end_percent": 1.0}},
+        "11": {"class_type": "DiffPCIDInjector", "inputs": {"model": ["8", 0], "facesnap_model": ["7", 0]}},
+        "12": {"class_type": "EmptyLatentImage", "inputs": {"width": 128, "height": 128, "batch_size": 1}},
+        "13": {"class_type": "KSampler",
+               "inputs": {"model": ["11", 0] if injector else ["8", 0], "seed": 3, "steps": 2, "cfg": 4.0,
+                          "sampler_name": "euler", "scheduler": "normal", "positive": ["10", 0],
+                          "negative": ["10", 1], "latent_image": ["12", 0], "denoise": 1.0}},
+        "14": {"class_type": "VAEDecode", "inputs": {"samples": ["13", 0], "vae": ["8", 1]}},
+        "15": {"class_type": "SaveImage", "inputs": {"images": ["14", 0], "filename_prefix": "facesnap_identity"}},
+    }
+    return g

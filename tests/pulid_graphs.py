@@ -24,8 +24,8 @@ from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1
 from comfyui_facesnap.models.identity.pulid.eva_clip_vision import EVAVisionConfig, EVAVisionTower
 from identity_graphs import insert_apply, sampler_inputs
 from instantid_graphs import add_faces, add_keypoints
-from test_face_parsing import _random_parser
-from test_pulid_weights import save_tiny, tiny_adapter
+from pulid_files import save_tiny, tiny_adapter
+from weight_files import random_parser
 
 TINY_EVA = EVAVisionConfig(image_size=56, patch_size=14, width=32, layers=6, heads=4, mlp_hidden=48, embed_dim=768,
                            hidden_layers=(1, 2, 3, 4, 5))  # width: the tiny PuLID encoders' vit_dim
@@ -66,7 +66,7 @@ def register_pulid_folders(tmp) -> None:
     for name, (version, official, seed) in PULID_FILES.items():
         save_tiny(folders["pulid"] / name, tiny_adapter(version, seed), official)
     write_tiny_eva(folders["text_encoders"] / EVA_FILE)
-    torch.save(_random_parser().state_dict(), folders["facexlib"] / PARSER_FILE)
+    torch.save(random_parser().state_dict(), folders["facexlib"] / PARSER_FILE)
     tiny_instantid_files(str(folders["instantid"]), output_dim=64, prefix=ECOMID_PREFIX)
     (folders["instantid"] / ECOMID_CN).rename(folders["controlnet"] / ECOMID_CN)
     for name, folder in folders.items():

@@ -120,7 +120,8 @@ class FaceSnapTestForeignPatch(io.ComfyNode):
 
 
 class FaceSnapTestTextConditioning(io.ComfyNode):
-    """Tiny conditioning from a prompt text (seeded by its hash): lets a graph's prompt be patched like CLIPTextEncode."""
+    """Tiny conditioning from a prompt text (seeded by its hash): lets a graph's prompt be patched like
+    CLIPTextEncode."""
 
     @classmethod
     def define_schema(cls):
@@ -210,7 +211,8 @@ class TestExtension(ComfyExtension):
     async def get_node_list(self):
         return [FaceSnapTestTinySDXL, FaceSnapTestTinyCLIPVision, FaceSnapTestConditioning, FaceSnapTestTinyControlNet,
                 FaceSnapTestFaceFeatures, FaceSnapTestRectMask, FaceSnapTestRectImage, FaceSnapTestForeignPatch,
-                FaceSnapTestTextConditioning, FaceSnapTestForeignAttn2, FaceSnapTestTinyCheckpoint, FaceSnapTestCLIPTextEncode,
+                FaceSnapTestTextConditioning, FaceSnapTestForeignAttn2, FaceSnapTestTinyCheckpoint,
+                FaceSnapTestCLIPTextEncode,
                 FaceSnapTestDynamicModel, FaceSnapTestHookedConditioning]
 
 

@@ -17,9 +17,11 @@ CPU = torch.device("cpu")
 TINY_UNET = {
     "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True, "legacy": False,
     "num_classes": "sequential", "adm_in_channels": 2816, "dtype": torch.float32, "in_channels": 4,
-    "model_channels": 32, "num_res_blocks": [1, 1], "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
+    "model_channels": 32, "num_res_blocks": [1, 1], "transformer_depth": [0, 1],
+    "transformer_depth_output": [0, 0, 1, 1],
     "channel_mult": [1, 2], "transformer_depth_middle": 1, "use_linear_in_transformer": True,
-    "context_dim": CONTEXT_DIM, "num_head_channels": 16, "use_temporal_attention": False, "use_temporal_resblock": False,
+    "context_dim": CONTEXT_DIM, "num_head_channels": 16, "use_temporal_attention": False,
+    "use_temporal_resblock": False,
 }
 TINY_SD15 = dict(TINY_UNET, num_classes=None, adm_in_channels=None, context_dim=768)
 TINY_CLIP_VISION = {
