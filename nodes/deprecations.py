@@ -2,7 +2,7 @@
 
 To rename a node or change its input names: register the new node under a new id, keep the old class registered
 with ``is_deprecated=True`` in its schema (ComfyUI hides it from the Add Node menu but still loads old workflows)
-and add ``"OldId": "NewId"`` below. tests/test_stable_ids.py enforces this against tests/node_ids.json.
+and add ``"OldId": "NewId"`` below. tests/package/test_stable_ids.py enforces this against tests/node_ids.json.
 """
 
 DEPRECATED_IDS: dict[str, str] = {

@@ -1,4 +1,5 @@
-"""Write docs/nodes.md from the live node schemas (``make docs``). tests/test_node_docs.py fails when it is stale.
+"""Write docs/nodes.md from the live node schemas (``make docs``); tests/package/test_node_docs.py fails when it is
+stale.
 
 The nodes come from the pack's own ``comfy_entrypoint`` -> ``get_node_list`` -> ``GET_SCHEMA``, exactly what ComfyUI
 registers. Model folders are emptied while the schemas are read, so file-list dropdowns never leak the files of the
@@ -19,7 +20,7 @@ MAX_OPTIONS_SHOWN = 12
 HEADER = """# FaceSnap node reference
 
 Generated from the node schemas by `make docs` (scripts/gen_node_docs.py); do not edit by hand.
-Node ids never change: saved workflows refer to them (tests/test_stable_ids.py).
+Node ids never change: saved workflows refer to them (tests/package/test_stable_ids.py).
 """
 
 

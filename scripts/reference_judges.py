@@ -1,5 +1,5 @@
 """Reference outputs of the official face-recognition code, for the tests of the pack's judges
-(``tests/test_face_judges.py``).
+(``tests/face_analysis/test_face_judges.py``).
 
 Runs the authors' own code from local checkouts given as arguments (never copied into this repository):
 

@@ -1,6 +1,6 @@
 """Reference outputs of the official PuLID SDXL and EcomID code, at full size with seeded random weights, fp32 on the
 CPU: writes ``tests/fixtures/pulid_reference.safetensors`` (samples of each output, about 130 KB), which
-``tests/test_pulid_equivalence.py`` compares the pack's modules against.
+``tests/identity/test_pulid_equivalence.py`` compares the pack's modules against.
 
 Upstream code it ran (checkouts outside this repository; nothing of them is copied here):
 - ToTheBeginning/PuLID at 1aa2fc7df4bf51080df39f355f9abdc1cbfefbaa: ``pulid/encoders.py`` (IDEncoder, v1),

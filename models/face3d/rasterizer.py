@@ -3,7 +3,7 @@
 PyTorch3D's ``rasterize_meshes`` is used when it is importable; otherwise a pure-PyTorch z-buffer does the same job
 (it enumerates (triangle, pixel) candidates inside each triangle's bounding box, computes edge-function barycentrics
 at pixel centres, keeps the nearest with ``scatter_reduce(amin)``). Every tensor is created on the device of the
-vertices (tests/test_rasterizer.py checks this on the CPU; no GPU run has been made).
+vertices (tests/face3d/test_rasterizer.py checks this on the CPU; no GPU run has been made).
 
 Conventions: vertices are (V, 3) with x, y in pixels (origin at the top-left corner, y down) and z = depth towards
 the camera (larger = closer). Pixel (row i, column j) is sampled at its centre (j + 0.5, i + 0.5).

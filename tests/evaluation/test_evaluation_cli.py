@@ -30,7 +30,7 @@ from evaluation_fixtures import load_eval_cli, write_random_inception, write_tin
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-COMFY = find_comfyui()  # the host tests/conftest.py booted
+COMFY = find_comfyui()  # the host tests/nodes/conftest.py booted
 eval_cli = load_eval_cli()
 
 

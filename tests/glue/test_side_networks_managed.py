@@ -20,7 +20,7 @@ pytestmark = pytest.mark.comfy
 
 @pytest.fixture(scope="module")
 def host(identity_host):
-    """The FaceSnap + InstantID host (tests/conftest.py)."""
+    """The FaceSnap + InstantID host (tests/nodes/conftest.py)."""
     return identity_host
 
 

@@ -92,7 +92,7 @@ def test_encode_joins_instantids_resampler_and_pulid_v1(host):
     expected = weights.resampler_identity(bundle.resampler, ecomid.id_embedding[None], 0.35)
     torch.testing.assert_close(ecomid.cond[:, :16], expected.cond)
     torch.testing.assert_close(ecomid.uncond[:, :16], expected.uncond)
-    assert ecomid.model_key == bundle.weights_key and ecomid.model_name == bundle.name
+    assert ecomid.weights_key == bundle.weights_key and ecomid.model_name == bundle.name
 
 
 def test_methods_weights_and_advanced_settings_change_the_output(host):

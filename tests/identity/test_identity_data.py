@@ -18,7 +18,7 @@ from comfyui_facesnap.models.identity.identity import (
 def _identity(seed=0, encoder=INSTANTID_RESAMPLER, key="abc", refs=1, tokens=16, width=32, embedding=True):
     g = torch.Generator().manual_seed(seed)
     return Identity(cond=torch.randn(1, tokens, width, generator=g), uncond=torch.randn(1, tokens, width, generator=g),
-                    encoder=encoder, model_key=key, num_references=refs,
+                    encoder=encoder, weights_key=key, num_references=refs,
                     id_embedding=torch.randn(512, generator=g) if embedding else None)
 
 
@@ -47,7 +47,7 @@ def test_save_load_round_trip(tmp_path):
     save_identity(str(path), person, {"name": "Ada", "encoder": "spoofed"})
     loaded, metadata = load_identity(str(path))
     assert metadata == {"name": "Ada"}
-    assert (loaded.encoder, loaded.model_key, loaded.num_references) == (INSTANTID_RESAMPLER, "abc", 2)
+    assert (loaded.encoder, loaded.weights_key, loaded.num_references) == (INSTANTID_RESAMPLER, "abc", 2)
     for name in ("cond", "uncond", "id_embedding"):
         assert torch.equal(getattr(loaded, name), getattr(person, name))
     assert path.stat().st_size < 200_000
@@ -55,7 +55,7 @@ def test_save_load_round_trip(tmp_path):
     half = Identity(cond=plain.cond.half(), uncond=plain.uncond.half(), encoder=FACESNAP_MIXER)
     save_identity(str(tmp_path / "plain.safetensors"), half)
     again, _ = load_identity(str(tmp_path / "plain.safetensors"))
-    assert again.id_embedding is None and again.cond.dtype == torch.float32 and again.model_key == ""
+    assert again.id_embedding is None and again.cond.dtype == torch.float32 and again.weights_key == ""
 
 
 def _write(path, tensors, metadata):
@@ -121,7 +121,7 @@ def test_blend_is_weighted_and_needs_one_encoder():
     torch.testing.assert_close(mix.cond, 0.75 * a.cond + 0.25 * b.cond)
     torch.testing.assert_close(mix.uncond, 0.75 * a.uncond + 0.25 * b.uncond)
     torch.testing.assert_close(mix.id_embedding, 0.75 * a.id_embedding + 0.25 * b.id_embedding)
-    assert mix.num_references == 5 and (mix.encoder, mix.model_key) == (a.encoder, a.model_key)
+    assert mix.num_references == 5 and (mix.encoder, mix.weights_key) == (a.encoder, a.weights_key)
     assert torch.equal(blend_identities(a, b, 0.0).cond, a.cond) and torch.equal(blend_identities(a, b, 1.0).cond,
                                                                                  b.cond)
     assert blend_identities(a, _identity(2, embedding=False), 0.5).id_embedding is None

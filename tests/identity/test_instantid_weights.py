@@ -34,7 +34,7 @@ def test_full_size_bin_loads_through_torch_load_weights_only(tmp_path):
     assert adapter.image_proj.latents.dtype == torch.float16 and not adapter.image_proj.latents.is_meta
     identity = adapter.encode_identity(torch.randn(2, 512))
     assert identity.cond.shape == identity.uncond.shape == (1, 16, 2048)
-    assert identity.encoder == INSTANTID_RESAMPLER and identity.num_references == 2 and len(identity.model_key) == 16
+    assert identity.encoder == INSTANTID_RESAMPLER and identity.num_references == 2 and len(identity.weights_key) == 16
 
 
 def test_full_size_safetensors_loads(tmp_path):
@@ -156,8 +156,8 @@ def test_tiny_round_trip_both_formats(tmp_path, suffix):
     other = InstantIDAdapter(config, TINY_UNET_CONFIG)
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "other.safetensors"))
     other = load_instantid(str(tmp_path / "other.safetensors"), config=config, unet_config=TINY_UNET_CONFIG)
-    other_key = other.model_key
-    assert identity.model_key == loaded.model_key != other_key
+    other_key = other.weights_key
+    assert identity.weights_key == loaded.weights_key != other_key
 
 
 def test_layout_from_metadata_and_storage_dtype(tmp_path):
@@ -177,7 +177,7 @@ def test_layout_from_metadata_and_storage_dtype(tmp_path):
     loaded = load_instantid(str(path))
     assert loaded.image_proj.config == config and list(loaded.ip_adapter) == ["1", "3", "5", "7"]
     half = load_instantid(str(path), dtype=torch.bfloat16)
-    assert {p.dtype for p in half.parameters()} == {torch.bfloat16} and half.model_key == loaded.model_key
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16} and half.weights_key == loaded.weights_key
     for bad in ({"resampler_config": '{"dim": -3}'}, {"resampler_config": "not json"},
                 {"unet_config": '{"model_channels": 32}'}, {"resampler_config": '{"depth": 2.5}'}):
         save_file(state, str(path), metadata={**layout, **bad})

@@ -127,7 +127,7 @@ def test_encode_is_the_models_pipeline_on_the_crop_nodes_face(host, version):
     arcface = arcface_embeddings(type(faces)([faces.records[largest]], [faces.images[largest]]), raw=True)
     expected = adapter.encode_identity(arcface, eva.embedding, eva.hidden_states)
     assert identity.encoder == expected.encoder == {"v1": "pulid-v1-idencoder", "v1.1": "pulid-v1.1-idformer"}[version]
-    assert identity.num_references == 1 and identity.model_key == adapter.model_key
+    assert identity.num_references == 1 and identity.weights_key == adapter.weights_key
     torch.testing.assert_close(identity.cond, expected.cond, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(identity.uncond, expected.uncond, atol=1e-5, rtol=1e-4)
     assert identity.model_name == VERSIONS[version]
@@ -399,7 +399,7 @@ def test_both_published_layouts_load_through_the_node_and_encode_alike(host, ver
     add_apply_pulid(g, "official", official)
     executor = host.run(g)
     a, b = cached(executor, converted), cached(executor, official)
-    assert a.model_key == b.model_key and torch.equal(a.cond, b.cond) and torch.equal(a.uncond, b.uncond)
+    assert a.weights_key == b.weights_key and torch.equal(a.cond, b.cond) and torch.equal(a.uncond, b.uncond)
     assert cached(executor, "official").version == {"v1": "v1", "v1.1": "v1.1"}[version]
 
 

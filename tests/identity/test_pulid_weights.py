@@ -67,7 +67,7 @@ def test_full_size_files_load(tmp_path, name):
     assert adapter.encoder_name == {V1: PULID_V1_ENCODER, V1_1: PULID_V1_1_ENCODER}[version]
     assert adapter.ip_adapter.for_patch_key(("middle", 0, 9)) is adapter.ip_adapter["139"]
     assert adapter.ip_adapter["63"].to_k_ip.weight.dtype == (torch.float32 if path.suffix == ".bin" else torch.float16)
-    assert adapter.model_key
+    assert adapter.weights_key
 
 
 # --- tiny files: the layout in the metadata ---------------------------------------------------------------------------
@@ -85,7 +85,7 @@ def test_tiny_files_in_both_layouts_load_the_same_model(tmp_path, version):
             assert torch.equal(loaded.state_dict()[key], value), key
         one, two = loaded.encode_identity(*tiny_features(1)), loaded.encode_identity(*tiny_features(3))
         assert one.cond.shape == (1, 10 if version == V1 else 8, 64) and two.num_references == 3
-        assert one.model_key == loaded.model_key == adapter.fingerprint()
+        assert one.weights_key == loaded.weights_key == adapter.fingerprint()
     half = load_pulid(str(path), dtype=torch.bfloat16)
     assert half.ip_adapter["3"].to_v_ip.weight.dtype == torch.bfloat16
 

@@ -462,12 +462,12 @@ def test_saved_identities_with_a_made_up_key_are_refused_and_older_keys_still_ap
     ok, _, _ = run(host, g)
     assert ok
     made, _ = identity_module.load_identity(str(tmp_path / "made.safetensors"))
-    assert made.model_name == "tiny_facesnap.safetensors" and len(made.model_key) == 16
+    assert made.model_name == "tiny_facesnap.safetensors" and len(made.weights_key) == 16
     session = host.session()
     bundle = cached(session.run(facesnap_loader("tiny_facesnap.safetensors")), "loader")
     legacy = identity_module.legacy_weights_key(bundle.mixer.state_dict())
     for name, key in (("made_up", "0123456789abcdef"), ("legacy", legacy)):
-        saved = identity_module.Identity(cond=made.cond, uncond=made.uncond, encoder=made.encoder, model_key=key)
+        saved = identity_module.Identity(cond=made.cond, uncond=made.uncond, encoder=made.encoder, weights_key=key)
         identity_module.save_identity(str(tmp_path / f"{name}.safetensors"), saved)
     g = facesnap_identity_graph("tiny_facesnap.safetensors", "tiny_facesnap.safetensors")
     g["mixer"] = {"class_type": "FaceSnapLoadIdentity", "inputs": {"identity_name": "made_up.safetensors"}}
@@ -484,7 +484,7 @@ def test_the_weights_key_is_the_same_for_a_file_and_its_fp16_copy(host, models):
     g = facesnap_identity_graph("tiny_facesnap.safetensors", "tiny_facesnap_fp16.safetensors")
     g["applier"]["inputs"]["dtype"] = "bf16"  # nor does the storage dtype the loader picks
     executor = host.run(g)
-    assert cached(executor, "mixer").model_key == cached(executor, "applier").weights_key
+    assert cached(executor, "mixer").weights_key == cached(executor, "applier").weights_key
 
 
 # ---- item 4: one pre-flight check for control images -------------------------------------------------------------

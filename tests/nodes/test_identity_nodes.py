@@ -101,7 +101,7 @@ def test_a_saved_identity_loads_without_photos_or_face_models_and_samples_the_sa
     assert torch.equal(latent(host.session().run(reloaded)), direct)  # a fresh executor, nothing cached
     loaded = cached(host.run(reloaded), source)
     original = cached(session.executor, source)
-    assert loaded.encoder == original.encoder and loaded.model_key == original.model_key
+    assert loaded.encoder == original.encoder and loaded.weights_key == original.weights_key
     assert torch.equal(loaded.cond, original.cond) and torch.equal(loaded.uncond, original.uncond)
 
 

@@ -12,7 +12,7 @@ from training_fixtures import write_synthetic_shards, write_tiny_identitynet, wr
 
 pytestmark = [pytest.mark.comfy, pytest.mark.slow]
 PACK_ROOT = pathlib.Path(__file__).resolve().parents[2]
-COMFY = find_comfyui()  # the host tests/conftest.py booted
+COMFY = find_comfyui()  # the host tests/nodes/conftest.py booted
 SCRIPT = PACK_ROOT / "scripts" / "facesnap_train.py"
 
 

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.comfy, pytest.mark.usefixtures("single_thread")]
 
 @pytest.fixture(scope="module")
 def host(identity_workflow_host):
-    """The identity workflow's host (tests/conftest.py), for the exported weights."""
+    """The identity workflow's host (tests/nodes/conftest.py), for the exported weights."""
     return identity_workflow_host
 
 

@@ -3,7 +3,7 @@ ControlNet, combined as its ComfyUI node does (``recipe.py``).
 
 EcomID combines two methods, so this is the one method package allowed to import others (``instantid/`` and
 ``pulid/``); every other method package imports only the shared modules (``models/identity/*.py``,
-``models/common``; ``tests/test_layers.py`` checks it).
+``models/common``; ``tests/package/test_layers.py`` checks it).
 
 What the sources prescribe (alimama-creative/SDXL_EcomID_ComfyUI at e43fdb7, whose Python files are Git-LFS objects,
 read from a copy whose SHA-256 equal the pointers' oids; the model card of alimama-creative/SDXL-EcomID):
