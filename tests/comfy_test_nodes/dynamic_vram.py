@@ -35,6 +35,16 @@ def _dynamic_class(base):
     return _CLASSES[base]
 
 
+def delegates_asked() -> int:
+    """How often a simulated MODEL's delegate was asked for since the last ``reset_delegate_counts()``."""
+    return sum(cls.delegates_asked for cls in _CLASSES.values())
+
+
+def reset_delegate_counts() -> None:
+    for cls in _CLASSES.values():
+        cls.delegates_asked = 0
+
+
 def simulated_dynamic(model_patcher):
     clone = model_patcher.clone()
     clone.__class__ = _dynamic_class(type(model_patcher))

@@ -1,5 +1,7 @@
 """Fixtures shared by the identity tests."""
 
+import sys
+
 import pytest
 
 from identity_graphs import pack_module
@@ -24,3 +26,13 @@ def layer_calls(host, monkeypatch):
 
     monkeypatch.setattr(patch, "__call__", recording)
     return events
+
+
+@pytest.fixture()
+def delegates_asked(host):
+    """A callable: how often a simulated dynamic-VRAM MODEL's non-dynamic delegate was asked for during this test
+    (the counts live on classes shared by the whole session, so they are reset first)."""
+    package = sys.modules[host.node_classes["FaceSnapTestDynamicModel"].__module__]
+    dynamic_vram = sys.modules[package.simulated_dynamic.__module__]
+    dynamic_vram.reset_delegate_counts()
+    return dynamic_vram.delegates_asked
