@@ -109,7 +109,9 @@ def _initial_pose(mean_lmk: torch.Tensor, target: torch.Tensor, weights: torch.T
     batch = target.shape[0]
     homog = torch.cat([mean_lmk, torch.ones_like(mean_lmk[..., :1])], -1).expand(batch, -1, -1)
     w = weights.unsqueeze(-1)
-    affine = torch.linalg.lstsq(homog * w, target * w).solution.transpose(1, 2)  # (B, 2, 4)
+    # gelsd, not the CPU default gelsy: gelsy's result changes in the last bits from run to run, and so would the
+    # landmarks drawn from the fit
+    affine = torch.linalg.lstsq(homog * w, target * w, driver="gelsd").solution.transpose(1, 2)  # (B, 2, 4)
     rows = affine[:, :, :3] * torch.tensor([1.0, -1.0]).view(1, 2, 1)
     scale = rows.norm(dim=2).mean(1)
     r3 = torch.cross(rows[:, 0], rows[:, 1], dim=1)
