@@ -22,8 +22,8 @@ import torch
 from comfy_test_nodes.tiny_models import init_, tiny_instantid_files
 from comfyui_facesnap.models.identity.pulid.adapter import V1, V1_1
 from comfyui_facesnap.models.identity.pulid.eva_clip_vision import EVAVisionConfig, EVAVisionTower
-from identity_graphs import insert_apply, sampler_inputs
-from instantid_graphs import add_faces, add_keypoints
+from identity_graphs import insert_apply, sampler_inputs, setup_face_pipeline
+from instantid_graphs import add_faces, add_keypoints, register_instantid_folders
 from pulid_files import save_tiny, tiny_adapter
 from weight_files import random_parser
 
@@ -55,6 +55,15 @@ def write_tiny_eva(path, seed: int = 0) -> None:
             torch.nn.init.ones_(module.weight)
     save_file({"visual." + k: v.contiguous() for k, v in tower.state_dict().items()}, str(path),
               metadata={"eva_config": json.dumps(asdict(TINY_EVA))})
+
+
+def prepare_pulid_host(comfy_host, insightface_images, tmp_path_factory):
+    """The test host with the face pipeline, InstantID's tiny files and PuLID's and EcomID's (the PuLID and EcomID
+    test modules' host)."""
+    setup_face_pipeline(comfy_host, insightface_images, tmp_path_factory.mktemp("insightface"))
+    register_instantid_folders(comfy_host, insightface_images, tmp_path_factory.mktemp("instantid"))
+    register_pulid_folders(tmp_path_factory.mktemp("pulid"))
+    return comfy_host
 
 
 def register_pulid_folders(tmp) -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from identity_graphs import add_stock_controlnet, base_graph, cached, latent, pack_module, setup_face_pipeline
-from instantid_graphs import register_instantid_folders, use_identity_folder
+from identity_graphs import add_stock_controlnet, base_graph, cached, latent, pack_module
+from instantid_graphs import use_identity_folder
 from pulid_graphs import (
     V1_1_FILE,
     V1_FILE,
@@ -18,7 +18,7 @@ from pulid_graphs import (
     add_ecomid_loader,
     add_pulid_encode,
     add_pulid_loader,
-    register_pulid_folders,
+    prepare_pulid_host,
 )
 from unet_calls import TINY_SITES, per_unet_call
 
@@ -27,10 +27,7 @@ pytestmark = pytest.mark.comfy
 
 @pytest.fixture(scope="module")
 def host(comfy_host, insightface_images, tmp_path_factory):
-    setup_face_pipeline(comfy_host, insightface_images, tmp_path_factory.mktemp("insightface"))
-    register_instantid_folders(comfy_host, insightface_images, tmp_path_factory.mktemp("instantid"))
-    register_pulid_folders(tmp_path_factory.mktemp("pulid"))
-    return comfy_host
+    return prepare_pulid_host(comfy_host, insightface_images, tmp_path_factory)
 
 
 def ecomid_graph(weight: float = 0.8, steps: int = 2, **apply) -> dict:

@@ -16,14 +16,12 @@ from identity_graphs import (
     pack_module,
     sdxl_attn2_keys,
     sdxl_meta_patcher,
-    setup_face_pipeline,
 )
 from instantid_graphs import (
     add_apply_instantid,
     add_encode,
     add_faces,
     add_instantid_loader,
-    register_instantid_folders,
     use_identity_folder,
 )
 from pulid_graphs import (
@@ -35,7 +33,7 @@ from pulid_graphs import (
     add_feature_loaders,
     add_pulid_encode,
     add_pulid_loader,
-    register_pulid_folders,
+    prepare_pulid_host,
 )
 from unet_calls import TINY_SITES, per_unet_call
 
@@ -45,10 +43,7 @@ VERSIONS = {"v1": V1_FILE, "v1.1": V1_1_FILE}
 
 @pytest.fixture(scope="module")
 def host(comfy_host, insightface_images, tmp_path_factory):
-    setup_face_pipeline(comfy_host, insightface_images, tmp_path_factory.mktemp("insightface"))
-    register_instantid_folders(comfy_host, insightface_images, tmp_path_factory.mktemp("instantid"))
-    register_pulid_folders(tmp_path_factory.mktemp("pulid"))
-    return comfy_host
+    return prepare_pulid_host(comfy_host, insightface_images, tmp_path_factory)
 
 
 def pulid_graph(name: str = V1_FILE, weight: float = 0.8, steps: int = 2, person: str = "tom", **apply) -> dict:
